@@ -1,0 +1,156 @@
+"""`make run`: the whole system on this machine.
+
+Starts Redis, PostgreSQL and anvil (1 s blocks) on loopback unless REDIS_URL / DATABASE_URL / RPC_URL
+point at servers already running, deploys the contracts (or reuses a deployment still on the chain),
+funds anvil's dev payers with mock USDC, applies the migrations, then runs intake, batcher and
+confirmer as their own processes, restarting one that dies. Ctrl-C stops everything it started.
+"""
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import asyncpg
+from web3 import HTTPProvider, Web3
+
+from devstack.anvil import DEV_ADDRESSES, DEV_KEYS, Anvil
+from devstack.postgres_server import PostgresServer
+from devstack.redis_server import RedisServer
+from shared import db
+from shared.deploy import Deployment, deploy_local
+
+log = logging.getLogger("mintline.run")
+
+RUN_DIR = Path(".run")
+SERVICES = ("intake", "batcher", "confirmer")
+
+
+def _deployment_on_chain(path: Path, rpc_url: str) -> Deployment | None:
+    """The saved deployment if its contracts are still on this chain (anvil may have been restarted)."""
+    if not path.exists():
+        return None
+    deployment = Deployment.load(path)
+    w3 = Web3(HTTPProvider(rpc_url))
+    if w3.eth.chain_id != deployment.chain_id or not w3.eth.get_code(deployment.token):
+        return None
+    return deployment
+
+
+async def _reset_database(dsn: str) -> None:
+    """A new chain makes the old rows meaningless (their nonces and hashes are of another chain)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public;")
+    finally:
+        await conn.close()
+
+
+def _service_env(env: dict[str, str]) -> dict[str, str]:
+    return {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    RUN_DIR.mkdir(exist_ok=True)
+    stack = contextlib.ExitStack()
+    with stack:
+        redis_url = os.environ.get("REDIS_URL")
+        if not redis_url:
+            redis = stack.enter_context(RedisServer(data_dir=(RUN_DIR / "redis").resolve(), persist=True))
+            redis_url = redis.url
+        database_url = os.environ.get("DATABASE_URL")
+        if not database_url:
+            postgres = stack.enter_context(PostgresServer(data_dir=(RUN_DIR / "postgres").resolve(), fast=False))
+            database_url = postgres.dsn
+        rpc_url = os.environ.get("RPC_URL")
+        if not rpc_url:
+            port = int(os.environ["ANVIL_PORT"]) if os.environ.get("ANVIL_PORT") else None
+            anvil = stack.enter_context(Anvil(block_time=1, port=port))
+            rpc_url = anvil.rpc_url
+
+        deployment_file = RUN_DIR / "deployment.json"
+        deployment = _deployment_on_chain(deployment_file, rpc_url)
+        if deployment is None:
+            log.info("deploying contracts to %s", rpc_url)
+            # Local chain only: anvil's public dev accounts (0 deploys, 1 mints, 2 is the treasury,
+            # 3..9 pay).
+            deployment = deploy_local(
+                rpc_url,
+                deployer_key=DEV_KEYS[0],
+                minter_address=DEV_ADDRESSES[1],
+                treasury=DEV_ADDRESSES[2],
+                fund=DEV_ADDRESSES[3:],
+            )
+            deployment.save(deployment_file)
+            asyncio.run(_reset_database(database_url))
+        asyncio.run(db.migrate(database_url))
+
+        env = {
+            "REDIS_URL": redis_url,
+            "DATABASE_URL": database_url,
+            "RPC_URL": rpc_url,
+            "DEPLOYMENT_FILE": str(deployment_file.resolve()),
+            # Local dev values only; a real deployment sets its own.
+            "BATCHER_PRIVATE_KEY": os.environ.get("BATCHER_PRIVATE_KEY", DEV_KEYS[1]),
+            "WEBHOOK_SECRET": os.environ.get("WEBHOOK_SECRET", "local-dev-webhook-secret"),
+        }
+        (RUN_DIR / "env").write_text(
+            "".join(f"{k}={v}\n" for k, v in env.items() if k not in ("BATCHER_PRIVATE_KEY", "WEBHOOK_SECRET"))
+        )
+        supervise(env, deployment)
+
+
+def supervise(env: dict[str, str], deployment: Deployment) -> None:
+    stopping = False
+
+    def request_stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    restarts: dict[str, float] = {}
+    port = os.environ.get("INTAKE_PORT", "4021")
+    for name in SERVICES:
+        procs[name] = subprocess.Popen([sys.executable, "-m", f"services.{name}"], env=_service_env(env))
+    print(
+        f"\nmintline is running: intake at http://127.0.0.1:{port}  (chain {deployment.chain_id}, "
+        f"token {deployment.token}, USDC {deployment.usdc}, price {deployment.price / 1e6:g} USDC)\n"
+        f"deployment: {RUN_DIR / 'deployment.json'}; connection URLs: {RUN_DIR / 'env'}; Ctrl-C stops.\n",
+        flush=True,
+    )
+    try:
+        while not stopping:
+            time.sleep(0.5)
+            for name, proc in procs.items():
+                if proc.poll() is not None and not stopping:
+                    # Restart, but not in a tight loop if it keeps dying.
+                    if time.monotonic() - restarts.get(name, 0) < 5:
+                        continue
+                    log.warning("%s exited with %s; restarting", name, proc.returncode)
+                    restarts[name] = time.monotonic()
+                    procs[name] = subprocess.Popen(
+                        [sys.executable, "-m", f"services.{name}"], env=_service_env(env)
+                    )
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for proc in procs.values():
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        log.info("stopped")
+
+
+if __name__ == "__main__":
+    main()

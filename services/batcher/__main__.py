@@ -1,0 +1,28 @@
+import asyncio
+import logging
+
+from services.batcher.settings import BatcherSettings
+from services.batcher.worker import Batcher
+from shared import metrics, service
+
+log = logging.getLogger("services.batcher")
+
+
+async def main(stop: asyncio.Event) -> None:
+    settings = BatcherSettings()
+    async with service.resources(settings) as res:
+        batcher = Batcher(settings, res.pool, res.redis, res.w3)
+
+        async def health() -> dict:
+            return {"postgres": not res.pool.is_closing(), "wallet_lock": await batcher.lock.still_held()}
+
+        runner = await metrics.serve(settings.metrics_host, settings.metrics_port, health)
+        try:
+            await batcher.run(stop)
+        finally:
+            await runner.cleanup()
+
+
+if __name__ == "__main__":
+    service.configure_logging()
+    service.run(main)

@@ -1,0 +1,38 @@
+from pydantic import Field, SecretStr
+from pydantic_settings import SettingsConfigDict
+
+from shared.settings import Settings
+
+# Knobs that `system_settings` may override at run time.
+TUNABLE = (
+    "batch_size",
+    "batch_window_seconds",
+    "gas_budget",
+    "gas_per_entry",
+    "max_in_flight",
+    "fee_bump_percent",
+    "priority_fee_gwei",
+)
+
+
+class BatcherSettings(Settings):
+    model_config = SettingsConfigDict(env_prefix="BATCHER_", extra="ignore")
+
+    private_key: SecretStr = Field(validation_alias="BATCHER_PRIVATE_KEY")
+    metrics_port: int = 9101
+    metrics_host: str = "127.0.0.1"
+
+    batch_size: int = Field(200, ge=1, le=2000)
+    batch_window_seconds: float = Field(1.0, gt=0, le=60)
+    # A batch also closes when its estimated gas reaches the budget; half a 30M block leaves room
+    # for two batches per block.
+    gas_budget: int = Field(14_000_000, ge=200_000)
+    gas_per_entry: int = Field(75_000, ge=20_000)
+    max_in_flight: int = Field(16, ge=1, le=256)
+    fee_bump_percent: int = Field(25, ge=10, le=500)
+    priority_fee_gwei: float = Field(1.0, ge=0)
+    # Seconds before validBefore below which an authorization is not worth sending.
+    expiry_margin_seconds: int = Field(10, ge=0)
+    buffer_limit: int = Field(5000, ge=1)
+    rebroadcast_after_seconds: float = Field(5.0, gt=0)
+    settings_refresh_seconds: float = Field(5.0, gt=0)

@@ -1,0 +1,351 @@
+"""The batcher loop: read mint.requested, close batches, store signed transactions, broadcast.
+
+Order of effects for one batch (invariant 3): claim the rows and store the signed raw transaction
+with its nonce in one PostgreSQL transaction, then ack the stream entries, then broadcast. A crash
+anywhere leaves either nothing (the entries are redelivered) or a stored transaction that the next
+active batcher rebroadcasts with the same nonce.
+"""
+
+import asyncio
+import logging
+import os
+import socket
+import time
+
+import aiohttp
+import asyncpg
+from eth_account import Account
+from redis.asyncio import Redis
+from web3 import AsyncWeb3
+from web3.exceptions import Web3Exception
+
+from services.batcher import metrics
+from services.batcher.batching import PendingBuffer, Waiting, entries_per_batch
+from services.batcher.lock import WalletLock
+from services.batcher.settings import TUNABLE, BatcherSettings
+from services.batcher.transactions import Fees, mint_entry, sign
+from shared import keys
+from shared.chain import token_contract
+from shared.events import MintFailed, MintRequested, TxSent, TxStuck
+from shared.overrides import with_overrides
+from shared.streams import Consumer, publish, publish_many
+
+log = logging.getLogger(__name__)
+
+CLAIM = """
+UPDATE mint_requests SET status = 'batched', batch_id = $1, updated_at = now()
+WHERE id = ANY($2::uuid[]) AND status = 'pending'
+RETURNING id, kind, payer_address, payment_id, authorization_data, valid_before, token_uri
+"""
+FAIL_EXPIRED = """
+UPDATE mint_requests
+SET status = 'failed', batch_id = NULL, error_message = $2, processed_at = now(), updated_at = now()
+WHERE id = ANY($1::uuid[])
+"""
+# Node answers meaning "this transaction (or its nonce) is already there": nothing to resend.
+ALREADY_THERE = ("already known", "already imported", "known transaction", "nonce too low")
+BLOCK_GAS_CEILING = 29_000_000
+
+
+class LockLost(RuntimeError):
+    """The wallet lock's connection died: another batcher may be active now, so this one must stop."""
+
+
+class Batcher:
+    def __init__(self, settings: BatcherSettings, pool: asyncpg.Pool, redis: Redis, w3: AsyncWeb3) -> None:
+        self.settings = settings
+        self.tuning = settings
+        self.pool = pool
+        self.redis = redis
+        self.w3 = w3
+        self.account = Account.from_key(settings.private_key.get_secret_value())
+        self.wallet = self.account.address
+        self.deployment = settings.deployment
+        self.token = token_contract(w3, self.deployment)
+        names = settings.keys
+        consumer = f"batcher-{socket.gethostname()}-{os.getpid()}"
+        self.requests = Consumer(
+            redis,
+            names.stream(keys.MINT_REQUESTED),
+            keys.BATCHER,
+            consumer,
+            dead_stream=names.dead(keys.MINT_REQUESTED),
+            max_deliveries=20,
+        )
+        self.stuck = Consumer(
+            redis, names.stream(keys.TX_STUCK), keys.BATCHER, consumer, dead_stream=names.dead(keys.TX_STUCK)
+        )
+        self.tx_sent_stream = names.stream(keys.TX_SENT)
+        self.failed_stream = names.stream(keys.MINT_FAILED)
+        self.buffer = PendingBuffer()
+        self.lock = WalletLock(settings.database_url, self.wallet)
+        self.next_nonce = 0
+        self.in_flight = 0
+        self._fees: tuple[float, Fees] | None = None
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Wait for the wallet lock (standby), recover, then batch until `stop`."""
+        metrics.ACTIVE.set(0)
+        if not await self.lock.acquire(stop):
+            return
+        metrics.ACTIVE.set(1)
+        try:
+            await self.recover()
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(self._batch_loop(stop))
+                tasks.create_task(self.stuck.consume(self._on_stuck, stop))
+                tasks.create_task(self._maintenance_loop(stop))
+        finally:
+            metrics.ACTIVE.set(0)
+            await self.lock.release()
+
+    async def recover(self) -> None:
+        """Pick up where the last active batcher stopped: nonce, stored transactions, unacked entries."""
+        await self.requests.start()
+        await self.stuck.start()
+        chain_nonce = await self.w3.eth.get_transaction_count(self.wallet, "pending")
+        stored = await self.pool.fetchval("SELECT max(nonce) FROM batches WHERE wallet = $1", self.wallet)
+        self.next_nonce = max(chain_nonce, -1 if stored is None else stored + 1)
+        metrics.NEXT_NONCE.set(self.next_nonce)
+        open_batches = await self.pool.fetch(
+            "SELECT id, nonce, tx_hash, raw_tx FROM batches"
+            " WHERE wallet = $1 AND status IN ('signed', 'sent') ORDER BY nonce",
+            self.wallet,
+        )
+        for batch in open_batches:
+            await self._broadcast(batch["id"], batch["nonce"], batch["tx_hash"], batch["raw_tx"])
+        # This batcher is the only active consumer now: whatever the group delivered and nobody
+        # acked (a dead batcher's buffer) is ours.
+        messages = await self.requests.claim_stale(count=500, min_idle_ms=0)
+        self._buffer_messages(messages)
+        log.info(
+            "batcher active for %s: next nonce %d (chain %d), rebroadcast %d, reclaimed %d entries",
+            self.wallet, self.next_nonce, chain_nonce, len(open_batches), len(messages),
+        )
+
+    async def _batch_loop(self, stop: asyncio.Event) -> None:
+        loop = asyncio.get_running_loop()
+        while not stop.is_set():
+            try:
+                await self._batch_step(loop)
+            except (LockLost, asyncio.CancelledError):
+                raise
+            except Exception:
+                log.exception("batch loop step failed; going on")
+                await asyncio.sleep(1)
+
+    async def _batch_step(self, loop: asyncio.AbstractEventLoop) -> None:
+        tuning = self.tuning
+        size = entries_per_batch(tuning.batch_size, tuning.gas_budget, tuning.gas_per_entry)
+        window = tuning.batch_window_seconds
+        if self.buffer.is_due(loop.time(), size, window):
+            if self.in_flight < tuning.max_in_flight:
+                await self._send_batch(self.buffer.take(size))
+                return
+            await asyncio.sleep(0.1)  # wait for confirmations to free a slot
+            await self._count_in_flight()
+            if len(self.buffer) >= tuning.buffer_limit:
+                return
+        room = tuning.buffer_limit - len(self.buffer)
+        if room <= 0:
+            await asyncio.sleep(0.05)
+            return
+        oldest = self.buffer.oldest_arrival()
+        wait = window if oldest is None else max(0.005, oldest + window - loop.time())
+        messages = await self.requests.read(min(room, 1000), block_ms=max(1, int(min(wait, 1.0) * 1000)))
+        self._buffer_messages(messages)
+
+    def _buffer_messages(self, messages: list) -> None:
+        now = asyncio.get_running_loop().time()
+        for message in messages:
+            event = message.event
+            if isinstance(event, MintRequested):
+                self.buffer.add(event.request_id, event.kind, event.valid_before, message.id, now)
+            else:
+                log.error("unexpected %s on mint.requested (entry %s); ignoring it", event.type, message.id)
+
+    async def _send_batch(self, chosen: list[Waiting]) -> None:
+        try:
+            batch = await self._store_batch(chosen)
+        except (OSError, asyncpg.PostgresError, Web3Exception, aiohttp.ClientError, TimeoutError):
+            # Nothing was committed: keep the requests for the next attempt.
+            log.exception("could not store a batch of %d; retrying", len(chosen))
+            now = asyncio.get_running_loop().time()
+            for waiting in chosen:
+                for entry_id in waiting.entry_ids:
+                    self.buffer.add(waiting.request_id, waiting.kind, waiting.valid_before, entry_id, now)
+            await asyncio.sleep(1)
+            return
+        await self.requests.ack([entry for waiting in chosen for entry in waiting.entry_ids])
+        if batch is not None:
+            await self._broadcast(*batch)
+
+    async def _store_batch(self, chosen: list[Waiting]) -> tuple[int, int, str, bytes] | None:
+        """Claim the rows and store the signed transaction; returns (batch id, nonce, hash, raw)."""
+        order = {waiting.request_id: position for position, waiting in enumerate(chosen)}
+        cutoff = int(time.time()) + self.tuning.expiry_margin_seconds
+        async with self.pool.acquire() as conn, conn.transaction():
+            batch_id = await conn.fetchval("SELECT nextval('batches_id_seq')")
+            rows = await conn.fetch(CLAIM, batch_id, list(order))
+            expired = [r["id"] for r in rows if r["valid_before"] is not None and r["valid_before"] <= cutoff]
+            if expired:
+                await conn.execute(FAIL_EXPIRED, expired, "authorization expired before it could be sent")
+            live = sorted((r for r in rows if r["id"] not in expired), key=lambda r: order[str(r["id"])])
+            if live:
+                signed_batch = await self._sign_batch(conn, batch_id, live)
+        if expired:
+            metrics.EXPIRED_BEFORE_BATCH.inc(len(expired))
+            await publish_many(
+                self.redis,
+                self.failed_stream,
+                [MintFailed(request_id=str(i), reason="authorization expired before it could be sent") for i in expired],
+                self.settings.stream_maxlen,
+            )
+        if not live:
+            return None
+        self.next_nonce += 1
+        self.in_flight += 1
+        metrics.NEXT_NONCE.set(self.next_nonce)
+        metrics.BATCH_SIZE.observe(len(live))
+        return signed_batch
+
+    async def _sign_batch(
+        self, conn: asyncpg.Connection, batch_id: int, rows: list
+    ) -> tuple[int, int, str, bytes]:
+        data = bytes.fromhex(
+            self.token.encode_abi("batchMint", args=[[mint_entry(r) for r in rows]]).removeprefix("0x")
+        )
+        gas = await self._gas_limit(data, len(rows))
+        fees = await self._current_fees()
+        nonce = self.next_nonce
+        signed = sign(
+            self.account, chain_id=self.deployment.chain_id, nonce=nonce, to=self.deployment.token,
+            data=data, gas=gas, fees=fees,
+        )
+        await conn.execute(
+            "INSERT INTO batches (id, wallet, nonce, kind, status, request_ids, tx_hash, raw_tx, call_data,"
+            " gas_limit, max_fee_per_gas, max_priority_fee_per_gas)"
+            " VALUES ($1, $2, $3, $4, 'signed', $5, $6, $7, $8, $9, $10, $11)",
+            batch_id, self.wallet, nonce, rows[0]["kind"], [r["id"] for r in rows], signed.tx_hash,
+            signed.raw, data, gas, fees.max_fee_per_gas, fees.max_priority_fee_per_gas,
+        )
+        await conn.execute(
+            "INSERT INTO batch_transactions (tx_hash, batch_id, raw_tx, max_fee_per_gas,"
+            " max_priority_fee_per_gas) VALUES ($1, $2, $3, $4, $5)",
+            signed.tx_hash, batch_id, signed.raw, fees.max_fee_per_gas, fees.max_priority_fee_per_gas,
+        )
+        log.info("batch %d signed: nonce %d, %d entries, gas %d, tx %s", batch_id, nonce, len(rows), gas,
+                 signed.tx_hash)
+        return batch_id, nonce, signed.tx_hash, signed.raw
+
+    async def _gas_limit(self, data: bytes, entries: int) -> int:
+        try:
+            estimate = await self.w3.eth.estimate_gas({"from": self.wallet, "to": self.deployment.token,
+                                                       "data": data})
+        except (Web3Exception, ValueError) as exc:
+            # Sent anyway with a formula limit: if it reverts, the confirmer retries its requests.
+            log.warning("gas estimate failed for %d entries (%s); using the per-entry budget", entries, exc)
+            return min(BLOCK_GAS_CEILING, 100_000 + 2 * entries * self.tuning.gas_per_entry)
+        return min(BLOCK_GAS_CEILING, estimate * 6 // 5)
+
+    async def _current_fees(self) -> Fees:
+        now = time.monotonic()
+        if self._fees is None or now - self._fees[0] > 0.5:
+            block = await self.w3.eth.get_block("latest")
+            priority = int(self.tuning.priority_fee_gwei * 10**9)
+            self._fees = (now, Fees.for_base_fee(int(block["baseFeePerGas"]), priority))
+        return self._fees[1]
+
+    async def _broadcast(self, batch_id: int, nonce: int, tx_hash: str, raw: bytes) -> bool:
+        try:
+            await self.w3.eth.send_raw_transaction(raw)
+        except (Web3Exception, ValueError) as exc:
+            if not any(text in str(exc).lower() for text in ALREADY_THERE):
+                metrics.BROADCAST_ERRORS.inc()
+                log.warning("broadcast of batch %d (nonce %d, tx %s) failed: %s", batch_id, nonce, tx_hash, exc)
+                return False
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            metrics.BROADCAST_ERRORS.inc()
+            log.warning("broadcast of batch %d (nonce %d) failed: %s", batch_id, nonce, exc)
+            return False
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "UPDATE batches SET status = 'sent', sent_at = coalesce(sent_at, now())"
+                " WHERE id = $1 AND status = 'signed'",
+                batch_id,
+            )
+            await conn.execute(
+                "UPDATE mint_requests SET status = 'sent', updated_at = now()"
+                " WHERE batch_id = $1 AND status = 'batched'",
+                batch_id,
+            )
+        await publish(self.redis, self.tx_sent_stream, TxSent(batch_id=batch_id, nonce=nonce, tx_hash=tx_hash),
+                      self.settings.stream_maxlen)
+        metrics.BATCHES_SENT.inc()
+        log.info("batch %d broadcast: nonce %d, tx %s", batch_id, nonce, tx_hash)
+        return True
+
+    async def _on_stuck(self, event: TxStuck) -> None:
+        """Replace a late transaction with the same nonce and higher fees."""
+        batch = await self.pool.fetchrow(
+            "SELECT id, nonce, status, tx_hash, call_data, gas_limit, max_fee_per_gas, max_priority_fee_per_gas"
+            " FROM batches WHERE id = $1 AND wallet = $2",
+            event.batch_id, self.wallet,
+        )
+        if batch is None or batch["status"] not in ("signed", "sent") or batch["tx_hash"] != event.tx_hash:
+            return  # confirmed, or already bumped since this report
+        if await self.w3.eth.get_transaction_count(self.wallet, "latest") > batch["nonce"]:
+            return  # the nonce is mined: the confirmer will find which attempt
+        old = Fees(int(batch["max_fee_per_gas"]), int(batch["max_priority_fee_per_gas"]))
+        fees = old.bumped(self.tuning.fee_bump_percent, await self._current_fees())
+        signed = sign(
+            self.account, chain_id=self.deployment.chain_id, nonce=batch["nonce"], to=self.deployment.token,
+            data=bytes(batch["call_data"]), gas=batch["gas_limit"], fees=fees,
+        )
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "INSERT INTO batch_transactions (tx_hash, batch_id, raw_tx, max_fee_per_gas,"
+                " max_priority_fee_per_gas) VALUES ($1, $2, $3, $4, $5)",
+                signed.tx_hash, batch["id"], signed.raw, fees.max_fee_per_gas, fees.max_priority_fee_per_gas,
+            )
+            await conn.execute(
+                "UPDATE batches SET tx_hash = $2, raw_tx = $3, max_fee_per_gas = $4,"
+                " max_priority_fee_per_gas = $5, attempts = attempts + 1 WHERE id = $1",
+                batch["id"], signed.tx_hash, signed.raw, fees.max_fee_per_gas, fees.max_priority_fee_per_gas,
+            )
+        metrics.FEE_BUMPS.inc()
+        log.info("batch %d fee bump: nonce %d, max fee %d -> %d, tx %s", batch["id"], batch["nonce"],
+                 old.max_fee_per_gas, fees.max_fee_per_gas, signed.tx_hash)
+        await self._broadcast(batch["id"], batch["nonce"], signed.tx_hash, signed.raw)
+
+    async def _count_in_flight(self) -> None:
+        self.in_flight = await self.pool.fetchval(
+            "SELECT count(*) FROM batches WHERE wallet = $1 AND status IN ('signed', 'sent')", self.wallet
+        )
+        metrics.IN_FLIGHT.set(self.in_flight)
+
+    async def _maintenance_loop(self, stop: asyncio.Event) -> None:
+        """Lock health, run-time settings, in-flight count, and rebroadcast of unsent transactions."""
+        next_refresh = 0.0
+        while not stop.is_set():
+            if not await self.lock.still_held():
+                raise LockLost(f"lost the wallet lock for {self.wallet}")
+            try:
+                now = time.monotonic()
+                if now >= next_refresh:
+                    self.tuning = await with_overrides(self.pool, self.settings, TUNABLE)
+                    next_refresh = now + self.settings.settings_refresh_seconds
+                await self._count_in_flight()
+                unsent = await self.pool.fetch(
+                    "SELECT id, nonce, tx_hash, raw_tx FROM batches WHERE wallet = $1 AND status = 'signed'"
+                    " AND created_at < now() - make_interval(secs => $2) ORDER BY nonce",
+                    self.wallet, self.settings.rebroadcast_after_seconds,
+                )
+                for batch in unsent:
+                    await self._broadcast(batch["id"], batch["nonce"], batch["tx_hash"], batch["raw_tx"])
+            except Exception:
+                log.exception("batcher maintenance failed; going on")
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=1.0)
+            except TimeoutError:
+                pass

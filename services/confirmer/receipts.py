@@ -1,0 +1,36 @@
+"""What a mined batch did to each entry, read from its receipt's logs. Pure logic."""
+
+from dataclasses import dataclass
+
+from eth_abi import decode as abi_decode
+from eth_utils import keccak
+
+MINTED_TOPIC = "0x" + keccak(text="Minted(bytes32,address,uint256)").hex()
+SKIPPED_TOPIC = "0x" + keccak(text="MintSkipped(bytes32,address,string)").hex()
+ALREADY_PROCESSED = "already processed"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    minted: bool
+    reason: str | None = None
+
+
+def _hex(value: bytes | str) -> str:
+    return value if isinstance(value, str) else "0x" + bytes(value).hex()
+
+
+def outcomes(logs: list, token: str) -> dict[str, Outcome]:
+    """paymentId (0x-hex) -> Outcome for every Minted / MintSkipped log the token emitted."""
+    found: dict[str, Outcome] = {}
+    for entry in logs:
+        if entry["address"].lower() != token.lower() or len(entry["topics"]) < 2:
+            continue
+        topic = _hex(entry["topics"][0]).lower()
+        payment_id = _hex(entry["topics"][1]).lower()
+        if topic == MINTED_TOPIC:
+            found[payment_id] = Outcome(minted=True)
+        elif topic == SKIPPED_TOPIC:
+            (reason,) = abi_decode(["string"], bytes.fromhex(_hex(entry["data"]).removeprefix("0x")))
+            found[payment_id] = Outcome(minted=False, reason=reason)
+    return found

@@ -1,0 +1,299 @@
+"""The confirmer loop: watch every open batch until its receipt is deep enough, then settle its entries.
+
+PostgreSQL is what the confirmer watches (every batch in `signed` / `sent`); a `tx.sent` event only
+makes it look sooner. So a lost event, a restart or a flushed Redis never leaves a batch unwatched.
+"""
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+
+import asyncpg
+from redis.asyncio import Redis
+from web3 import AsyncWeb3
+from web3.exceptions import TransactionNotFound
+
+from services.confirmer import metrics
+from services.confirmer.receipts import ALREADY_PROCESSED, MINTED_TOPIC, outcomes
+from services.confirmer.settings import TUNABLE, ConfirmerSettings
+from shared import keys
+from shared.events import Event, MintCompleted, MintFailed, MintRequested, TxStuck
+from shared.overrides import with_overrides
+from shared.streams import Consumer, publish, publish_many
+
+log = logging.getLogger(__name__)
+
+OPEN_BATCHES = """
+SELECT b.id, b.wallet, b.nonce, b.tx_hash, array_agg(t.tx_hash ORDER BY t.created_at) AS tx_hashes
+FROM batches b JOIN batch_transactions t ON t.batch_id = b.id
+WHERE b.status IN ('signed', 'sent')
+GROUP BY b.id
+"""
+
+
+@dataclass
+class Watched:
+    id: int
+    wallet: str
+    nonce: int
+    latest_hash: str
+    tx_hashes: list[str]
+    first_seen_head: int | None = None
+    last_stuck_head: int | None = None
+    nonce_used_since: int | None = None
+
+
+@dataclass
+class Settlement:
+    completed: dict[str, str] = field(default_factory=dict)  # request id -> mint tx hash
+    failed: dict[str, str] = field(default_factory=dict)  # request id -> reason
+    retry: dict[str, str] = field(default_factory=dict)  # request id -> reason
+
+
+class Confirmer:
+    def __init__(self, settings: ConfirmerSettings, pool: asyncpg.Pool, redis: Redis, w3: AsyncWeb3) -> None:
+        self.settings = settings
+        self.tuning = settings
+        self.pool = pool
+        self.redis = redis
+        self.w3 = w3
+        self.token = settings.deployment.token
+        names = settings.keys
+        self.sent = Consumer(
+            redis, names.stream(keys.TX_SENT), keys.CONFIRMER, f"confirmer-{socket.gethostname()}-{os.getpid()}",
+            dead_stream=names.dead(keys.TX_SENT),
+        )
+        self.streams = {
+            "completed": names.stream(keys.MINT_COMPLETED),
+            "failed": names.stream(keys.MINT_FAILED),
+            "requested": names.stream(keys.MINT_REQUESTED),
+            "stuck": names.stream(keys.TX_STUCK),
+        }
+        self.watched: dict[int, Watched] = {}
+        self._reload_now = asyncio.Event()
+        self._semaphore = asyncio.Semaphore(settings.check_concurrency)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self.sent.consume(self._on_sent, stop))
+            tasks.create_task(self._poll_loop(stop))
+
+    async def _on_sent(self, _: Event) -> None:
+        self._reload_now.set()
+
+    async def _poll_loop(self, stop: asyncio.Event) -> None:
+        next_reload = next_refresh = 0.0
+        while not stop.is_set():
+            try:
+                now = time.monotonic()
+                if now >= next_refresh:
+                    self.tuning = await with_overrides(self.pool, self.settings, TUNABLE)
+                    next_refresh = now + self.settings.settings_refresh_seconds
+                if self._reload_now.is_set() or now >= next_reload:
+                    self._reload_now.clear()
+                    await self._reload()
+                    next_reload = now + self.settings.reload_seconds
+                if self.watched:
+                    await self.check_all()
+            except Exception:
+                log.exception("confirmer poll failed; going on")
+            try:
+                await asyncio.wait_for(self._reload_now.wait(), timeout=self.settings.poll_interval_seconds)
+            except TimeoutError:
+                pass
+
+    async def _reload(self) -> None:
+        rows = await self.pool.fetch(OPEN_BATCHES)
+        current = {}
+        for row in rows:
+            known = self.watched.get(row["id"])
+            if known is None:
+                known = Watched(row["id"], row["wallet"], row["nonce"], row["tx_hash"], list(row["tx_hashes"]))
+            known.latest_hash, known.tx_hashes = row["tx_hash"], list(row["tx_hashes"])
+            current[row["id"]] = known
+        self.watched = current
+        metrics.WATCHED.set(len(current))
+
+    async def check_all(self) -> None:
+        head = await self.w3.eth.block_number
+        metrics.HEAD.set(head)
+        batches = list(self.watched.values())
+        results = await asyncio.gather(*(self._check(batch, head) for batch in batches), return_exceptions=True)
+        for batch, result in zip(batches, results, strict=True):
+            if isinstance(result, Exception):
+                log.warning("checking batch %d failed: %r", batch.id, result)
+
+    async def _check(self, batch: Watched, head: int) -> None:
+        async with self._semaphore:
+            receipt = await self._receipt(batch)
+            if receipt is None:
+                await self._not_mined(batch, head)
+                return
+            if head - receipt["blockNumber"] + 1 < self.tuning.confirmations:
+                return
+            block = await self.w3.eth.get_block(receipt["blockNumber"])
+            if block["hash"] != receipt["blockHash"]:
+                # The receipt's block left the canonical chain: wait for the transaction again.
+                metrics.REORGS.inc()
+                log.warning("batch %d: block %d reorged away; waiting again", batch.id, receipt["blockNumber"])
+                return
+            await self._settle_mined(batch, receipt)
+
+    async def _receipt(self, batch: Watched) -> dict | None:
+        for tx_hash in reversed(batch.tx_hashes):
+            try:
+                return dict(await self.w3.eth.get_transaction_receipt(tx_hash))
+            except TransactionNotFound:
+                continue
+        return None
+
+    async def _not_mined(self, batch: Watched, head: int) -> None:
+        if batch.first_seen_head is None:
+            batch.first_seen_head = head
+        tuning = self.tuning
+        late = head - batch.first_seen_head >= tuning.stuck_after_blocks
+        if late and (batch.last_stuck_head is None or head - batch.last_stuck_head >= tuning.stuck_after_blocks):
+            if await self.w3.eth.get_transaction_count(batch.wallet, "latest") > batch.nonce:
+                # The nonce is used, yet by none of our attempts: another transaction took it.
+                batch.nonce_used_since = batch.nonce_used_since or head
+                if head - batch.nonce_used_since >= self.settings.dropped_after_blocks:
+                    await self._settle_dropped(batch)
+                return
+            batch.last_stuck_head = head
+            metrics.STUCK.inc()
+            log.info("batch %d (nonce %d) not mined after %d blocks: asking for a fee bump",
+                     batch.id, batch.nonce, head - batch.first_seen_head)
+            await publish(self.redis, self.streams["stuck"],
+                          TxStuck(batch_id=batch.id, nonce=batch.nonce, tx_hash=batch.latest_hash))
+
+    async def _settle_mined(self, batch: Watched, receipt: dict) -> None:
+        tx_hash = "0x" + bytes(receipt["transactionHash"]).hex()
+        rows = await self.pool.fetch(
+            "SELECT id, payment_id FROM mint_requests WHERE batch_id = $1 AND status IN ('batched', 'sent')",
+            batch.id,
+        )
+        settlement = Settlement()
+        if receipt["status"] != 1:
+            settlement.retry = {str(r["id"]): "batch transaction reverted" for r in rows}
+        else:
+            found = outcomes(receipt["logs"], self.token)
+            for row in rows:
+                request_id, outcome = str(row["id"]), found.get(row["payment_id"].lower())
+                if outcome is None:
+                    settlement.retry[request_id] = "no outcome for this entry in the receipt"
+                elif outcome.minted:
+                    settlement.completed[request_id] = tx_hash
+                elif outcome.reason == ALREADY_PROCESSED:
+                    # Minted by an earlier transaction (a resend after a crash): find which one.
+                    earlier = await self._minted_in(row["payment_id"])
+                    if earlier:
+                        settlement.completed[request_id] = earlier
+                    else:
+                        settlement.failed[request_id] = ALREADY_PROCESSED
+                else:
+                    settlement.failed[request_id] = outcome.reason or "skipped"
+        minted = len(settlement.completed)
+        if minted:
+            metrics.GAS_PER_MINT.observe(receipt["gasUsed"] / minted)
+        await self._commit(batch, settlement, "confirmed" if receipt["status"] == 1 else "reverted",
+                           receipt["blockNumber"], receipt["gasUsed"])
+        log.info("batch %d confirmed in block %d (tx %s): %d completed, %d failed, %d retried",
+                 batch.id, receipt["blockNumber"], tx_hash, minted, len(settlement.failed), len(settlement.retry))
+
+    async def _settle_dropped(self, batch: Watched) -> None:
+        rows = await self.pool.fetch(
+            "SELECT id FROM mint_requests WHERE batch_id = $1 AND status IN ('batched', 'sent')", batch.id
+        )
+        reason = "batch transaction dropped: its nonce was used by another transaction"
+        await self._commit(batch, Settlement(retry={str(r["id"]): reason for r in rows}), "reverted", None, None)
+        log.warning("batch %d (nonce %d) dropped; %d requests retried", batch.id, batch.nonce, len(rows))
+
+    async def _minted_in(self, payment_id: str) -> str | None:
+        logs = await self.w3.eth.get_logs(
+            {"address": self.token, "fromBlock": 0, "toBlock": "latest", "topics": [MINTED_TOPIC, payment_id]}
+        )
+        return "0x" + bytes(logs[0]["transactionHash"]).hex() if logs else None
+
+    async def _commit(
+        self, batch: Watched, settlement: Settlement, status: str, block: int | None, gas_used: int | None
+    ) -> None:
+        events: dict[str, list] = {"completed": [], "failed": [], "requested": []}
+        async with self.pool.acquire() as conn, conn.transaction():
+            if settlement.completed:
+                done = await conn.fetch(
+                    "UPDATE mint_requests AS r SET status = 'completed', mint_tx_hash = c.tx_hash,"
+                    " processed_at = now(), updated_at = now()"
+                    " FROM unnest($1::uuid[], $2::text[]) AS c(id, tx_hash)"
+                    " WHERE r.id = c.id AND r.status IN ('batched', 'sent')"
+                    " RETURNING r.id, c.tx_hash, extract(epoch FROM now() - r.created_at)::float8 AS waited",
+                    list(settlement.completed), list(settlement.completed.values()),
+                )
+                for row in done:
+                    metrics.REQUEST_DURATION.observe(row["waited"])
+                    events["completed"].append(MintCompleted(request_id=str(row["id"]), tx_hash=row["tx_hash"]))
+                metrics.MINTS_COMPLETED.inc(len(done))
+            failed = dict(settlement.failed)
+            if settlement.retry:
+                # Recorded as confirmation_failed, then back to pending as a new attempt, or failed
+                # for good once the retries are used up.
+                await conn.execute(
+                    "UPDATE mint_requests AS r SET status = 'confirmation_failed', error_message = c.reason,"
+                    " updated_at = now() FROM unnest($1::uuid[], $2::text[]) AS c(id, reason)"
+                    " WHERE r.id = c.id AND r.status IN ('batched', 'sent')",
+                    list(settlement.retry), list(settlement.retry.values()),
+                )
+                retried = await conn.fetch(
+                    "UPDATE mint_requests SET status = 'pending', batch_id = NULL, retry_count = retry_count + 1,"
+                    " published_at = now(), updated_at = now()"
+                    " WHERE id = ANY($1::uuid[]) AND status = 'confirmation_failed' AND retry_count < $2"
+                    " RETURNING id, kind, valid_before",
+                    list(settlement.retry), self.tuning.max_retries,
+                )
+                again = {str(r["id"]) for r in retried}
+                metrics.RETRIES.inc(len(again))
+                events["requested"] = [
+                    MintRequested(request_id=str(r["id"]), kind=r["kind"], valid_before=r["valid_before"])
+                    for r in retried
+                ]
+                failed.update({i: f"{reason} (retries exhausted)" for i, reason in settlement.retry.items()
+                               if i not in again})
+            if failed:
+                gone = await conn.fetch(
+                    "UPDATE mint_requests AS r SET status = 'failed', error_message = c.reason,"
+                    " processed_at = now(), updated_at = now()"
+                    " FROM unnest($1::uuid[], $2::text[]) AS c(id, reason)"
+                    " WHERE r.id = c.id AND r.status IN ('batched', 'sent', 'confirmation_failed')"
+                    " RETURNING r.id, c.reason",
+                    list(failed), list(failed.values()),
+                )
+                for row in gone:
+                    metrics.MINTS_FAILED.labels(reason=row["reason"].split(":")[0][:40]).inc()
+                    events["failed"].append(MintFailed(request_id=str(row["id"]), reason=row["reason"]))
+            await conn.execute(
+                "UPDATE batches SET status = $2, block_number = $3, gas_used = $4, confirmed_at = now()"
+                " WHERE id = $1 AND status IN ('signed', 'sent')",
+                batch.id, status, block, gas_used,
+            )
+        self.watched.pop(batch.id, None)
+        for name, batch_events in events.items():
+            await publish_many(self.redis, self.streams[name], batch_events, self.settings.stream_maxlen)
+
+
+async def replay(pool: asyncpg.Pool, redis: Redis, settings: ConfirmerSettings) -> int:
+    """Republish outcomes whose webhook was never queued (the event was lost with Redis or a crash)."""
+    rows = await pool.fetch(
+        "SELECT r.id, r.status, r.mint_tx_hash, r.error_message FROM mint_requests r"
+        " WHERE r.status IN ('completed', 'failed') AND r.callback_url IS NOT NULL"
+        " AND NOT EXISTS (SELECT 1 FROM webhook_deliveries w WHERE w.request_id = r.id)"
+    )
+    completed = [MintCompleted(request_id=str(r["id"]), tx_hash=r["mint_tx_hash"])
+                 for r in rows if r["status"] == "completed"]
+    failed = [MintFailed(request_id=str(r["id"]), reason=r["error_message"] or "failed")
+              for r in rows if r["status"] == "failed"]
+    names = settings.keys
+    await publish_many(redis, names.stream(keys.MINT_COMPLETED), completed, settings.stream_maxlen)
+    await publish_many(redis, names.stream(keys.MINT_FAILED), failed, settings.stream_maxlen)
+    return len(rows)

@@ -1,0 +1,1 @@
+"""The renderer: draws NFT GIFs and pins them (see the renderer issue)."""

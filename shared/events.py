@@ -1,0 +1,81 @@
+"""Versioned events carried on the streams, and their msgpack codec (one field per entry)."""
+
+import time
+import uuid
+from typing import Annotated, Literal
+
+import msgpack
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+FIELD = b"event"
+
+
+class DecodeError(ValueError):
+    """An entry that is not a valid event: it goes to the dead-letter stream."""
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    event_id: str = Field(default_factory=lambda: uuid.uuid4().hex)
+    schema_version: int = 1
+    created_ms: int = Field(default_factory=lambda: int(time.time() * 1000))
+
+
+class MintRequested(_Event):
+    """A request row is `pending` in PostgreSQL and may be batched."""
+
+    type: Literal["mint.requested"] = "mint.requested"
+    request_id: str
+    kind: Literal["token", "nft"] = "token"
+    # The authorization's validBefore (unix seconds), so the batcher can take the soonest-expiring first.
+    valid_before: int | None = None
+
+
+class RenderRequested(_Event):
+    type: Literal["render.requested"] = "render.requested"
+    request_id: str
+
+
+class TxSent(_Event):
+    type: Literal["tx.sent"] = "tx.sent"
+    batch_id: int
+    nonce: int
+    tx_hash: str
+
+
+class TxStuck(_Event):
+    type: Literal["tx.stuck"] = "tx.stuck"
+    batch_id: int
+    nonce: int
+    tx_hash: str
+
+
+class MintCompleted(_Event):
+    type: Literal["mint.completed"] = "mint.completed"
+    request_id: str
+    tx_hash: str
+
+
+class MintFailed(_Event):
+    type: Literal["mint.failed"] = "mint.failed"
+    request_id: str
+    reason: str
+
+
+Event = Annotated[
+    MintRequested | RenderRequested | TxSent | TxStuck | MintCompleted | MintFailed,
+    Field(discriminator="type"),
+]
+_adapter: TypeAdapter[Event] = TypeAdapter(Event)
+
+
+def encode(event: _Event) -> bytes:
+    return msgpack.packb(event.model_dump(mode="json"), use_bin_type=True)
+
+
+def decode(data: bytes) -> Event:
+    try:
+        return _adapter.validate_python(msgpack.unpackb(data, raw=False))
+    except (ValueError, TypeError, ValidationError, msgpack.UnpackException) as exc:
+        raise DecodeError(str(exc)) from exc

@@ -1,0 +1,33 @@
+"""Every Redis stream, consumer group and key name in one place (as arq keeps its constants)."""
+
+from dataclasses import dataclass
+
+MINT_REQUESTED = "mint.requested"
+RENDER_REQUESTED = "render.requested"
+TX_SENT = "tx.sent"
+TX_STUCK = "tx.stuck"
+MINT_COMPLETED = "mint.completed"
+MINT_FAILED = "mint.failed"
+
+# Consumer groups are named after the service that reads.
+INTAKE = "intake"
+BATCHER = "batcher"
+CONFIRMER = "confirmer"
+RENDERER = "renderer"
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Names under one namespace, so tests (and several deployments) never share a stream."""
+
+    namespace: str = "mintline"
+
+    def stream(self, name: str) -> str:
+        return f"{self.namespace}:{name}"
+
+    def dead(self, name: str) -> str:
+        return f"{self.namespace}:{name}.dead"
+
+    def alive(self, service: str) -> str:
+        """A marker a service sets after replaying its streams: its absence means Redis lost data."""
+        return f"{self.namespace}:alive:{service}"

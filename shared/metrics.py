@@ -1,0 +1,31 @@
+"""A small HTTP server for the keyless-port services: /metrics for Prometheus and /health."""
+
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+
+
+def metrics_response() -> web.Response:
+    body = generate_latest(REGISTRY)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def serve(host: str, port: int, health: Callable[[], Awaitable[dict]]) -> web.AppRunner:
+    """Start serving; `health` returns {check: ok?}. Close with `await runner.cleanup()`."""
+
+    async def metrics(_: web.Request) -> web.Response:
+        return metrics_response()
+
+    async def healthz(_: web.Request) -> web.Response:
+        checks = await health()
+        ok = all(checks.values())
+        return web.json_response({"ok": ok, "checks": checks}, status=200 if ok else 503)
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/health", healthz)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    return runner

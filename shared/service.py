@@ -1,0 +1,70 @@
+"""Start-up shared by the worker services: logging, signals, and the connections every worker uses."""
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+import asyncpg
+from redis.asyncio import Redis
+from web3 import AsyncWeb3
+
+from shared import db
+from shared.chain import connect
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Resources:
+    pool: asyncpg.Pool
+    redis: Redis
+    w3: AsyncWeb3
+
+
+@contextlib.asynccontextmanager
+async def resources(settings: Settings, pool_size: int = 10) -> AsyncIterator[Resources]:
+    pool = await db.create_pool(settings.database_url, max_size=pool_size)
+    redis = Redis.from_url(settings.redis_url)
+    w3 = connect(settings.chain_rpc_url)
+    try:
+        yield Resources(pool, redis, w3)
+    finally:
+        await redis.aclose()
+        await pool.close()
+        await w3.provider.disconnect()
+
+
+def configure_logging(level: str | None = None) -> None:
+    logging.basicConfig(
+        level=(level or os.environ.get("LOG_LEVEL", "INFO")).upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def run(main: Callable[[asyncio.Event], Awaitable[None]], grace_seconds: float = 10.0) -> None:
+    """Run `main(stop)` until SIGINT/SIGTERM; signals only set the stop event."""
+
+    async def _runner() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        task = asyncio.create_task(main(stop))
+        stopper = asyncio.create_task(stop.wait())
+        await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        if not task.done():
+            try:
+                await asyncio.wait_for(task, timeout=grace_seconds)
+            except TimeoutError:
+                log.warning("did not stop within %.0f s; cancelled", grace_seconds)
+        stopper.cancel()
+        task.result()
+
+    asyncio.run(_runner())

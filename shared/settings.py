@@ -1,0 +1,42 @@
+"""Settings from the environment: one base object, subclassed per service with its own prefix.
+
+Connection URLs keep their conventional unprefixed names (REDIS_URL, DATABASE_URL, RPC_URL) so one
+environment serves every service; tuning knobs carry the service's prefix (BATCHER_BATCH_SIZE, ...).
+"""
+
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.deploy import Deployment
+from shared.keys import Keys
+
+
+def _env(name: str, default: object = ..., **kwargs: object) -> object:
+    return Field(default, validation_alias=AliasChoices(name), **kwargs)  # type: ignore[call-overload]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", frozen=False)
+
+    redis_url: str = _env("REDIS_URL")
+    database_url: str = _env("DATABASE_URL")
+    rpc_url: str | None = _env("RPC_URL", None)
+    deployment_file: Path = _env("DEPLOYMENT_FILE", Path(".run/deployment.json"))
+    namespace: str = _env("MINTLINE_NAMESPACE", "mintline")
+    log_level: str = _env("LOG_LEVEL", "INFO")
+    stream_maxlen: int = _env("STREAM_MAXLEN", 500_000, gt=1000)
+
+    @cached_property
+    def deployment(self) -> Deployment:
+        return Deployment.load(self.deployment_file)
+
+    @property
+    def chain_rpc_url(self) -> str:
+        return self.rpc_url or self.deployment.rpc_url
+
+    @cached_property
+    def keys(self) -> Keys:
+        return Keys(self.namespace)

@@ -1,0 +1,193 @@
+"""The only module that talks XREADGROUP / XACK / XAUTOCLAIM.
+
+Entries are at-least-once: a handler's work must commit to PostgreSQL before the entry is acked, and
+handlers are idempotent, so a redelivered entry changes nothing.
+"""
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from shared import events
+from shared.events import FIELD, DecodeError, Event
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Message:
+    id: str
+    event: Event
+
+
+async def ensure_group(redis: Redis, stream: str, group: str) -> None:
+    try:
+        await redis.xgroup_create(stream, group, id="0", mkstream=True)
+    except ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise
+
+
+async def publish(redis: Redis, stream: str, event: events._Event, maxlen: int = 500_000) -> str:
+    entry_id = await redis.xadd(stream, {FIELD: events.encode(event)}, maxlen=maxlen, approximate=True)
+    return entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+
+
+async def publish_many(
+    redis: Redis, stream: str, batch: list[events._Event], maxlen: int = 500_000
+) -> None:
+    if not batch:
+        return
+    async with redis.pipeline(transaction=False) as pipe:
+        for event in batch:
+            pipe.xadd(stream, {FIELD: events.encode(event)}, maxlen=maxlen, approximate=True)
+        await pipe.execute()
+
+
+class Consumer:
+    """One consumer of one group: read, reclaim stale entries, dead-letter poison, ack."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        stream: str,
+        group: str,
+        name: str,
+        *,
+        dead_stream: str,
+        block_ms: int = 1000,
+        claim_idle_ms: int = 30_000,
+        max_deliveries: int = 5,
+    ) -> None:
+        self.redis = redis
+        self.stream = stream
+        self.group = group
+        self.name = name
+        self.dead_stream = dead_stream
+        self.block_ms = block_ms
+        self.claim_idle_ms = claim_idle_ms
+        self.max_deliveries = max_deliveries
+        self.dead_lettered = 0
+
+    async def start(self) -> None:
+        await ensure_group(self.redis, self.stream, self.group)
+
+    async def read(self, count: int, block_ms: int | None = None, own_pending: bool = False) -> list[Message]:
+        """New entries (or, with own_pending, the ones delivered to this consumer and not acked)."""
+        try:
+            reply = await self.redis.xreadgroup(
+                self.group,
+                self.name,
+                {self.stream: "0" if own_pending else ">"},
+                count=count,
+                block=None if own_pending else (self.block_ms if block_ms is None else block_ms),
+            )
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            # Redis lost the stream (flush, restart without persistence): recreate and go on; the
+            # services replay what is missing from PostgreSQL.
+            log.warning("consumer group %s on %s is gone; recreating it", self.group, self.stream)
+            await self.start()
+            return []
+        entries = reply[0][1] if reply else []
+        return await self._decode(entries)
+
+    async def claim_stale(self, count: int = 100, min_idle_ms: int | None = None) -> list[Message]:
+        """Entries another consumer took and never acked (it died): take them over."""
+        idle = self.claim_idle_ms if min_idle_ms is None else min_idle_ms
+        claimed: list[Message] = []
+        cursor = "0-0"
+        while True:
+            try:
+                reply = await self.redis.xautoclaim(
+                    self.stream, self.group, self.name, min_idle_time=idle, start_id=cursor, count=count
+                )
+            except ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                await self.start()
+                return claimed
+            claimed += await self._take_over([entry for entry in reply[1] if entry[1]])
+            cursor = _text(reply[0])
+            if cursor == "0-0":
+                return claimed
+
+    async def _take_over(self, entries: list) -> list[Message]:
+        if not entries:
+            return []
+        ids = [entry[0] for entry in entries]
+        deliveries = await self._delivery_counts(ids)
+        poison = {i for i in ids if deliveries.get(i, 0) > self.max_deliveries}
+        for entry_id, fields in entries:
+            if entry_id in poison:
+                await self._dead_letter(entry_id, fields, "too many deliveries")
+        return await self._decode([entry for entry in entries if entry[0] not in poison])
+
+    async def ack(self, ids: list[str]) -> None:
+        if ids:
+            await self.redis.xack(self.stream, self.group, *ids)
+
+    async def _delivery_counts(self, ids: list[bytes]) -> dict[bytes, int]:
+        rows = await self.redis.xpending_range(
+            self.stream, self.group, min=min(ids), max=max(ids), count=len(ids) * 4 + 10
+        )
+        return {row["message_id"]: row["times_delivered"] for row in rows}
+
+    async def _decode(self, entries: list) -> list[Message]:
+        messages = []
+        for entry_id, fields in entries:
+            try:
+                event = events.decode(fields[FIELD])
+            except (DecodeError, KeyError) as exc:
+                await self._dead_letter(entry_id, fields, f"undecodable: {exc}")
+                continue
+            messages.append(Message(_text(entry_id), event))
+        return messages
+
+    async def _dead_letter(self, entry_id: bytes, fields: dict, reason: str) -> None:
+        log.error("dead-lettering %s entry %s: %s", self.stream, _text(entry_id), reason)
+        payload = {**fields, b"reason": reason.encode(), b"source_id": entry_id}
+        await self.redis.xadd(self.dead_stream, payload, maxlen=100_000, approximate=True)
+        await self.redis.xack(self.stream, self.group, entry_id)
+        self.dead_lettered += 1
+
+    async def consume(
+        self,
+        handle: Callable[[Event], Awaitable[None]],
+        stop: asyncio.Event,
+        count: int = 50,
+    ) -> None:
+        """Run `handle` on every entry until `stop`; ack each after its handler returned."""
+        await self.start()
+        pending = await self.read(count, own_pending=True)
+        next_claim = 0.0
+        loop = asyncio.get_running_loop()
+        while not stop.is_set():
+            try:
+                if loop.time() >= next_claim:
+                    pending += await self.claim_stale(count)
+                    next_claim = loop.time() + self.claim_idle_ms / 2000
+                messages = pending or await self.read(count)
+                pending = []
+                for message in messages:
+                    try:
+                        await handle(message.event)
+                    except Exception:
+                        # Left pending: reclaimed after claim_idle_ms, dead-lettered after max_deliveries.
+                        log.exception("handler failed on %s entry %s", self.stream, message.id)
+                        continue
+                    await asyncio.shield(self.ack([message.id]))
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("consumer loop on %s failed; going on", self.stream)
+                await asyncio.sleep(1)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

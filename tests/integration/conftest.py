@@ -1,0 +1,217 @@
+"""Real parts for the integration tests: Redis, PostgreSQL and anvil on free ports, started here.
+
+Each test gets its own database, stream namespace and fresh contracts, so no test sees another's rows,
+entries, balances or processed payments.
+"""
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+
+import aiohttp
+import asyncpg
+import pytest
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from redis.asyncio import Redis
+from web3 import HTTPProvider, Web3
+
+from devstack.anvil import DEV_ADDRESSES, DEV_KEYS, Anvil
+from devstack.ports import free_port
+from devstack.postgres_server import PostgresServer
+from devstack.redis_server import RedisServer
+from shared import db
+from shared.deploy import Deployment, deploy_local, load_artifact
+
+REPO = Path(__file__).resolve().parents[2]
+ARTIFACTS = REPO / "test-artifacts"
+# Local-chain dev values only.
+WEBHOOK_SECRET = "test-webhook-secret"
+
+
+@pytest.fixture(scope="session")
+def anvil() -> Iterator[Anvil]:
+    # Automine (a block per transaction, at once) keeps the tests fast; a test about block timing
+    # starts its own Anvil(block_time=...).
+    with Anvil(block_time=None) as node:
+        yield node
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    with PostgresServer() as server:
+        yield server
+
+
+@pytest.fixture
+def deployment(anvil: Anvil) -> Deployment:
+    """Fresh contracts for every test.
+
+    Public anvil dev accounts: 0 deploys (and is admin), 1 is the minter, 2 the treasury, and 3..9
+    hold mock USDC to pay with.
+    """
+    return deploy_local(
+        anvil.rpc_url,
+        deployer_key=DEV_KEYS[0],
+        minter_address=DEV_ADDRESSES[1],
+        treasury=DEV_ADDRESSES[2],
+        fund=DEV_ADDRESSES[3:],
+    )
+
+
+@pytest.fixture
+async def database(postgres_server: PostgresServer) -> str:
+    dsn = postgres_server.create_database(f"t_{uuid.uuid4().hex[:16]}")
+    await db.migrate(dsn)
+    return dsn
+
+
+@pytest.fixture
+def settings_env(
+    tmp_path: Path, deployment: Deployment, database: str, redis_server: RedisServer, anvil: Anvil
+) -> dict[str, str]:
+    deployment_file = tmp_path / "deployment.json"
+    deployment.save(deployment_file)
+    return {
+        "REDIS_URL": redis_server.url,
+        "DATABASE_URL": database,
+        "RPC_URL": anvil.rpc_url,
+        "DEPLOYMENT_FILE": str(deployment_file),
+        "MINTLINE_NAMESPACE": f"t{uuid.uuid4().hex[:12]}",
+        "WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "BATCHER_PRIVATE_KEY": DEV_KEYS[1],  # anvil's public dev key 1, the local minter
+    }
+
+
+@pytest.fixture
+def env(settings_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """settings_env applied to this process, for services built in-process."""
+    for key, value in settings_env.items():
+        monkeypatch.setenv(key, value)
+    return settings_env
+
+
+@pytest.fixture
+async def pg_pool(database: str) -> AsyncIterator[asyncpg.Pool]:
+    pool = await db.create_pool(database)
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture
+async def redis_client(redis_server: RedisServer) -> AsyncIterator[Redis]:
+    client = Redis.from_url(redis_server.url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def fund_payers(anvil: Anvil, deployment: Deployment) -> Callable[[int], list[LocalAccount]]:
+    """Fresh payers holding mock USDC (ten mints' worth each), funded in one transaction."""
+    w3 = Web3(HTTPProvider(anvil.rpc_url))
+    usdc = w3.eth.contract(address=deployment.usdc, abi=load_artifact("MockUSDC")["abi"])
+    funder = Account.from_key(DEV_KEYS[0])  # anvil's public dev key 0
+
+    def fund(count: int, amount: int | None = None) -> list[LocalAccount]:
+        payers = [Account.create() for _ in range(count)]
+        tx_hash = usdc.functions.mintMany(
+            [p.address for p in payers], amount or deployment.price * 10
+        ).transact({"from": funder.address})
+        w3.eth.wait_for_transaction_receipt(tx_hash)
+        return payers
+
+    return fund
+
+
+class ServiceProcess:
+    """One service as its own process (`python -m services.<name>`), as `make run` starts it."""
+
+    def __init__(self, name: str, env: dict[str, str], log_dir: Path) -> None:
+        self.name = name
+        self.env = env
+        self.log_path = log_dir / f"{name}-{uuid.uuid4().hex[:6]}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> "ServiceProcess":
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", f"services.{self.name}"],
+            cwd=REPO,
+            env={**os.environ, **self.env, "PYTHONUNBUFFERED": "1"},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown code runs, as in a crash."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+@pytest.fixture
+def services(settings_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[..., ServiceProcess]]:
+    """Start services as processes; every one is stopped at the end of the test."""
+    started: list[ServiceProcess] = []
+
+    def start(name: str, **extra: str) -> ServiceProcess:
+        env = {**settings_env, **extra}
+        env.setdefault("INTAKE_PORT", str(free_port()))
+        env.setdefault("BATCHER_METRICS_PORT", str(free_port()))
+        env.setdefault("CONFIRMER_METRICS_PORT", str(free_port()))
+        process = ServiceProcess(name, env, tmp_path).start()
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.stop()
+
+
+@pytest.fixture
+def intake_url(services: Callable[..., ServiceProcess]) -> Callable[[], Awaitable[str]]:
+    """Start intake as a process and return its URL once /health answers."""
+
+    async def start() -> str:
+        port = free_port()
+        process = services("intake", INTAKE_PORT=str(port))
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        async with aiohttp.ClientSession() as session:
+            while time.monotonic() < deadline:
+                try:
+                    async with session.get(f"{url}/health") as response:
+                        if response.status == 200:
+                            return url
+                except aiohttp.ClientError:
+                    pass
+                if process.proc and process.proc.poll() is not None:
+                    break
+                await asyncio.sleep(0.2)
+        raise RuntimeError(f"intake did not become healthy:\n{process.log_tail()}")
+
+    return start

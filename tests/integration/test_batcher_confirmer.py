@@ -60,4 +60,99 @@ async def test_batches_mint_every_request_once(settings_env, services, pg_pool, 
     for payer in payers:
         assert token.functions.balanceOf(payer.address).call() == deployment.mint_amount
     nonces = [r["nonce"] for r in await pg_pool.fetch("SELECT nonce FROM batches ORDER BY nonce")]
-    assert nonces == list(range(len(nonces))) and len(nonces) >= 3
+    assert consecutive(nonces) and len(nonces) >= 3
+
+
+def consecutive(nonces: list[int]) -> bool:
+    return nonces == list(range(nonces[0], nonces[0] + len(nonces)))
+
+
+async def minted_once(w3: Web3, deployment: Deployment, payers: list) -> None:
+    """Every payer holds exactly one mint, and the contract marked every payment processed."""
+    token = w3.eth.contract(address=deployment.token, abi=load_artifact("MintToken")["abi"])
+    balances = [token.functions.balanceOf(p.address).call() for p in payers]
+    assert balances == [deployment.mint_amount] * len(payers)
+
+
+async def test_batcher_killed_mid_batch_loses_nothing_and_mints_nothing_twice(
+    settings_env, services, pg_pool, redis_client, deployment, fund_payers, anvil
+):
+    payers = fund_payers(80)
+    ids = await enqueue(pg_pool, redis_client, settings_env["MINTLINE_NAMESPACE"], deployment, payers)
+    first = services("batcher", BATCHER_BATCH_SIZE="5", BATCHER_BATCH_WINDOW_SECONDS="0.05")
+    services("confirmer")
+    deadline = time.monotonic() + 30
+    while not await pg_pool.fetchval("SELECT count(*) FROM batches") and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    first.kill()
+    killed_after = await pg_pool.fetchval("SELECT count(*) FROM batches")
+    assert 0 < killed_after, first.log_tail()
+    services("batcher", BATCHER_BATCH_SIZE="5")
+    rows = await wait_for(pg_pool, ids)
+    assert {r["status"] for r in rows} == {"completed"}
+    await minted_once(Web3(HTTPProvider(anvil.rpc_url)), deployment, payers)
+    nonces = [r["nonce"] for r in await pg_pool.fetch("SELECT nonce FROM batches ORDER BY nonce")]
+    assert consecutive(nonces)
+
+
+async def test_signed_but_never_broadcast_batch_is_rebroadcast_by_the_next_batcher(
+    env, services, pg_pool, redis_client, deployment, fund_payers, anvil
+):
+    from services.batcher.batching import Waiting
+    from services.batcher.settings import BatcherSettings
+    from services.batcher.worker import Batcher
+    from shared.chain import connect
+
+    payers = fund_payers(4)
+    ids = await enqueue(pg_pool, redis_client, env["MINTLINE_NAMESPACE"], deployment, payers, publish=False)
+    settings = BatcherSettings()
+    w3 = connect(settings.chain_rpc_url)
+    crashed = Batcher(settings, pg_pool, redis_client, w3)
+    crashed.next_nonce = await w3.eth.get_transaction_count(crashed.wallet, "pending")
+    # Store the signed transaction, then "crash" before broadcasting it.
+    stored = await crashed._store_batch([Waiting(i, "token", 2**62, 0.0) for i in ids])
+    await w3.provider.disconnect()
+    assert stored is not None
+    batch_id, nonce, tx_hash, _ = stored
+    assert await pg_pool.fetchval("SELECT status FROM batches WHERE id = $1", batch_id) == "signed"
+    services("batcher")
+    services("confirmer")
+    rows = await wait_for(pg_pool, ids)
+    assert {r["status"] for r in rows} == {"completed"}
+    assert {r["mint_tx_hash"] for r in rows} == {tx_hash}
+    await minted_once(Web3(HTTPProvider(anvil.rpc_url)), deployment, payers)
+
+
+async def test_standby_batcher_takes_over_when_the_active_one_dies(
+    settings_env, services, pg_pool, redis_client, deployment, fund_payers, anvil
+):
+    active = services("batcher")
+    await asyncio.sleep(2)
+    standby = services("batcher")
+    await asyncio.sleep(1.5)
+    assert "waiting as standby" in standby.log_tail(), standby.log_tail()
+    active.kill()
+    services("confirmer")
+    payers = fund_payers(10)
+    ids = await enqueue(pg_pool, redis_client, settings_env["MINTLINE_NAMESPACE"], deployment, payers)
+    rows = await wait_for(pg_pool, ids)
+    assert {r["status"] for r in rows} == {"completed"}, standby.log_tail()
+    assert "this batcher is active" in standby.log_tail()
+
+
+async def test_bad_entry_fails_alone_and_the_rest_of_its_batch_completes(
+    settings_env, services, pg_pool, redis_client, deployment, fund_payers, anvil
+):
+    payers = fund_payers(6)
+    broke = fund_payers(1, amount=1)  # holds far less than the price
+    ids = await enqueue(pg_pool, redis_client, settings_env["MINTLINE_NAMESPACE"], deployment, payers + broke)
+    services("batcher", BATCHER_BATCH_WINDOW_SECONDS="0.5")
+    services("confirmer")
+    rows = {str(r["id"]): r for r in await wait_for(pg_pool, ids)}
+    assert [rows[i]["status"] for i in ids[:-1]] == ["completed"] * 6
+    assert rows[ids[-1]]["status"] == "failed"
+    assert "authorization failed" in rows[ids[-1]]["error_message"]
+    history = await pg_pool.fetch(
+        "SELECT status FROM mint_request_history WHERE request_id = $1 ORDER BY id", uuid.UUID(ids[-1])
+    )
+    assert [h["status"] for h in history] == ["pending", "batched", "sent", "failed"]

@@ -133,8 +133,9 @@ class Consumer:
             await self.redis.xack(self.stream, self.group, *ids)
 
     async def _delivery_counts(self, ids: list[bytes]) -> dict[bytes, int]:
+        # XAUTOCLAIM returns entries in id order; min()/max() would compare the ids as text.
         rows = await self.redis.xpending_range(
-            self.stream, self.group, min=min(ids), max=max(ids), count=len(ids) * 4 + 10
+            self.stream, self.group, min=ids[0], max=ids[-1], count=len(ids), consumername=self.name
         )
         return {row["message_id"]: row["times_delivered"] for row in rows}
 

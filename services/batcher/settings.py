@@ -30,7 +30,7 @@ class BatcherSettings(Settings):
     gas_per_entry: int = Field(75_000, ge=20_000)
     max_in_flight: int = Field(16, ge=1, le=256)
     fee_bump_percent: int = Field(25, ge=10, le=500)
-    priority_fee_gwei: float = Field(1.0, ge=0)
+    priority_fee_gwei: float = Field(1.0, ge=0, le=1000, allow_inf_nan=False)
     # Seconds before validBefore below which an authorization is not worth sending.
     expiry_margin_seconds: int = Field(10, ge=0)
     buffer_limit: int = Field(5000, ge=1)

@@ -1,0 +1,105 @@
+"""Which waiting requests make the next batch, and when a batch is due."""
+
+import pytest
+
+from services.batcher.batching import NO_EXPIRY, PendingBuffer, entries_per_batch
+
+
+def _buffer(*requests: tuple[str, str, int | None, float]) -> PendingBuffer:
+    """(request_id, kind, valid_before, arrived) each, with entry id '<request_id>-entry'."""
+    buffer = PendingBuffer()
+    for request_id, kind, valid_before, arrived in requests:
+        buffer.add(request_id, kind, valid_before, f"{request_id}-entry", now=arrived)
+    return buffer
+
+
+def test_a_redelivered_request_is_buffered_once_with_every_entry_id() -> None:
+    buffer = PendingBuffer()
+    buffer.add("r1", "token", 500, "1-0", now=10.0)
+    buffer.add("r1", "token", 500, "2-0", now=11.0)
+    buffer.add("r2", "token", 500, "3-0", now=12.0)
+
+    assert len(buffer) == 2
+    first, second = buffer.take(10)
+    assert first.entry_ids == ["1-0", "2-0"]
+    assert first.arrived == 10.0
+    assert second.entry_ids == ["3-0"]
+
+
+def test_a_request_without_expiry_sorts_after_every_authorization() -> None:
+    buffer = _buffer(("custom", "token", None, 1.0), ("gasless", "token", 2_000_000_000, 2.0))
+
+    taken = buffer.take(10)
+
+    assert [w.request_id for w in taken] == ["gasless", "custom"]
+    assert taken[1].valid_before == NO_EXPIRY
+
+
+def test_an_empty_buffer_is_never_due() -> None:
+    assert not PendingBuffer().is_due(now=1_000.0, size=1, window=0.0)
+
+
+def test_a_full_buffer_is_due_before_the_window_ends() -> None:
+    buffer = _buffer(("r1", "token", None, 100.0), ("r2", "token", None, 100.0))
+
+    assert buffer.is_due(now=100.0, size=2, window=5.0)
+    assert not buffer.is_due(now=100.0, size=3, window=5.0)
+
+
+def test_a_partial_buffer_is_due_once_its_oldest_request_waited_a_window() -> None:
+    buffer = _buffer(("old", "token", None, 100.0), ("new", "token", None, 104.0))
+
+    assert not buffer.is_due(now=104.9, size=10, window=5.0)
+    assert buffer.is_due(now=105.0, size=10, window=5.0)
+
+
+def test_take_orders_soonest_expiring_first_then_by_arrival() -> None:
+    buffer = _buffer(
+        ("late-expiry", "token", 900, 1.0),
+        ("soon-second", "token", 300, 3.0),
+        ("soon-first", "token", 300, 2.0),
+        ("soonest", "token", 100, 4.0),
+    )
+
+    assert [w.request_id for w in buffer.take(10)] == ["soonest", "soon-first", "soon-second", "late-expiry"]
+
+
+def test_take_keeps_one_kind_per_batch_and_leaves_the_rest_waiting() -> None:
+    buffer = _buffer(
+        ("token-a", "token", 500, 1.0),
+        ("nft-a", "nft", 100, 2.0),
+        ("token-b", "token", 200, 3.0),
+        ("nft-b", "nft", 300, 4.0),
+    )
+
+    first = buffer.take(10)
+    second = buffer.take(10)
+
+    assert [w.request_id for w in first] == ["nft-a", "nft-b"]
+    assert [w.request_id for w in second] == ["token-b", "token-a"]
+    assert len(buffer) == 0
+
+
+def test_take_stops_at_size_and_keeps_the_remainder() -> None:
+    buffer = _buffer(*[(f"r{i}", "token", None, float(i)) for i in range(5)])
+
+    taken = buffer.take(3)
+
+    assert [w.request_id for w in taken] == ["r0", "r1", "r2"]
+    assert [w.request_id for w in buffer.take(3)] == ["r3", "r4"]
+
+
+@pytest.mark.parametrize(
+    ("batch_size", "gas_budget", "gas_per_entry", "expected"),
+    [
+        (200, 14_000_000, 75_000, 186),  # the gas budget is tighter
+        (50, 14_000_000, 75_000, 50),  # the count limit is tighter
+        (200, 150_000, 75_000, 2),  # exactly two entries' gas
+        (200, 149_999, 75_000, 1),  # just short of two
+        (200, 50_000, 75_000, 1),  # never zero: one entry always goes
+    ],
+)
+def test_entries_per_batch_respects_count_and_gas_budget(
+    batch_size: int, gas_budget: int, gas_per_entry: int, expected: int
+) -> None:
+    assert entries_per_batch(batch_size, gas_budget, gas_per_entry) == expected

@@ -1,0 +1,103 @@
+"""Reading each entry's outcome from a mined batch's receipt logs."""
+
+from eth_abi import encode as abi_encode
+from eth_utils import keccak
+from hexbytes import HexBytes
+
+from services.confirmer.receipts import ALREADY_PROCESSED, Outcome, outcomes
+
+TOKEN = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
+USDC = "0xe7f1725E7734CE288F8367e1Bb143E90bb3F0512"
+PAYER = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
+RECIPIENT = "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC"
+
+
+def _topic(signature: str) -> HexBytes:
+    return HexBytes(keccak(text=signature))
+
+
+def _address_topic(address: str) -> HexBytes:
+    return HexBytes(abi_encode(["address"], [address]))
+
+
+def _log(address: str, topics: list[HexBytes], data: bytes, index: int) -> dict:
+    """A log as web3 returns it in a receipt."""
+    return {
+        "address": address,
+        "topics": topics,
+        "data": HexBytes(data),
+        "logIndex": index,
+        "blockNumber": 12,
+        "transactionHash": HexBytes(b"\x01" * 32),
+        "removed": False,
+    }
+
+
+def _minted(payment_id: bytes, index: int, address: str = TOKEN) -> dict:
+    topics = [_topic("Minted(bytes32,address,uint256)"), HexBytes(payment_id), _address_topic(RECIPIENT)]
+    return _log(address, topics, abi_encode(["uint256"], [10**18]), index)
+
+
+def _skipped(payment_id: bytes, reason: str, index: int) -> dict:
+    topics = [_topic("MintSkipped(bytes32,address,string)"), HexBytes(payment_id), _address_topic(RECIPIENT)]
+    return _log(TOKEN, topics, abi_encode(["string"], [reason]), index)
+
+
+def _usdc_transfer(index: int) -> dict:
+    topics = [_topic("Transfer(address,address,uint256)"), _address_topic(PAYER), _address_topic(RECIPIENT)]
+    return _log(USDC, topics, abi_encode(["uint256"], [1_000_000]), index)
+
+
+def test_outcomes_decode_minted_and_skipped_entries() -> None:
+    minted_id, underpaid_id, repeated_id = b"\xaa" * 32, b"\xbb" * 32, b"\xcc" * 32
+    logs = [
+        _usdc_transfer(0),
+        _minted(minted_id, 1),
+        _skipped(underpaid_id, "underpaid", 2),
+        _skipped(repeated_id, ALREADY_PROCESSED, 3),
+    ]
+
+    assert outcomes(logs, TOKEN) == {
+        "0x" + minted_id.hex(): Outcome(minted=True),
+        "0x" + underpaid_id.hex(): Outcome(minted=False, reason="underpaid"),
+        "0x" + repeated_id.hex(): Outcome(minted=False, reason=ALREADY_PROCESSED),
+    }
+
+
+def test_a_long_reason_string_is_decoded_whole() -> None:
+    reason = "authorization failed: " + "FiatTokenV2: invalid signature " * 3
+    payment_id = b"\x0d" * 32
+
+    assert outcomes([_skipped(payment_id, reason, 0)], TOKEN)["0x" + payment_id.hex()].reason == reason
+
+
+def test_logs_of_other_contracts_are_ignored_even_with_the_same_event() -> None:
+    impostor = "0x" + "99" * 20
+    logs = [_usdc_transfer(0), _minted(b"\xaa" * 32, 1, address=impostor)]
+
+    assert outcomes(logs, TOKEN) == {}
+
+
+def test_the_token_address_matches_whatever_its_case() -> None:
+    payment_id = b"\xaa" * 32
+
+    assert outcomes([_minted(payment_id, 0)], TOKEN.lower()) == {"0x" + payment_id.hex(): Outcome(True)}
+
+
+def test_token_events_without_a_payment_id_are_ignored() -> None:
+    paused = _log(TOKEN, [_topic("Paused(address)")], abi_encode(["address"], [PAYER]), 0)
+
+    assert outcomes([paused], TOKEN) == {}
+
+
+def test_logs_as_raw_json_rpc_hex_strings_are_read_like_bytes() -> None:
+    minted_id, skipped_id = b"\xaa" * 32, b"\xbb" * 32
+    logs = [_minted(minted_id, 0), _skipped(skipped_id, "payer mismatch", 1)]
+    for log in logs:
+        log["topics"] = ["0x" + bytes(topic).hex() for topic in log["topics"]]
+        log["data"] = "0x" + bytes(log["data"]).hex()
+
+    assert outcomes(logs, TOKEN) == {
+        "0x" + minted_id.hex(): Outcome(minted=True),
+        "0x" + skipped_id.hex(): Outcome(minted=False, reason="payer mismatch"),
+    }

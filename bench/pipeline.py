@@ -67,8 +67,11 @@ def headers_for(payers: list, deployment: Deployment) -> list[str]:
     headers = []
     for payer in payers:
         authorization, signature = sign_authorization(payer, deployment)
-        payload = {"x402Version": 2, "payload": {"authorization": authorization, "signature": signature},
-                   "accepted": accepted}
+        payload = {
+            "x402Version": 2,
+            "payload": {"authorization": authorization, "signature": signature},
+            "accepted": accepted,
+        }
         headers.append(base64.b64encode(json.dumps(payload).encode()).decode())
     return headers
 
@@ -84,7 +87,9 @@ async def post_all(intake: str, headers: list[str], concurrency: int) -> tuple[l
         async def one(header: str) -> None:
             async with semaphore:
                 started = time.perf_counter()
-                async with session.post(f"{intake}/mint", json={}, headers={"PAYMENT-SIGNATURE": header}) as resp:
+                async with session.post(
+                    f"{intake}/mint", json={}, headers={"PAYMENT-SIGNATURE": header}
+                ) as resp:
                     body = await resp.json()
                 latencies.append(time.perf_counter() - started)
                 if resp.status == 202:
@@ -101,7 +106,8 @@ async def wait_done(pool: asyncpg.Pool, ids: list[str], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         open_count = await pool.fetchval(
-            "SELECT count(*) FROM mint_requests WHERE id = ANY($1::uuid[]) AND status NOT IN ('completed', 'failed')",
+            "SELECT count(*) FROM mint_requests"
+            " WHERE id = ANY($1::uuid[]) AND status NOT IN ('completed', 'failed')",
             ids,
         )
         print(f"\r  waiting: {open_count} not yet completed   ", end="", file=sys.stderr, flush=True)
@@ -112,7 +118,9 @@ async def wait_done(pool: asyncpg.Pool, ids: list[str], timeout: float) -> None:
 
 
 async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--count", type=int, default=5000)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--intake", default="http://127.0.0.1:4021")
@@ -155,20 +163,25 @@ async def main() -> None:
     span = (last - first).total_seconds() if completed else float("nan")
     waits = [(r["processed_at"] - r["created_at"]).total_seconds() for r in completed]
     minted = sum(b["minted"] for b in batches)
+    block_gas_share = sum(b["gasUsed"] for b in blocks) / max(1, sum(b["gasLimit"] for b in blocks))
     gas = sum(b["gas_used"] for b in batches)
 
     print(f"requests posted            {args.count} (concurrency {args.concurrency})")
     print(f"accepted (202)             {len(ids)}; refused: {errors or 'none'}")
     print(f"accepted requests/s        {len(ids) / post_seconds:.1f}")
-    print(f"intake latency p50 / p99   {percentile(latencies, 0.5) * 1000:.1f} ms / "
-          f"{percentile(latencies, 0.99) * 1000:.1f} ms")
+    print(
+        f"intake latency p50 / p99   {percentile(latencies, 0.5) * 1000:.1f} ms / "
+        f"{percentile(latencies, 0.99) * 1000:.1f} ms"
+    )
     print(f"completed                  {len(completed)} ({len(rows) - len(completed)} not completed)")
-    print(f"mints/min end to end       {len(completed) / span * 60:.0f}  ({span:.1f} s first request to last mint)")
+    print(
+        f"mints/min end to end       {len(completed) / span * 60:.0f}"
+        f"  ({span:.1f} s first request to last mint)"
+    )
     print(f"request->completed p50/p99 {statistics.median(waits):.1f} s / {percentile(waits, 0.99):.1f} s")
     print(f"mints per transaction      {minted / max(1, len(batches)):.1f} over {len(batches)} transactions")
     print(f"gas per mint               {gas / max(1, minted):,.0f}")
-    print(f"block gas used             {sum(b['gasUsed'] for b in blocks) / max(1, sum(b['gasLimit'] for b in blocks)):.1%}"
-          f" of {len(blocks)} blocks")
+    print(f"block gas used             {block_gas_share:.1%} of {len(blocks)} blocks")
 
 
 if __name__ == "__main__":

@@ -66,7 +66,9 @@ def main() -> None:
             redis_url = redis.url
         database_url = os.environ.get("DATABASE_URL")
         if not database_url:
-            postgres = stack.enter_context(PostgresServer(data_dir=(RUN_DIR / "postgres").resolve(), fast=False))
+            postgres = stack.enter_context(
+                PostgresServer(data_dir=(RUN_DIR / "postgres").resolve(), fast=False)
+            )
             database_url = postgres.dsn
         rpc_url = os.environ.get("RPC_URL")
         if not rpc_url:
@@ -101,7 +103,9 @@ def main() -> None:
             "WEBHOOK_SECRET": os.environ.get("WEBHOOK_SECRET", "local-dev-webhook-secret"),
         }
         (RUN_DIR / "env").write_text(
-            "".join(f"{k}={v}\n" for k, v in env.items() if k not in ("BATCHER_PRIVATE_KEY", "WEBHOOK_SECRET"))
+            "".join(
+                f"{k}={v}\n" for k, v in env.items() if k not in ("BATCHER_PRIVATE_KEY", "WEBHOOK_SECRET")
+            )
         )
         supervise(env, deployment)
 

@@ -6,8 +6,9 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 from redis.asyncio import Redis
@@ -48,7 +49,7 @@ def configure_logging(level: str | None = None) -> None:
     )
 
 
-def run(main: Callable[[asyncio.Event], Awaitable[None]], grace_seconds: float = 10.0) -> None:
+def run(main: Callable[[asyncio.Event], Coroutine[Any, Any, None]], grace_seconds: float = 10.0) -> None:
     """Run `main(stop)` until SIGINT/SIGTERM; signals only set the stop event."""
 
     async def _runner() -> None:

@@ -6,6 +6,7 @@ environment serves every service; tuning knobs carry the service's prefix (BATCH
 
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -14,7 +15,7 @@ from shared.deploy import Deployment
 from shared.keys import Keys
 
 
-def _env(name: str, default: object = ..., **kwargs: object) -> object:
+def _env(name: str, default: Any = ..., **kwargs: Any) -> Any:
     return Field(default, validation_alias=AliasChoices(name), **kwargs)  # type: ignore[call-overload]
 
 

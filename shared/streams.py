@@ -6,8 +6,9 @@ handlers are idempotent, so a redelivered entry changes nothing.
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
@@ -38,7 +39,7 @@ async def publish(redis: Redis, stream: str, event: events._Event, maxlen: int =
 
 
 async def publish_many(
-    redis: Redis, stream: str, batch: list[events._Event], maxlen: int = 500_000
+    redis: Redis, stream: str, batch: Sequence[events._Event], maxlen: int = 500_000
 ) -> None:
     if not batch:
         return
@@ -79,7 +80,7 @@ class Consumer:
     async def read(self, count: int, block_ms: int | None = None, own_pending: bool = False) -> list[Message]:
         """New entries (or, with own_pending, the ones delivered to this consumer and not acked)."""
         try:
-            reply = await self.redis.xreadgroup(
+            reply: Any = await self.redis.xreadgroup(
                 self.group,
                 self.name,
                 {self.stream: "0" if own_pending else ">"},
@@ -104,7 +105,7 @@ class Consumer:
         cursor = "0-0"
         while True:
             try:
-                reply = await self.redis.xautoclaim(
+                reply: Any = await self.redis.xautoclaim(
                     self.stream, self.group, self.name, min_idle_time=idle, start_id=cursor, count=count
                 )
             except ResponseError as exc:
@@ -134,7 +135,7 @@ class Consumer:
 
     async def _delivery_counts(self, ids: list[bytes]) -> dict[bytes, int]:
         # XAUTOCLAIM returns entries in id order; min()/max() would compare the ids as text.
-        rows = await self.redis.xpending_range(
+        rows: Any = await self.redis.xpending_range(
             self.stream, self.group, min=ids[0], max=ids[-1], count=len(ids), consumername=self.name
         )
         return {row["message_id"]: row["times_delivered"] for row in rows}

@@ -24,7 +24,7 @@ def mint_entry(row: Any) -> tuple:
     """The MintEntry tuple (to, paymentId, Authorization) for one request row."""
     auth = row["authorization_data"]
     payment_id = _bytes32(row["payment_id"])
-    if auth is None:
+    if auth is None or row.get("payment_settled"):
         return (row["payer_address"], payment_id, NO_AUTHORIZATION)
     v, r, s = split_signature(auth["signature"])
     authorization = (
@@ -67,17 +67,16 @@ class SignedTx:
 def sign(
     account: LocalAccount, *, chain_id: int, nonce: int, to: str, data: bytes, gas: int, fees: Fees
 ) -> SignedTx:
-    signed = account.sign_transaction(
-        {
-            "type": 2,
-            "chainId": chain_id,
-            "nonce": nonce,
-            "to": to,
-            "value": 0,
-            "data": data,
-            "gas": gas,
-            "maxFeePerGas": fees.max_fee_per_gas,
-            "maxPriorityFeePerGas": fees.max_priority_fee_per_gas,
-        }
-    )
+    transaction: dict[str, Any] = {
+        "type": 2,
+        "chainId": chain_id,
+        "nonce": nonce,
+        "to": to,
+        "value": 0,
+        "data": data,
+        "gas": gas,
+        "maxFeePerGas": fees.max_fee_per_gas,
+        "maxPriorityFeePerGas": fees.max_priority_fee_per_gas,
+    }
+    signed = account.sign_transaction(transaction)
     return SignedTx(bytes(signed.raw_transaction), "0x" + bytes(signed.hash).hex())

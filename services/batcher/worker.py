@@ -26,7 +26,7 @@ from services.batcher.settings import TUNABLE, BatcherSettings
 from services.batcher.transactions import Fees, mint_entry, sign
 from shared import keys
 from shared.chain import token_contract
-from shared.events import MintFailed, MintRequested, TxSent, TxStuck
+from shared.events import Event, MintFailed, MintRequested, TxSent, TxStuck
 from shared.overrides import with_overrides
 from shared.streams import Consumer, publish, publish_many
 
@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 CLAIM = """
 UPDATE mint_requests SET status = 'batched', batch_id = $1, updated_at = now()
 WHERE id = ANY($2::uuid[]) AND status = 'pending'
-RETURNING id, kind, payer_address, payment_id, authorization_data, valid_before, token_uri
+RETURNING id, kind, payer_address, payment_id, authorization_data, payment_settled, valid_before, token_uri
 """
 FAIL_EXPIRED = """
 UPDATE mint_requests
@@ -120,7 +120,11 @@ class Batcher:
         self._buffer_messages(messages)
         log.info(
             "batcher active for %s: next nonce %d (chain %d), rebroadcast %d, reclaimed %d entries",
-            self.wallet, self.next_nonce, chain_nonce, len(open_batches), len(messages),
+            self.wallet,
+            self.next_nonce,
+            chain_nonce,
+            len(open_batches),
+            len(messages),
         )
 
     async def _batch_loop(self, stop: asyncio.Event) -> None:
@@ -187,7 +191,11 @@ class Batcher:
         async with self.pool.acquire() as conn, conn.transaction():
             batch_id = await conn.fetchval("SELECT nextval('batches_id_seq')")
             rows = await conn.fetch(CLAIM, batch_id, list(order))
-            expired = [r["id"] for r in rows if r["valid_before"] is not None and r["valid_before"] <= cutoff]
+            expired = [
+                r["id"]
+                for r in rows
+                if r["valid_before"] is not None and r["valid_before"] <= cutoff and not r["payment_settled"]
+            ]
             if expired:
                 await conn.execute(FAIL_EXPIRED, expired, "authorization expired before it could be sent")
             live = sorted((r for r in rows if r["id"] not in expired), key=lambda r: order[str(r["id"])])
@@ -198,7 +206,10 @@ class Batcher:
             await publish_many(
                 self.redis,
                 self.failed_stream,
-                [MintFailed(request_id=str(i), reason="authorization expired before it could be sent") for i in expired],
+                [
+                    MintFailed(request_id=str(i), reason="authorization expired before it could be sent")
+                    for i in expired
+                ],
                 self.settings.stream_maxlen,
             )
         if not live:
@@ -219,29 +230,54 @@ class Batcher:
         fees = await self._current_fees()
         nonce = self.next_nonce
         signed = sign(
-            self.account, chain_id=self.deployment.chain_id, nonce=nonce, to=self.deployment.token,
-            data=data, gas=gas, fees=fees,
+            self.account,
+            chain_id=self.deployment.chain_id,
+            nonce=nonce,
+            to=self.deployment.token,
+            data=data,
+            gas=gas,
+            fees=fees,
         )
         await conn.execute(
             "INSERT INTO batches (id, wallet, nonce, kind, status, request_ids, tx_hash, raw_tx, call_data,"
             " gas_limit, max_fee_per_gas, max_priority_fee_per_gas)"
             " VALUES ($1, $2, $3, $4, 'signed', $5, $6, $7, $8, $9, $10, $11)",
-            batch_id, self.wallet, nonce, rows[0]["kind"], [r["id"] for r in rows], signed.tx_hash,
-            signed.raw, data, gas, fees.max_fee_per_gas, fees.max_priority_fee_per_gas,
+            batch_id,
+            self.wallet,
+            nonce,
+            rows[0]["kind"],
+            [r["id"] for r in rows],
+            signed.tx_hash,
+            signed.raw,
+            data,
+            gas,
+            fees.max_fee_per_gas,
+            fees.max_priority_fee_per_gas,
         )
         await conn.execute(
             "INSERT INTO batch_transactions (tx_hash, batch_id, raw_tx, max_fee_per_gas,"
             " max_priority_fee_per_gas) VALUES ($1, $2, $3, $4, $5)",
-            signed.tx_hash, batch_id, signed.raw, fees.max_fee_per_gas, fees.max_priority_fee_per_gas,
+            signed.tx_hash,
+            batch_id,
+            signed.raw,
+            fees.max_fee_per_gas,
+            fees.max_priority_fee_per_gas,
         )
-        log.info("batch %d signed: nonce %d, %d entries, gas %d, tx %s", batch_id, nonce, len(rows), gas,
-                 signed.tx_hash)
+        log.info(
+            "batch %d signed: nonce %d, %d entries, gas %d, tx %s",
+            batch_id,
+            nonce,
+            len(rows),
+            gas,
+            signed.tx_hash,
+        )
         return batch_id, nonce, signed.tx_hash, signed.raw
 
     async def _gas_limit(self, data: bytes, entries: int) -> int:
         try:
-            estimate = await self.w3.eth.estimate_gas({"from": self.wallet, "to": self.deployment.token,
-                                                       "data": data})
+            estimate = await self.w3.eth.estimate_gas(
+                {"from": self.wallet, "to": self.deployment.token, "data": data}
+            )
         except (Web3Exception, ValueError) as exc:
             # Sent anyway with a formula limit: if it reverts, the confirmer retries its requests.
             log.warning("gas estimate failed for %d entries (%s); using the per-entry budget", entries, exc)
@@ -262,7 +298,9 @@ class Batcher:
         except (Web3Exception, ValueError) as exc:
             if not any(text in str(exc).lower() for text in ALREADY_THERE):
                 metrics.BROADCAST_ERRORS.inc()
-                log.warning("broadcast of batch %d (nonce %d, tx %s) failed: %s", batch_id, nonce, tx_hash, exc)
+                log.warning(
+                    "broadcast of batch %d (nonce %d, tx %s) failed: %s", batch_id, nonce, tx_hash, exc
+                )
                 return False
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             metrics.BROADCAST_ERRORS.inc()
@@ -279,18 +317,26 @@ class Batcher:
                 " WHERE batch_id = $1 AND status = 'batched'",
                 batch_id,
             )
-        await publish(self.redis, self.tx_sent_stream, TxSent(batch_id=batch_id, nonce=nonce, tx_hash=tx_hash),
-                      self.settings.stream_maxlen)
+        await publish(
+            self.redis,
+            self.tx_sent_stream,
+            TxSent(batch_id=batch_id, nonce=nonce, tx_hash=tx_hash),
+            self.settings.stream_maxlen,
+        )
         metrics.BATCHES_SENT.inc()
         log.info("batch %d broadcast: nonce %d, tx %s", batch_id, nonce, tx_hash)
         return True
 
-    async def _on_stuck(self, event: TxStuck) -> None:
+    async def _on_stuck(self, event: Event) -> None:
         """Replace a late transaction with the same nonce and higher fees."""
+        if not isinstance(event, TxStuck):
+            return
         batch = await self.pool.fetchrow(
-            "SELECT id, nonce, status, tx_hash, call_data, gas_limit, max_fee_per_gas, max_priority_fee_per_gas"
+            "SELECT id, nonce, status, tx_hash, call_data, gas_limit, max_fee_per_gas,"
+            " max_priority_fee_per_gas"
             " FROM batches WHERE id = $1 AND wallet = $2",
-            event.batch_id, self.wallet,
+            event.batch_id,
+            self.wallet,
         )
         if batch is None or batch["status"] not in ("signed", "sent") or batch["tx_hash"] != event.tx_hash:
             return  # confirmed, or already bumped since this report
@@ -299,23 +345,42 @@ class Batcher:
         old = Fees(int(batch["max_fee_per_gas"]), int(batch["max_priority_fee_per_gas"]))
         fees = old.bumped(self.tuning.fee_bump_percent, await self._current_fees())
         signed = sign(
-            self.account, chain_id=self.deployment.chain_id, nonce=batch["nonce"], to=self.deployment.token,
-            data=bytes(batch["call_data"]), gas=batch["gas_limit"], fees=fees,
+            self.account,
+            chain_id=self.deployment.chain_id,
+            nonce=batch["nonce"],
+            to=self.deployment.token,
+            data=bytes(batch["call_data"]),
+            gas=batch["gas_limit"],
+            fees=fees,
         )
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute(
                 "INSERT INTO batch_transactions (tx_hash, batch_id, raw_tx, max_fee_per_gas,"
                 " max_priority_fee_per_gas) VALUES ($1, $2, $3, $4, $5)",
-                signed.tx_hash, batch["id"], signed.raw, fees.max_fee_per_gas, fees.max_priority_fee_per_gas,
+                signed.tx_hash,
+                batch["id"],
+                signed.raw,
+                fees.max_fee_per_gas,
+                fees.max_priority_fee_per_gas,
             )
             await conn.execute(
                 "UPDATE batches SET tx_hash = $2, raw_tx = $3, max_fee_per_gas = $4,"
                 " max_priority_fee_per_gas = $5, attempts = attempts + 1 WHERE id = $1",
-                batch["id"], signed.tx_hash, signed.raw, fees.max_fee_per_gas, fees.max_priority_fee_per_gas,
+                batch["id"],
+                signed.tx_hash,
+                signed.raw,
+                fees.max_fee_per_gas,
+                fees.max_priority_fee_per_gas,
             )
         metrics.FEE_BUMPS.inc()
-        log.info("batch %d fee bump: nonce %d, max fee %d -> %d, tx %s", batch["id"], batch["nonce"],
-                 old.max_fee_per_gas, fees.max_fee_per_gas, signed.tx_hash)
+        log.info(
+            "batch %d fee bump: nonce %d, max fee %d -> %d, tx %s",
+            batch["id"],
+            batch["nonce"],
+            old.max_fee_per_gas,
+            fees.max_fee_per_gas,
+            signed.tx_hash,
+        )
         await self._broadcast(batch["id"], batch["nonce"], signed.tx_hash, signed.raw)
 
     async def _count_in_flight(self) -> None:
@@ -339,7 +404,8 @@ class Batcher:
                 unsent = await self.pool.fetch(
                     "SELECT id, nonce, tx_hash, raw_tx FROM batches WHERE wallet = $1 AND status = 'signed'"
                     " AND created_at < now() - make_interval(secs => $2) ORDER BY nonce",
-                    self.wallet, self.settings.rebroadcast_after_seconds,
+                    self.wallet,
+                    self.settings.rebroadcast_after_seconds,
                 )
                 for batch in unsent:
                     await self._broadcast(batch["id"], batch["nonce"], batch["tx_hash"], batch["raw_tx"])

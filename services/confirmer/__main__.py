@@ -18,8 +18,11 @@ async def main(stop: asyncio.Event) -> None:
         marker = settings.keys.alive(keys.CONFIRMER)
         try:
             async with asyncio.TaskGroup() as tasks:
-                tasks.create_task(stream_replay.watch(res.redis, marker, lambda: replay(res.pool, res.redis, settings),
-                                                      stop))
+                tasks.create_task(
+                    stream_replay.watch(
+                        res.redis, marker, lambda: replay(res.pool, res.redis, settings), stop
+                    )
+                )
                 tasks.create_task(confirmer.run(stop))
         finally:
             await runner.cleanup()

@@ -11,7 +11,9 @@ REQUEST_DURATION = Histogram(
     buckets=(1, 2, 3, 5, 8, 13, 21, 34, 55, 89, 144, 233, 377, 600),
 )
 GAS_PER_MINT = Histogram(
-    "mintline_gas_per_mint", "Gas used per minted entry", buckets=(30e3, 50e3, 70e3, 90e3, 120e3, 200e3, 500e3)
+    "mintline_gas_per_mint",
+    "Gas used per minted entry",
+    buckets=(30e3, 50e3, 70e3, 90e3, 120e3, 200e3, 500e3),
 )
 WATCHED = Gauge("mintline_batches_watched", "Batches the confirmer is waiting on")
 HEAD = Gauge("mintline_chain_head_block", "Latest block number seen")

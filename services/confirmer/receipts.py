@@ -7,7 +7,10 @@ from eth_utils import keccak
 
 MINTED_TOPIC = "0x" + keccak(text="Minted(bytes32,address,uint256)").hex()
 SKIPPED_TOPIC = "0x" + keccak(text="MintSkipped(bytes32,address,string)").hex()
+AUTHORIZATION_USED_TOPIC = "0x" + keccak(text="AuthorizationUsed(address,bytes32)").hex()
 ALREADY_PROCESSED = "already processed"
+# USDC's revert reason when the authorization's nonce is spent (or cancelled) already.
+AUTHORIZATION_SPENT = "authorization is used or canceled"
 
 
 @dataclass(frozen=True)

@@ -12,12 +12,20 @@ import time
 from dataclasses import dataclass, field
 
 import asyncpg
+from eth_typing import HexStr
+from eth_utils import to_checksum_address
 from redis.asyncio import Redis
 from web3 import AsyncWeb3
 from web3.exceptions import TransactionNotFound
 
 from services.confirmer import metrics
-from services.confirmer.receipts import ALREADY_PROCESSED, MINTED_TOPIC, outcomes
+from services.confirmer.receipts import (
+    ALREADY_PROCESSED,
+    AUTHORIZATION_SPENT,
+    AUTHORIZATION_USED_TOPIC,
+    MINTED_TOPIC,
+    outcomes,
+)
 from services.confirmer.settings import TUNABLE, ConfirmerSettings
 from shared import keys
 from shared.events import Event, MintCompleted, MintFailed, MintRequested, TxStuck
@@ -51,6 +59,7 @@ class Settlement:
     completed: dict[str, str] = field(default_factory=dict)  # request id -> mint tx hash
     failed: dict[str, str] = field(default_factory=dict)  # request id -> reason
     retry: dict[str, str] = field(default_factory=dict)  # request id -> reason
+    paid_elsewhere: set[str] = field(default_factory=set)  # retried without their authorization
 
 
 class Confirmer:
@@ -63,7 +72,10 @@ class Confirmer:
         self.token = settings.deployment.token
         names = settings.keys
         self.sent = Consumer(
-            redis, names.stream(keys.TX_SENT), keys.CONFIRMER, f"confirmer-{socket.gethostname()}-{os.getpid()}",
+            redis,
+            names.stream(keys.TX_SENT),
+            keys.CONFIRMER,
+            f"confirmer-{socket.gethostname()}-{os.getpid()}",
             dead_stream=names.dead(keys.TX_SENT),
         )
         self.streams = {
@@ -111,7 +123,9 @@ class Confirmer:
         for row in rows:
             known = self.watched.get(row["id"])
             if known is None:
-                known = Watched(row["id"], row["wallet"], row["nonce"], row["tx_hash"], list(row["tx_hashes"]))
+                known = Watched(
+                    row["id"], row["wallet"], row["nonce"], row["tx_hash"], list(row["tx_hashes"])
+                )
             known.latest_hash, known.tx_hashes = row["tx_hash"], list(row["tx_hashes"])
             current[row["id"]] = known
         self.watched = current
@@ -121,7 +135,9 @@ class Confirmer:
         head = await self.w3.eth.block_number
         metrics.HEAD.set(head)
         batches = list(self.watched.values())
-        results = await asyncio.gather(*(self._check(batch, head) for batch in batches), return_exceptions=True)
+        results = await asyncio.gather(
+            *(self._check(batch, head) for batch in batches), return_exceptions=True
+        )
         for batch, result in zip(batches, results, strict=True):
             if isinstance(result, Exception):
                 log.warning("checking batch %d failed: %r", batch.id, result)
@@ -138,14 +154,16 @@ class Confirmer:
             if block["hash"] != receipt["blockHash"]:
                 # The receipt's block left the canonical chain: wait for the transaction again.
                 metrics.REORGS.inc()
-                log.warning("batch %d: block %d reorged away; waiting again", batch.id, receipt["blockNumber"])
+                log.warning(
+                    "batch %d: block %d reorged away; waiting again", batch.id, receipt["blockNumber"]
+                )
                 return
             await self._settle_mined(batch, receipt)
 
     async def _receipt(self, batch: Watched) -> dict | None:
         for tx_hash in reversed(batch.tx_hashes):
             try:
-                return dict(await self.w3.eth.get_transaction_receipt(tx_hash))
+                return dict(await self.w3.eth.get_transaction_receipt(HexStr(tx_hash)))
             except TransactionNotFound:
                 continue
         return None
@@ -155,8 +173,13 @@ class Confirmer:
             batch.first_seen_head = head
         tuning = self.tuning
         late = head - batch.first_seen_head >= tuning.stuck_after_blocks
-        if late and (batch.last_stuck_head is None or head - batch.last_stuck_head >= tuning.stuck_after_blocks):
-            if await self.w3.eth.get_transaction_count(batch.wallet, "latest") > batch.nonce:
+        if late and (
+            batch.last_stuck_head is None or head - batch.last_stuck_head >= tuning.stuck_after_blocks
+        ):
+            if (
+                await self.w3.eth.get_transaction_count(to_checksum_address(batch.wallet), "latest")
+                > batch.nonce
+            ):
                 # The nonce is used, yet by none of our attempts: another transaction took it.
                 batch.nonce_used_since = batch.nonce_used_since or head
                 if head - batch.nonce_used_since >= self.settings.dropped_after_blocks:
@@ -164,15 +187,23 @@ class Confirmer:
                 return
             batch.last_stuck_head = head
             metrics.STUCK.inc()
-            log.info("batch %d (nonce %d) not mined after %d blocks: asking for a fee bump",
-                     batch.id, batch.nonce, head - batch.first_seen_head)
-            await publish(self.redis, self.streams["stuck"],
-                          TxStuck(batch_id=batch.id, nonce=batch.nonce, tx_hash=batch.latest_hash))
+            log.info(
+                "batch %d (nonce %d) not mined after %d blocks: asking for a fee bump",
+                batch.id,
+                batch.nonce,
+                head - batch.first_seen_head,
+            )
+            await publish(
+                self.redis,
+                self.streams["stuck"],
+                TxStuck(batch_id=batch.id, nonce=batch.nonce, tx_hash=batch.latest_hash),
+            )
 
     async def _settle_mined(self, batch: Watched, receipt: dict) -> None:
         tx_hash = "0x" + bytes(receipt["transactionHash"]).hex()
         rows = await self.pool.fetch(
-            "SELECT id, payment_id FROM mint_requests WHERE batch_id = $1 AND status IN ('batched', 'sent')",
+            "SELECT id, payment_id, authorization_data FROM mint_requests"
+            " WHERE batch_id = $1 AND status IN ('batched', 'sent')",
             batch.id,
         )
         settlement = Settlement()
@@ -193,23 +224,61 @@ class Confirmer:
                         settlement.completed[request_id] = earlier
                     else:
                         settlement.failed[request_id] = ALREADY_PROCESSED
+                elif AUTHORIZATION_SPENT in (outcome.reason or "") and await self._settled_elsewhere(row):
+                    # Someone submitted the payer's signed transfer before our batch: the treasury
+                    # is paid all the same, so mint without settling it again.
+                    settlement.retry[request_id] = "authorization settled outside the batch"
+                    settlement.paid_elsewhere.add(request_id)
                 else:
                     settlement.failed[request_id] = outcome.reason or "skipped"
         minted = len(settlement.completed)
         if minted:
             metrics.GAS_PER_MINT.observe(receipt["gasUsed"] / minted)
-        await self._commit(batch, settlement, "confirmed" if receipt["status"] == 1 else "reverted",
-                           receipt["blockNumber"], receipt["gasUsed"])
-        log.info("batch %d confirmed in block %d (tx %s): %d completed, %d failed, %d retried",
-                 batch.id, receipt["blockNumber"], tx_hash, minted, len(settlement.failed), len(settlement.retry))
+        await self._commit(
+            batch,
+            settlement,
+            "confirmed" if receipt["status"] == 1 else "reverted",
+            receipt["blockNumber"],
+            receipt["gasUsed"],
+        )
+        log.info(
+            "batch %d confirmed in block %d (tx %s): %d completed, %d failed, %d retried",
+            batch.id,
+            receipt["blockNumber"],
+            tx_hash,
+            minted,
+            len(settlement.failed),
+            len(settlement.retry),
+        )
 
     async def _settle_dropped(self, batch: Watched) -> None:
         rows = await self.pool.fetch(
             "SELECT id FROM mint_requests WHERE batch_id = $1 AND status IN ('batched', 'sent')", batch.id
         )
         reason = "batch transaction dropped: its nonce was used by another transaction"
-        await self._commit(batch, Settlement(retry={str(r["id"]): reason for r in rows}), "reverted", None, None)
+        await self._commit(
+            batch, Settlement(retry={str(r["id"]): reason for r in rows}), "reverted", None, None
+        )
         log.warning("batch %d (nonce %d) dropped; %d requests retried", batch.id, batch.nonce, len(rows))
+
+    async def _settled_elsewhere(self, row: asyncpg.Record) -> bool:
+        """Whether the row's EIP-3009 authorization was used (a transfer happened), not cancelled."""
+        auth = row["authorization_data"]
+        if not auth:
+            return False
+        logs = await self.w3.eth.get_logs(
+            {
+                "address": self.settings.deployment.usdc,
+                "fromBlock": 0,
+                "toBlock": "latest",
+                "topics": [
+                    AUTHORIZATION_USED_TOPIC,
+                    "0x" + auth["from"].lower().removeprefix("0x").rjust(64, "0"),
+                    auth["nonce"].lower(),
+                ],
+            }
+        )
+        return bool(logs)
 
     async def _minted_in(self, payment_id: str) -> str | None:
         logs = await self.w3.eth.get_logs(
@@ -229,13 +298,21 @@ class Confirmer:
                     " FROM unnest($1::uuid[], $2::text[]) AS c(id, tx_hash)"
                     " WHERE r.id = c.id AND r.status IN ('batched', 'sent')"
                     " RETURNING r.id, c.tx_hash, extract(epoch FROM now() - r.created_at)::float8 AS waited",
-                    list(settlement.completed), list(settlement.completed.values()),
+                    list(settlement.completed),
+                    list(settlement.completed.values()),
                 )
                 for row in done:
                     metrics.REQUEST_DURATION.observe(row["waited"])
-                    events["completed"].append(MintCompleted(request_id=str(row["id"]), tx_hash=row["tx_hash"]))
+                    events["completed"].append(
+                        MintCompleted(request_id=str(row["id"]), tx_hash=row["tx_hash"])
+                    )
                 metrics.MINTS_COMPLETED.inc(len(done))
             failed = dict(settlement.failed)
+            if settlement.paid_elsewhere:
+                await conn.execute(
+                    "UPDATE mint_requests SET payment_settled = true WHERE id = ANY($1::uuid[])",
+                    list(settlement.paid_elsewhere),
+                )
             if settlement.retry:
                 # Recorded as confirmation_failed, then back to pending as a new attempt, or failed
                 # for good once the retries are used up.
@@ -243,14 +320,17 @@ class Confirmer:
                     "UPDATE mint_requests AS r SET status = 'confirmation_failed', error_message = c.reason,"
                     " updated_at = now() FROM unnest($1::uuid[], $2::text[]) AS c(id, reason)"
                     " WHERE r.id = c.id AND r.status IN ('batched', 'sent')",
-                    list(settlement.retry), list(settlement.retry.values()),
+                    list(settlement.retry),
+                    list(settlement.retry.values()),
                 )
                 retried = await conn.fetch(
-                    "UPDATE mint_requests SET status = 'pending', batch_id = NULL, retry_count = retry_count + 1,"
+                    "UPDATE mint_requests SET status = 'pending', batch_id = NULL,"
+                    " retry_count = retry_count + 1,"
                     " published_at = now(), updated_at = now()"
                     " WHERE id = ANY($1::uuid[]) AND status = 'confirmation_failed' AND retry_count < $2"
                     " RETURNING id, kind, valid_before",
-                    list(settlement.retry), self.tuning.max_retries,
+                    list(settlement.retry),
+                    self.tuning.max_retries,
                 )
                 again = {str(r["id"]) for r in retried}
                 metrics.RETRIES.inc(len(again))
@@ -258,8 +338,13 @@ class Confirmer:
                     MintRequested(request_id=str(r["id"]), kind=r["kind"], valid_before=r["valid_before"])
                     for r in retried
                 ]
-                failed.update({i: f"{reason} (retries exhausted)" for i, reason in settlement.retry.items()
-                               if i not in again})
+                failed.update(
+                    {
+                        i: f"{reason} (retries exhausted)"
+                        for i, reason in settlement.retry.items()
+                        if i not in again
+                    }
+                )
             if failed:
                 gone = await conn.fetch(
                     "UPDATE mint_requests AS r SET status = 'failed', error_message = c.reason,"
@@ -267,7 +352,8 @@ class Confirmer:
                     " FROM unnest($1::uuid[], $2::text[]) AS c(id, reason)"
                     " WHERE r.id = c.id AND r.status IN ('batched', 'sent', 'confirmation_failed')"
                     " RETURNING r.id, c.reason",
-                    list(failed), list(failed.values()),
+                    list(failed),
+                    list(failed.values()),
                 )
                 for row in gone:
                     metrics.MINTS_FAILED.labels(reason=row["reason"].split(":")[0][:40]).inc()
@@ -275,7 +361,10 @@ class Confirmer:
             await conn.execute(
                 "UPDATE batches SET status = $2, block_number = $3, gas_used = $4, confirmed_at = now()"
                 " WHERE id = $1 AND status IN ('signed', 'sent')",
-                batch.id, status, block, gas_used,
+                batch.id,
+                status,
+                block,
+                gas_used,
             )
         self.watched.pop(batch.id, None)
         for name, batch_events in events.items():
@@ -289,10 +378,16 @@ async def replay(pool: asyncpg.Pool, redis: Redis, settings: ConfirmerSettings) 
         " WHERE r.status IN ('completed', 'failed') AND r.callback_url IS NOT NULL"
         " AND NOT EXISTS (SELECT 1 FROM webhook_deliveries w WHERE w.request_id = r.id)"
     )
-    completed = [MintCompleted(request_id=str(r["id"]), tx_hash=r["mint_tx_hash"])
-                 for r in rows if r["status"] == "completed"]
-    failed = [MintFailed(request_id=str(r["id"]), reason=r["error_message"] or "failed")
-              for r in rows if r["status"] == "failed"]
+    completed = [
+        MintCompleted(request_id=str(r["id"]), tx_hash=r["mint_tx_hash"])
+        for r in rows
+        if r["status"] == "completed"
+    ]
+    failed = [
+        MintFailed(request_id=str(r["id"]), reason=r["error_message"] or "failed")
+        for r in rows
+        if r["status"] == "failed"
+    ]
     names = settings.keys
     await publish_many(redis, names.stream(keys.MINT_COMPLETED), completed, settings.stream_maxlen)
     await publish_many(redis, names.stream(keys.MINT_FAILED), failed, settings.stream_maxlen)

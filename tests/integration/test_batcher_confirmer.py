@@ -16,20 +16,33 @@ from shared.streams import publish_many
 from tests.support.payments import sign_authorization
 
 
-async def enqueue(pool: asyncpg.Pool, redis: Redis, namespace: str, deployment: Deployment, payers: list,
-                  publish: bool = True) -> list[str]:
+async def enqueue(
+    pool: asyncpg.Pool,
+    redis: Redis,
+    namespace: str,
+    deployment: Deployment,
+    payers: list,
+    publish: bool = True,
+) -> list[str]:
     """Insert pending requests the way intake does (row committed, then the event published)."""
     ids = []
     events = []
     for payer in payers:
         authorization, signature = sign_authorization(payer, deployment)
         request_id = str(uuid.uuid4())
-        payment_id = "0x" + Web3.solidity_keccak(["address", "bytes32"], [payer.address, authorization["nonce"]]).hex().removeprefix("0x")
+        payment_id = "0x" + Web3.solidity_keccak(
+            ["address", "bytes32"], [payer.address, authorization["nonce"]]
+        ).hex().removeprefix("0x")
         await pool.execute(
-            "INSERT INTO mint_requests (id, payer_address, payment_type, payment_id, amount, authorization_data,"
+            "INSERT INTO mint_requests (id, payer_address, payment_type, payment_id, amount,"
+            " authorization_data,"
             " valid_before, status) VALUES ($1, $2, 'gasless', $3, $4, $5, $6, 'pending')",
-            uuid.UUID(request_id), payer.address, payment_id, deployment.price,
-            {**authorization, "signature": signature}, int(authorization["validBefore"]),
+            uuid.UUID(request_id),
+            payer.address,
+            payment_id,
+            deployment.price,
+            {**authorization, "signature": signature},
+            int(authorization["validBefore"]),
         )
         ids.append(request_id)
         events.append(MintRequested(request_id=request_id, valid_before=int(authorization["validBefore"])))
@@ -41,14 +54,18 @@ async def enqueue(pool: asyncpg.Pool, redis: Redis, namespace: str, deployment: 
 async def wait_for(pool: asyncpg.Pool, ids: list[str], timeout: float = 60) -> list:
     deadline = time.monotonic() + timeout
     while True:
-        rows = await pool.fetch("SELECT id, status, error_message, mint_tx_hash FROM mint_requests WHERE id = ANY($1::uuid[])",
-                                [uuid.UUID(i) for i in ids])
+        rows = await pool.fetch(
+            "SELECT id, status, error_message, mint_tx_hash FROM mint_requests WHERE id = ANY($1::uuid[])",
+            [uuid.UUID(i) for i in ids],
+        )
         if all(r["status"] in ("completed", "failed") for r in rows) or time.monotonic() > deadline:
             return rows
         await asyncio.sleep(0.2)
 
 
-async def test_batches_mint_every_request_once(settings_env, services, pg_pool, redis_client, deployment, fund_payers, anvil):
+async def test_batches_mint_every_request_once(
+    settings_env, services, pg_pool, redis_client, deployment, fund_payers, anvil
+):
     payers = fund_payers(30)
     ids = await enqueue(pg_pool, redis_client, settings_env["MINTLINE_NAMESPACE"], deployment, payers)
     batcher = services("batcher", BATCHER_BATCH_SIZE="10")
@@ -156,3 +173,65 @@ async def test_bad_entry_fails_alone_and_the_rest_of_its_batch_completes(
         "SELECT status FROM mint_request_history WHERE request_id = $1 ORDER BY id", uuid.UUID(ids[-1])
     )
     assert [h["status"] for h in history] == ["pending", "batched", "sent", "failed"]
+
+
+async def test_authorization_settled_by_someone_else_first_is_still_minted_once(
+    settings_env, services, pg_pool, redis_client, deployment, fund_payers, anvil
+):
+    from devstack.anvil import DEV_KEYS
+    from shared.chain import split_signature
+
+    payer = fund_payers(1)[0]
+    ids = await enqueue(
+        pg_pool, redis_client, settings_env["MINTLINE_NAMESPACE"], deployment, [payer], publish=False
+    )
+    auth = await pg_pool.fetchval(
+        "SELECT authorization_data FROM mint_requests WHERE id = $1", uuid.UUID(ids[0])
+    )
+    w3 = Web3(HTTPProvider(anvil.rpc_url))
+    usdc = w3.eth.contract(address=deployment.usdc, abi=load_artifact("MockUSDC")["abi"])
+    treasury_before = usdc.functions.balanceOf(deployment.treasury).call()
+    # A front-runner (anvil's public dev account 5) submits the payer's signed transfer itself.
+    v, r, s = split_signature(auth["signature"])
+    front_runner = w3.eth.account.from_key(DEV_KEYS[5])
+    tx = usdc.functions.transferWithAuthorization(
+        auth["from"],
+        auth["to"],
+        int(auth["value"]),
+        int(auth["validAfter"]),
+        int(auth["validBefore"]),
+        bytes.fromhex(auth["nonce"][2:]),
+        v,
+        r,
+        s,
+    ).build_transaction(
+        {"from": front_runner.address, "nonce": w3.eth.get_transaction_count(front_runner.address)}
+    )
+    w3.eth.wait_for_transaction_receipt(
+        w3.eth.send_raw_transaction(front_runner.sign_transaction(tx).raw_transaction)
+    )
+    await publish_many(
+        redis_client,
+        Keys(settings_env["MINTLINE_NAMESPACE"]).stream(keys.MINT_REQUESTED),
+        [MintRequested(request_id=ids[0])],
+    )
+
+    services("batcher", BATCHER_BATCH_WINDOW_SECONDS="0.2")
+    services("confirmer")
+    rows = await wait_for(pg_pool, ids)
+    assert rows[0]["status"] == "completed", rows[0]["error_message"]
+    await minted_once(w3, deployment, [payer])
+    assert usdc.functions.balanceOf(deployment.treasury).call() == treasury_before + deployment.price
+    history = await pg_pool.fetch(
+        "SELECT status FROM mint_request_history WHERE request_id = $1 ORDER BY id", uuid.UUID(ids[0])
+    )
+    assert [h["status"] for h in history] == [
+        "pending",
+        "batched",
+        "sent",
+        "confirmation_failed",
+        "pending",
+        "batched",
+        "sent",
+        "completed",
+    ]

@@ -54,7 +54,8 @@ def sign_authorization(
         )
     )
     authorization = {
-        key: ("0x" + value.hex() if isinstance(value, bytes) else str(value)) for key, value in message.items()
+        key: ("0x" + value.hex() if isinstance(value, bytes) else str(value))
+        for key, value in message.items()
     }
     return authorization, "0x" + bytes(signed.signature).hex()
 
@@ -64,7 +65,9 @@ def gasless_body(payer: LocalAccount, deployment: Deployment, **kwargs: object) 
     return {"paymentType": "gasless", "authorization": authorization, "signature": signature}
 
 
-def x402_header(payer: LocalAccount, deployment: Deployment, network: str | None = None, **kwargs: object) -> str:
+def x402_header(
+    payer: LocalAccount, deployment: Deployment, network: str | None = None, **kwargs: object
+) -> str:
     """A v2 PAYMENT-SIGNATURE header value, as the x402 client builds it."""
     authorization, signature = sign_authorization(payer, deployment, **kwargs)  # type: ignore[arg-type]
     payload = {
@@ -88,7 +91,11 @@ def pay_by_transfer(w3: Web3, payer: LocalAccount, deployment: Deployment, amoun
     w3.provider.make_request("anvil_setBalance", [payer.address, hex(10**18)])
     usdc = w3.eth.contract(address=deployment.usdc, abi=load_artifact("MockUSDC")["abi"])
     tx = usdc.functions.transfer(deployment.treasury, amount or deployment.price).build_transaction(
-        {"from": payer.address, "nonce": w3.eth.get_transaction_count(payer.address), "chainId": deployment.chain_id}
+        {
+            "from": payer.address,
+            "nonce": w3.eth.get_transaction_count(payer.address),
+            "chainId": deployment.chain_id,
+        }
     )
     tx_hash = w3.eth.send_raw_transaction(payer.sign_transaction(tx).raw_transaction)
     w3.eth.wait_for_transaction_receipt(tx_hash)

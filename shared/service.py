@@ -32,7 +32,7 @@ class Resources:
 async def resources(settings: Settings, pool_size: int = 10) -> AsyncIterator[Resources]:
     pool = await db.create_pool(settings.database_url, max_size=pool_size)
     redis = Redis.from_url(settings.redis_url)
-    w3 = connect(settings.chain_rpc_url)
+    w3 = await connect(settings.chain_rpc_url)
     try:
         yield Resources(pool, redis, w3)
     finally:

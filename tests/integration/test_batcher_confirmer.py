@@ -80,6 +80,13 @@ async def test_batches_mint_every_request_once(
     assert consecutive(nonces) and len(nonces) >= 3
 
 
+async def logged(process, text: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in process.log_path.read_text(errors="replace"):
+        assert time.monotonic() < deadline, f"{process.name} never logged {text!r}:\n{process.log_tail()}"
+        await asyncio.sleep(0.1)
+
+
 def consecutive(nonces: list[int]) -> bool:
     return nonces == list(range(nonces[0], nonces[0] + len(nonces)))
 
@@ -123,7 +130,7 @@ async def test_signed_but_never_broadcast_batch_is_rebroadcast_by_the_next_batch
     payers = fund_payers(4)
     ids = await enqueue(pg_pool, redis_client, env["MINTLINE_NAMESPACE"], deployment, payers, publish=False)
     settings = BatcherSettings()
-    w3 = connect(settings.chain_rpc_url)
+    w3 = await connect(settings.chain_rpc_url)
     crashed = Batcher(settings, pg_pool, redis_client, w3)
     crashed.next_nonce = await w3.eth.get_transaction_count(crashed.wallet, "pending")
     # Store the signed transaction, then "crash" before broadcasting it.
@@ -144,17 +151,16 @@ async def test_standby_batcher_takes_over_when_the_active_one_dies(
     settings_env, services, pg_pool, redis_client, deployment, fund_payers, anvil
 ):
     active = services("batcher")
-    await asyncio.sleep(2)
+    await logged(active, "this batcher is active")
     standby = services("batcher")
-    await asyncio.sleep(1.5)
-    assert "waiting as standby" in standby.log_tail(), standby.log_tail()
+    await logged(standby, "waiting as standby")
     active.kill()
     services("confirmer")
     payers = fund_payers(10)
     ids = await enqueue(pg_pool, redis_client, settings_env["MINTLINE_NAMESPACE"], deployment, payers)
     rows = await wait_for(pg_pool, ids)
     assert {r["status"] for r in rows} == {"completed"}, standby.log_tail()
-    assert "this batcher is active" in standby.log_tail()
+    await logged(standby, "this batcher is active")
 
 
 async def test_bad_entry_fails_alone_and_the_rest_of_its_batch_completes(

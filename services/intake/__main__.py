@@ -1,0 +1,51 @@
+"""python -m services.intake: start-up only (logging, settings, serve, stop on SIGINT / SIGTERM)."""
+
+import asyncio
+import logging
+import signal
+import sys
+
+from aiohttp import web
+from pydantic import ValidationError
+
+from services.intake.app import create_app
+from services.intake.settings import IntakeSettings
+
+log = logging.getLogger("services.intake")
+
+
+async def serve(settings: IntakeSettings) -> None:
+    runner = web.AppRunner(
+        create_app(settings),
+        handle_signals=False,
+        access_log=logging.getLogger("aiohttp.access") if settings.access_log else None,
+        shutdown_timeout=settings.shutdown_grace_seconds,
+    )
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, settings.host, settings.port).start()
+        log.info("intake listening on http://%s:%d", settings.host, settings.port)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        log.info("intake stopping")
+    finally:
+        await runner.cleanup()
+    log.info("intake stopped")
+
+
+def main() -> None:
+    try:
+        settings = IntakeSettings()  # type: ignore[call-arg]  # read from the environment
+    except ValidationError as exc:
+        names = ", ".join(str(error["loc"][0]) for error in exc.errors())
+        print(f"intake: invalid or missing settings: {names}\n{exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    asyncio.run(serve(settings))
+
+
+if __name__ == "__main__":
+    main()

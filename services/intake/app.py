@@ -1,0 +1,26 @@
+"""The intake aiohttp application."""
+
+from aiohttp import web
+
+from services.intake.background import run_background
+from services.intake.middleware import count_requests, json_errors
+from services.intake.payments import PaymentTerms
+from services.intake.paywall import Paywall
+from services.intake.resources import PAYWALL, SETTINGS, TERMS, THROUGHPUT, open_resources
+from services.intake.routes import setup_routes
+from services.intake.settings import IntakeSettings
+from services.intake.throughput import Throughput
+
+
+def create_app(settings: IntakeSettings) -> web.Application:
+    app = web.Application(middlewares=[count_requests, json_errors], client_max_size=settings.max_body_bytes)
+    terms = PaymentTerms.for_deployment(settings.deployment)
+    app[SETTINGS] = settings
+    app[TERMS] = terms
+    app[PAYWALL] = Paywall(terms, settings.max_timeout_seconds)
+    app[THROUGHPUT] = Throughput(settings.fallback_mints_per_second, settings.throughput_min_sample)
+    setup_routes(app)
+    # Opened in this order, closed in reverse: the loops stop before the pools they use close.
+    app.cleanup_ctx.append(open_resources)
+    app.cleanup_ctx.append(run_background)
+    return app

@@ -1,0 +1,56 @@
+"""The loops intake runs beside its HTTP handlers (aiohttp's background-task cleanup_ctx pattern):
+callback consumers, webhook delivery, stream replay, the stale-publish sweep and the throughput reader.
+"""
+
+import asyncio
+import logging
+import os
+import socket
+from collections.abc import AsyncIterator, Coroutine
+
+from aiohttp import web
+
+from services.intake.replay import replay_pending, republish_stale
+from services.intake.resources import CALLBACKS, POOL, REDIS, SETTINGS, THROUGHPUT
+from shared import keys
+from shared.replay import watch
+from shared.streams import Consumer
+
+log = logging.getLogger(__name__)
+
+
+async def run_background(app: web.Application) -> AsyncIterator[None]:
+    settings, pool, redis, callbacks = app[SETTINGS], app[POOL], app[REDIS], app[CALLBACKS]
+    stop = asyncio.Event()
+    consumer_name = f"{socket.gethostname()}-{os.getpid()}"
+
+    def consumer(stream: str) -> Consumer:
+        return Consumer(
+            redis,
+            settings.keys.stream(stream),
+            keys.INTAKE,
+            consumer_name,
+            dead_stream=settings.keys.dead(stream),
+        )
+
+    async def replay() -> int:
+        return await replay_pending(pool, redis, settings)
+
+    loops: dict[str, Coroutine] = {
+        "completed-consumer": consumer(keys.MINT_COMPLETED).consume(callbacks.on_outcome, stop),
+        "failed-consumer": consumer(keys.MINT_FAILED).consume(callbacks.on_outcome, stop),
+        "webhook-delivery": callbacks.deliver_due(stop),
+        "replay": watch(redis, settings.keys.alive(keys.INTAKE), replay, stop),
+        "republish-sweep": republish_stale(pool, redis, settings, stop),
+        "throughput": app[THROUGHPUT].run(pool, stop, settings.throughput_refresh_seconds),
+    }
+    tasks = {asyncio.create_task(coro, name=f"intake-{name}") for name, coro in loops.items()}
+    try:
+        yield
+    finally:
+        stop.set()
+        _, unfinished = await asyncio.wait(tasks, timeout=settings.shutdown_grace_seconds)
+        for task in unfinished:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        log.info("intake background loops stopped (%d cancelled after the grace period)", len(unfinished))

@@ -1,0 +1,31 @@
+"""Intake's Prometheus metrics (the process-wide registry, served at GET /metrics)."""
+
+from prometheus_client import Counter, Gauge, Histogram
+
+HTTP_REQUESTS = Counter(
+    "mintline_intake_http_requests_total", "HTTP requests answered by intake", ["route", "method", "status"]
+)
+HTTP_DURATION = Histogram(
+    "mintline_intake_http_request_duration_seconds",
+    "Time to answer an HTTP request",
+    ["route"],
+    buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+MINTS_ACCEPTED = Counter(
+    "mintline_mints_accepted_total", "Mint requests accepted and committed to PostgreSQL", ["payment_type"]
+)
+PAYMENTS_REJECTED = Counter(
+    "mintline_payments_rejected_total", "Mint requests refused, by error code", ["reason"]
+)
+PUBLISH_FAILURES = Counter(
+    "mintline_intake_publish_failures_total",
+    "mint.requested XADDs that failed after the commit (replayed later)",
+)
+REPUBLISHED = Counter(
+    "mintline_intake_republished_total", "mint.requested events published again from PostgreSQL"
+)
+QUEUE_DEPTH = Gauge("mintline_queue_depth_requests", "Requests pending, batched or sent")
+WEBHOOK_ATTEMPTS = Counter("mintline_webhook_attempts_total", "Webhook POSTs, by outcome", ["outcome"])
+WEBHOOK_DELIVERIES = Counter(
+    "mintline_webhook_deliveries_total", "Webhook deliveries finished, delivered or failed", ["outcome"]
+)

@@ -1,0 +1,81 @@
+"""Middlewares: every error becomes JSON {"success": false, "error", "message"}; every request is counted."""
+
+import logging
+import time
+from collections.abc import Mapping
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+from x402.http.constants import PAYMENT_REQUIRED_HEADER
+
+from services.intake import metrics
+from services.intake.errors import ApiError
+from services.intake.resources import PAYWALL
+
+log = logging.getLogger(__name__)
+
+HTTP_ERROR_CODES = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def error_response(
+    app: web.Application, status: int, code: str, message: str, headers: Mapping[str, str] | None = None
+) -> web.Response:
+    body = {"success": False, "error": code, "message": message}
+    headers = dict(headers or {})
+    if status == 402:
+        # x402: every 402 carries the offer, so a client can (re)pay; the body holds it too.
+        header, offer = app[PAYWALL].offer(code)
+        headers.setdefault(PAYMENT_REQUIRED_HEADER, header)
+        body = {**offer, **body}
+    return web.json_response(body, status=status, headers=headers)
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return error_response(request.app, exc.status, exc.code, exc.message, exc.headers)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = HTTP_ERROR_CODES.get(exc.status, f"http_{exc.status}")
+        if exc.status == 404:
+            message = f"no such resource: {request.path[:200]}"
+        elif exc.status == 405:
+            message = f"{request.method[:20]} is not allowed here"
+        else:
+            message = exc.text or exc.reason
+        headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+        return error_response(request.app, exc.status, code, message, headers)
+    except Exception:
+        log.exception("unexpected error answering %s %s", request.method, request.path[:200])
+        return error_response(
+            request.app, 500, "internal_error", "an unexpected error occurred; it was logged"
+        )
+
+
+@web.middleware
+async def count_requests(request: web.Request, handler: Handler) -> web.StreamResponse:
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        resource = request.match_info.route.resource
+        route = resource.canonical if resource is not None else "unmatched"
+        method = request.method if request.method in METHODS else "other"
+        metrics.HTTP_REQUESTS.labels(route, method, str(status)).inc()
+        metrics.HTTP_DURATION.labels(route).observe(time.perf_counter() - started)

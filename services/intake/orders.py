@@ -1,0 +1,148 @@
+"""What a POST /mint asks for: the JSON body (validated with pydantic), the payment it carries (x402
+header, gasless authorization or custom transaction hash), the callback URL and the Idempotency-Key."""
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from aiohttp import web
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from yarl import URL
+
+from services.intake.errors import ApiError, BadRequest
+from services.intake.payments import Authorization, parse_address, parse_authorization
+from services.intake.paywall import Paywall
+
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+_IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
+_TX_HASH = r"^0x[0-9a-fA-F]{64}$"
+MAX_URL_CHARS = 2048
+
+
+def _callback_url(value: str) -> str:
+    if len(value) > MAX_URL_CHARS:
+        raise ValueError(f"must be at most {MAX_URL_CHARS} characters")
+    try:
+        url = URL(value)
+    except ValueError as exc:
+        raise ValueError(f"is not a URL ({exc})") from None
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ValueError("must be an absolute http or https URL")
+    return value
+
+
+CallbackUrl = Annotated[str, AfterValidator(_callback_url)]
+
+
+class _Body(BaseModel):
+    # Unknown fields are errors: a misspelt `callbackUrl` must not silently drop the callback.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    callbackUrl: CallbackUrl | None = None
+
+
+class X402Body(_Body):
+    """The payment travels in the PAYMENT-SIGNATURE / X-PAYMENT header; the body is optional."""
+
+    paymentType: Literal["x402"] = "x402"
+
+
+class GaslessBody(_Body):
+    paymentType: Literal["gasless"]
+    # Checked field by field by payments.parse_authorization, which x402 payloads go through too.
+    authorization: dict[str, Any]
+    signature: str
+
+
+class CustomBody(_Body):
+    paymentType: Literal["custom"]
+    paymentTxHash: str = Field(pattern=_TX_HASH)
+    payer: str | None = None
+
+
+BODIES: dict[str, type[_Body]] = {"x402": X402Body, "gasless": GaslessBody, "custom": CustomBody}
+
+
+@dataclass(frozen=True)
+class Order:
+    payment_type: str
+    callback_url: str | None
+    authorization: Authorization | None = None
+    tx_hash: str | None = None
+    claimed_payer: str | None = None
+
+    @property
+    def payment_id(self) -> str:
+        if self.authorization is not None:
+            return self.authorization.payment_id
+        assert self.tx_hash is not None
+        return self.tx_hash
+
+
+async def read_body(request: web.Request) -> dict[str, Any] | None:
+    """The JSON object in the body, or None for an empty body (a bare x402 request)."""
+    if not request.body_exists:
+        return None
+    raw = await request.read()  # aiohttp answers 413 past client_max_size
+    if not raw.strip():
+        return None
+    if request.content_type != "application/json":
+        raise ApiError(
+            "unsupported_media_type", f"the body must be application/json, not {request.content_type!r}", 415
+        )
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest("invalid_json", f"the body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise BadRequest("invalid_body", "the body must be a JSON object")
+    return data
+
+
+def validate_body(data: dict[str, Any] | None) -> _Body:
+    data = data or {}
+    payment_type = data.get("paymentType", "x402")
+    model = BODIES.get(payment_type) if isinstance(payment_type, str) else None
+    if model is None:
+        raise BadRequest(
+            "invalid_body", f"paymentType must be one of {', '.join(BODIES)}, got {payment_type!r}"
+        )
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        error = exc.errors(include_url=False, include_input=False)[0]
+        where = ".".join(str(part) for part in error["loc"]) or "body"
+        raise BadRequest("invalid_body", f"{where}: {error['msg']}") from None
+
+
+def idempotency_key(request: web.Request) -> str | None:
+    key = request.headers.get(IDEMPOTENCY_HEADER)
+    if key is None:
+        return None
+    if not _IDEMPOTENCY_KEY.fullmatch(key):
+        raise BadRequest(
+            "invalid_idempotency_key",
+            "Idempotency-Key must be 1 to 255 visible ASCII characters without spaces",
+        )
+    return key
+
+
+def parse_order(request: web.Request, data: dict[str, Any] | None, paywall: Paywall) -> Order | None:
+    """The order in this request, or None when it carries no payment at all (answered with 402)."""
+    body = validate_body(data)
+    x402 = paywall.decode(request.headers)
+    if x402 is not None:
+        if not isinstance(body, X402Body):
+            raise BadRequest(
+                "conflicting_payment", "send either an x402 payment header or a paymentType body"
+            )
+        return Order("x402", body.callbackUrl, authorization=x402.authorization)
+    if isinstance(body, GaslessBody):
+        return Order(
+            "gasless", body.callbackUrl, authorization=parse_authorization(body.authorization, body.signature)
+        )
+    if isinstance(body, CustomBody):
+        claimed = parse_address(body.payer, "payer") if body.payer is not None else None
+        return Order("custom", body.callbackUrl, tx_hash=body.paymentTxHash.lower(), claimed_payer=claimed)
+    return None

@@ -1,0 +1,78 @@
+"""Rebuild mint.requested from PostgreSQL (invariant 1: Redis may lose everything).
+
+`replay_pending` republishes every pending request; `shared.replay.watch` runs it at start-up and
+whenever intake's marker key is gone from Redis. `republish_stale` is the slower sweep for a single
+lost XADD (Redis fine, one publish failed): pending rows published too long ago go out again.
+The batcher is idempotent, so publishing a request twice is harmless.
+"""
+
+import asyncio
+import logging
+
+import asyncpg
+from redis.asyncio import Redis
+
+from services.intake import metrics
+from services.intake.settings import IntakeSettings
+from shared import keys
+from shared.events import MintRequested
+from shared.streams import publish_many
+
+log = logging.getLogger(__name__)
+
+PENDING = """
+SELECT id, seq, kind, valid_before FROM mint_requests
+WHERE status = 'pending' AND seq > $1 AND published_at <= now() - make_interval(secs => $3)
+ORDER BY seq LIMIT $2
+"""
+MARK_PUBLISHED = (
+    "UPDATE mint_requests SET published_at = now() WHERE id = ANY($1::uuid[]) AND status = 'pending'"
+)
+
+
+async def replay_pending(
+    pool: asyncpg.Pool, redis: Redis, settings: IntakeSettings, older_than_seconds: float = 0.0
+) -> int:
+    """Publish MintRequested for every pending row (published more than `older_than_seconds` ago),
+    in chunks: publish, then record published_at. Returns how many were published."""
+    stream = settings.keys.stream(keys.MINT_REQUESTED)
+    after_seq, total = 0, 0
+    while True:
+        rows = await pool.fetch(PENDING, after_seq, settings.replay_chunk, older_than_seconds)
+        if not rows:
+            break
+        batch = [
+            MintRequested(request_id=str(row["id"]), kind=row["kind"], valid_before=row["valid_before"])
+            for row in rows
+        ]
+        await publish_many(redis, stream, batch, maxlen=settings.stream_maxlen)  # type: ignore[arg-type]
+        await pool.execute(MARK_PUBLISHED, [row["id"] for row in rows])
+        total += len(rows)
+        after_seq = rows[-1]["seq"]
+        if len(rows) < settings.replay_chunk:
+            break
+    metrics.REPUBLISHED.inc(total)
+    return total
+
+
+async def republish_stale(
+    pool: asyncpg.Pool, redis: Redis, settings: IntakeSettings, stop: asyncio.Event
+) -> None:
+    """The sweep loop: every republish_interval_seconds, republish pending rows not published for
+    republish_after_seconds."""
+    while not stop.is_set():
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=settings.republish_interval_seconds)
+            break
+        except TimeoutError:
+            pass
+        try:
+            count = await replay_pending(pool, redis, settings, settings.republish_after_seconds)
+            if count:
+                log.warning(
+                    "republished %d pending requests not published for %.0f s",
+                    count,
+                    settings.republish_after_seconds,
+                )
+        except Exception:
+            log.exception("republishing stale pending requests failed; going on")

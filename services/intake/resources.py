@@ -1,0 +1,52 @@
+"""What the intake app holds (typed AppKeys) and the cleanup_ctx that opens and closes it: one asyncpg
+pool, one redis client, one AsyncWeb3, one HTTP client session for webhooks."""
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+
+import aiohttp
+import asyncpg
+from aiohttp import web
+from redis.asyncio import Redis
+
+from services.intake.callbacks import Callbacks
+from services.intake.onchain import ChainReader
+from services.intake.payments import PaymentTerms
+from services.intake.paywall import Paywall
+from services.intake.settings import IntakeSettings
+from services.intake.throughput import Throughput
+from shared.chain import connect
+from shared.db import create_pool
+
+SETTINGS = web.AppKey("settings", IntakeSettings)
+TERMS = web.AppKey("terms", PaymentTerms)
+PAYWALL = web.AppKey("paywall", Paywall)
+THROUGHPUT = web.AppKey("throughput", Throughput)
+POOL = web.AppKey("pool", asyncpg.Pool)
+REDIS = web.AppKey("redis", Redis)
+CHAIN = web.AppKey("chain", ChainReader)
+CALLBACKS = web.AppKey("callbacks", Callbacks)
+
+
+async def open_resources(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    async with AsyncExitStack() as stack:
+        pool = await create_pool(
+            settings.database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max
+        )
+        stack.push_async_callback(pool.close)
+        # decode_responses=False: shared.streams works with bytes.
+        redis = Redis.from_url(
+            settings.redis_url, decode_responses=False, socket_timeout=5, socket_connect_timeout=3
+        )
+        stack.push_async_callback(redis.aclose)
+        w3 = await connect(settings.chain_rpc_url, settings.rpc_connections)
+        stack.push_async_callback(w3.provider.disconnect)
+        session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=settings.webhook_timeout_seconds))
+        stack.push_async_callback(session.close)
+
+        app[POOL] = pool
+        app[REDIS] = redis
+        app[CHAIN] = ChainReader(w3, app[TERMS].usdc)
+        app[CALLBACKS] = Callbacks(pool, session, settings)
+        yield

@@ -1,0 +1,66 @@
+"""Recent throughput, for estimated waits, read from PostgreSQL every few seconds by a background loop
+so no request pays for the count.
+
+The rate is the last minute's completions over the time they span (not over a full minute, which
+would undercount for the first minute of a burst). With too few completions to measure (an idle or
+fresh system, where completions show demand rather than capacity), the configured rate is used.
+"""
+
+import asyncio
+import logging
+import math
+
+import asyncpg
+
+from services.intake import metrics
+from services.intake.queue import ACTIVE_SQL
+
+log = logging.getLogger(__name__)
+
+RECENT = f"""
+SELECT count(*) FILTER (WHERE recent) AS completed,
+       coalesce(extract(epoch FROM now() - min(processed_at) FILTER (WHERE recent)), 0)::float8 AS span,
+       count(*) FILTER (WHERE status IN {ACTIVE_SQL}) AS active
+FROM (SELECT status, processed_at,
+             status = 'completed' AND processed_at > now() - interval '1 minute' AS recent
+      FROM mint_requests WHERE status IN ('completed', 'pending', 'batched', 'sent')) AS r
+"""
+# Completions landing in the same block share a timestamp; never divide by less than this.
+MIN_SPAN_SECONDS = 5.0
+
+
+class Throughput:
+    def __init__(self, fallback_per_second: float, min_sample: int) -> None:
+        self.fallback_per_second = fallback_per_second
+        self.min_sample = min_sample
+        self.completed_last_minute = 0
+        self.span_seconds = 60.0
+        self.queue_depth = 0
+
+    @property
+    def per_second(self) -> float:
+        """Mints completed per second recently, or the configured rate without enough history."""
+        if self.completed_last_minute < self.min_sample:
+            return self.fallback_per_second
+        return self.completed_last_minute / min(max(self.span_seconds, MIN_SPAN_SECONDS), 60.0)
+
+    def wait_seconds(self, position: int) -> int:
+        return math.ceil(max(position, 0) / self.per_second)
+
+    async def refresh(self, pool: asyncpg.Pool) -> None:
+        row = await pool.fetchrow(RECENT)
+        self.completed_last_minute = row["completed"]
+        self.span_seconds = row["span"]
+        self.queue_depth = row["active"]
+        metrics.QUEUE_DEPTH.set(self.queue_depth)
+
+    async def run(self, pool: asyncpg.Pool, stop: asyncio.Event, interval: float) -> None:
+        while not stop.is_set():
+            try:
+                await self.refresh(pool)
+            except Exception:
+                log.exception("reading recent throughput failed; going on")
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=interval)
+            except TimeoutError:
+                pass

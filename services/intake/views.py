@@ -1,0 +1,104 @@
+"""The read-only endpoints: queue status, a payer's requests, one item, deployment info, health, metrics."""
+
+import asyncio
+import uuid
+
+from aiohttp import web
+
+from services.intake import queue
+from services.intake.errors import ApiError, BadRequest
+from services.intake.payments import parse_address
+from services.intake.resources import CHAIN, PAYWALL, POOL, REDIS, SETTINGS, TERMS, THROUGHPUT
+from shared.metrics import metrics_response
+
+PAYER_ITEMS_LIMIT = 100
+HEALTH_TIMEOUT = 2.0
+PAYMENT_TYPES = ["x402", "gasless", "custom"]
+
+
+async def queue_status(request: web.Request) -> web.Response:
+    counts = await queue.status_counts(request.app[POOL])
+    throughput = request.app[THROUGHPUT]
+    depth = sum(counts.get(status, 0) for status in queue.ACTIVE)
+    return web.json_response(
+        {
+            "success": True,
+            "counts": counts,
+            "queueDepth": depth,
+            "throughput": {
+                "completedLastMinute": throughput.completed_last_minute,
+                "mintsPerSecond": round(throughput.per_second, 3),
+            },
+            "estimatedWaitSeconds": throughput.wait_seconds(depth + 1),
+        }
+    )
+
+
+async def payer_queue(request: web.Request) -> web.Response:
+    payer = parse_address(request.match_info["address"], "address")
+    items, counts = await queue.payer_items(request.app[POOL], payer, PAYER_ITEMS_LIMIT)
+    return web.json_response({"success": True, "payer": payer, "counts": counts, "items": items})
+
+
+async def queue_item(request: web.Request) -> web.Response:
+    raw_id = request.match_info["queueId"]
+    try:
+        request_id = uuid.UUID(raw_id)
+    except ValueError:
+        raise BadRequest("invalid_queue_id", "queueId must be a UUID") from None
+    item = await queue.item(request.app[POOL], request_id)
+    if item is None:
+        raise ApiError("not_found", f"no queue item {request_id}", 404)
+    return web.json_response({"success": True, "item": item})
+
+
+async def info(request: web.Request) -> web.Response:
+    terms = request.app[TERMS]
+    deployment = request.app[SETTINGS].deployment
+    return web.json_response(
+        {
+            "success": True,
+            "chainId": terms.chain_id,
+            "network": terms.network,
+            "token": deployment.token,
+            "usdc": terms.usdc,
+            "treasury": terms.treasury,
+            "price": str(terms.price),
+            "mintAmount": str(deployment.mint_amount),
+            "paymentTypes": PAYMENT_TYPES,
+            "customPaymentConfirmations": request.app[SETTINGS].custom_payment_confirmations,
+            "x402": request.app[PAYWALL].offer()[1],
+        }
+    )
+
+
+async def health(request: web.Request) -> web.Response:
+    app = request.app
+    checks = {
+        "postgres": app[POOL].fetchval("SELECT 1"),
+        "redis": app[REDIS].ping(),
+        "rpc": app[CHAIN].block_number(),
+    }
+    results = await asyncio.gather(
+        *(asyncio.wait_for(check, HEALTH_TIMEOUT) for check in checks.values()), return_exceptions=True
+    )
+    status = {
+        name: "ok" if not isinstance(result, BaseException) else "failing"
+        for name, result in zip(checks, results, strict=True)
+    }
+    failing = [name for name, state in status.items() if state != "ok"]
+    if failing:
+        return web.json_response(
+            {
+                "success": False,
+                "error": "unhealthy",
+                "message": f"failing: {', '.join(failing)}",
+                "checks": status,
+            },
+            status=503,
+        )
+    return web.json_response({"success": True, "status": "ok", "checks": status})
+
+
+async def metrics(_: web.Request) -> web.Response:
+    return metrics_response()

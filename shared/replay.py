@@ -13,6 +13,8 @@ from collections.abc import Awaitable, Callable
 
 from redis.asyncio import Redis
 
+from shared.loops import every
+
 log = logging.getLogger(__name__)
 
 
@@ -23,15 +25,10 @@ async def watch(
     stop: asyncio.Event,
     interval: float = 1.0,
 ) -> None:
-    while not stop.is_set():
-        try:
-            if not await redis.exists(marker):
-                count = await replay()
-                await redis.set(marker, "1")
-                log.info("replayed %d events from PostgreSQL (marker %s was missing)", count, marker)
-        except Exception:
-            log.exception("stream replay failed; will try again")
-        try:
-            await asyncio.wait_for(stop.wait(), timeout=interval)
-        except TimeoutError:
-            pass
+    async def check() -> None:
+        if not await redis.exists(marker):
+            count = await replay()
+            await redis.set(marker, "1")
+            log.info("replayed %d events from PostgreSQL (marker %s was missing)", count, marker)
+
+    await every(interval, stop, check, f"stream replay ({marker})")

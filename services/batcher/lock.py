@@ -9,6 +9,8 @@ import logging
 
 import asyncpg
 
+from shared.loops import pause
+
 log = logging.getLogger(__name__)
 
 
@@ -36,10 +38,7 @@ class WalletLock:
                     announced = True
             except (OSError, asyncpg.PostgresError) as exc:
                 log.warning("wallet lock check failed: %s", exc)
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=poll_seconds)
-            except TimeoutError:
-                pass
+            await pause(stop, poll_seconds)
         return False
 
     async def still_held(self) -> bool:

@@ -27,6 +27,7 @@ from services.batcher.transactions import Fees, mint_entry, sign
 from shared import keys
 from shared.chain import token_contract
 from shared.events import Event, MintFailed, MintRequested, TxSent, TxStuck
+from shared.loops import pause
 from shared.overrides import with_overrides
 from shared.streams import Consumer, publish, publish_many
 
@@ -411,7 +412,4 @@ class Batcher:
                     await self._broadcast(batch["id"], batch["nonce"], batch["tx_hash"], batch["raw_tx"])
             except Exception:
                 log.exception("batcher maintenance failed; going on")
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=1.0)
-            except TimeoutError:
-                pass
+            await pause(stop, 1.0)

@@ -29,6 +29,7 @@ from services.confirmer.receipts import (
 from services.confirmer.settings import TUNABLE, ConfirmerSettings
 from shared import keys
 from shared.events import Event, MintCompleted, MintFailed, MintRequested, TxStuck
+from shared.loops import pause
 from shared.overrides import with_overrides
 from shared.streams import Consumer, publish, publish_many
 
@@ -112,10 +113,7 @@ class Confirmer:
                     await self.check_all()
             except Exception:
                 log.exception("confirmer poll failed; going on")
-            try:
-                await asyncio.wait_for(self._reload_now.wait(), timeout=self.settings.poll_interval_seconds)
-            except TimeoutError:
-                pass
+            await pause(self._reload_now, self.settings.poll_interval_seconds)
 
     async def _reload(self) -> None:
         rows = await self.pool.fetch(OPEN_BATCHES)

@@ -16,6 +16,7 @@ from services.intake import metrics
 from services.intake.settings import IntakeSettings
 from shared import keys
 from shared.events import MintRequested
+from shared.loops import every, pause
 from shared.streams import publish_many
 
 log = logging.getLogger(__name__)
@@ -60,19 +61,16 @@ async def republish_stale(
 ) -> None:
     """The sweep loop: every republish_interval_seconds, republish pending rows not published for
     republish_after_seconds."""
-    while not stop.is_set():
-        try:
-            await asyncio.wait_for(stop.wait(), timeout=settings.republish_interval_seconds)
-            break
-        except TimeoutError:
-            pass
-        try:
-            count = await replay_pending(pool, redis, settings, settings.republish_after_seconds)
-            if count:
-                log.warning(
-                    "republished %d pending requests not published for %.0f s",
-                    count,
-                    settings.republish_after_seconds,
-                )
-        except Exception:
-            log.exception("republishing stale pending requests failed; going on")
+
+    async def sweep() -> None:
+        count = await replay_pending(pool, redis, settings, settings.republish_after_seconds)
+        if count:
+            log.warning(
+                "republished %d pending requests not published for %.0f s",
+                count,
+                settings.republish_after_seconds,
+            )
+
+    # The first sweep waits a whole interval: start-up already replayed everything pending.
+    if not await pause(stop, settings.republish_interval_seconds):
+        await every(settings.republish_interval_seconds, stop, sweep, "republishing stale pending requests")

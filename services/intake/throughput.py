@@ -14,6 +14,7 @@ import asyncpg
 
 from services.intake import metrics
 from services.intake.queue import ACTIVE_SQL
+from shared.loops import every
 
 log = logging.getLogger(__name__)
 
@@ -55,12 +56,4 @@ class Throughput:
         metrics.QUEUE_DEPTH.set(self.queue_depth)
 
     async def run(self, pool: asyncpg.Pool, stop: asyncio.Event, interval: float) -> None:
-        while not stop.is_set():
-            try:
-                await self.refresh(pool)
-            except Exception:
-                log.exception("reading recent throughput failed; going on")
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=interval)
-            except TimeoutError:
-                pass
+        await every(interval, stop, lambda: self.refresh(pool), "reading recent throughput")

@@ -25,6 +25,7 @@ from web3 import HTTPProvider, Web3
 from devstack.anvil import DEV_ADDRESSES, DEV_KEYS, Anvil
 from devstack.ports import free_port
 from devstack.postgres_server import PostgresServer
+from devstack.process import log_tail, stop_process
 from devstack.redis_server import RedisServer
 from shared import db
 from shared.deploy import Deployment, deploy_local, load_artifact
@@ -162,15 +163,10 @@ class ServiceProcess:
             self.proc.wait()
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        stop_process(self.proc, signal.SIGTERM, timeout=15)
 
     def log_tail(self, lines: int = 40) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        return log_tail(self.log_path, lines)
 
 
 @pytest.fixture

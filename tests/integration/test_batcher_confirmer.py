@@ -241,3 +241,54 @@ async def test_authorization_settled_by_someone_else_first_is_still_minted_once(
         "sent",
         "completed",
     ]
+
+
+async def test_a_batch_that_keeps_reverting_ends_failed_with_its_reason_after_the_retries(
+    settings_env, services, pg_pool, redis_client, deployment, fund_payers, anvil
+):
+    from devstack.anvil import DEV_KEYS
+
+    w3 = Web3(HTTPProvider(anvil.rpc_url))
+    token = w3.eth.contract(address=deployment.token, abi=load_artifact("MintToken")["abi"])
+    admin = w3.eth.account.from_key(DEV_KEYS[0])  # anvil's public dev key 0, the deployer and admin
+    # Without the minter role every batchMint reverts as a whole.
+    tx = token.functions.revokeRole(
+        token.functions.MINTER_ROLE().call(), deployment.minter
+    ).build_transaction({"from": admin.address, "nonce": w3.eth.get_transaction_count(admin.address)})
+    w3.eth.wait_for_transaction_receipt(
+        w3.eth.send_raw_transaction(admin.sign_transaction(tx).raw_transaction)
+    )
+    payers = fund_payers(3)
+    ids = await enqueue(pg_pool, redis_client, settings_env["MINTLINE_NAMESPACE"], deployment, payers)
+    services("batcher", BATCHER_BATCH_WINDOW_SECONDS="0.2")
+    services("confirmer", CONFIRMER_MAX_RETRIES="2")
+    rows = await wait_for(pg_pool, ids)
+    assert {r["status"] for r in rows} == {"failed"}
+    assert {r["error_message"] for r in rows} == {"batch transaction reverted (retries exhausted)"}
+    retries = await pg_pool.fetch(
+        "SELECT retry_count FROM mint_requests WHERE id = ANY($1::uuid[])", [uuid.UUID(i) for i in ids]
+    )
+    assert {r["retry_count"] for r in retries} == {2}
+    assert await pg_pool.fetchval("SELECT count(*) FROM batches WHERE status = 'reverted'") == 3
+    assert [token.functions.balanceOf(p.address).call() for p in payers] == [0, 0, 0]
+
+
+async def test_batch_size_changed_in_system_settings_takes_effect_in_the_running_batcher(
+    settings_env, services, pg_pool, redis_client, deployment, fund_payers, anvil
+):
+    batcher = services(
+        "batcher",
+        BATCHER_BATCH_SIZE="100",
+        BATCHER_BATCH_WINDOW_SECONDS="1",
+        BATCHER_SETTINGS_REFRESH_SECONDS="0.2",
+    )
+    services("confirmer")
+    await logged(batcher, "this batcher is active")
+    await pg_pool.execute("INSERT INTO system_settings (key, value) VALUES ('batch_size', '2')")
+    await asyncio.sleep(1)  # a few refresh cycles
+    payers = fund_payers(6)
+    ids = await enqueue(pg_pool, redis_client, settings_env["MINTLINE_NAMESPACE"], deployment, payers)
+    rows = await wait_for(pg_pool, ids)
+    assert {r["status"] for r in rows} == {"completed"}
+    sizes = [r["n"] for r in await pg_pool.fetch("SELECT cardinality(request_ids) AS n FROM batches")]
+    assert sizes == [2, 2, 2]

@@ -14,12 +14,12 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from eth_account.signers.local import LocalAccount
-from test_intake_support import Intake, running_intake, sign_authorization
 
 from services.intake.replay import replay_pending
 from shared import keys
 from shared.events import MintCompleted, MintFailed
 from shared.streams import publish
+from tests.support.intake import Intake, running_intake
 
 Fund = Callable[[int], list[LocalAccount]]
 TX_HASH = "0x" + "ef" * 32
@@ -70,7 +70,7 @@ async def intake(settings_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) 
 
 async def accepted(intake: Intake, payer: LocalAccount, callback_url: str | None) -> str:
     extra = {"callbackUrl": callback_url} if callback_url else {}
-    status, body = await intake.gasless(sign_authorization(payer, intake.deployment), **extra)
+    status, body = await intake.gasless(intake.payment(payer), **extra)
     assert status == 202, body
     return body["queueId"]
 

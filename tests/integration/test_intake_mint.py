@@ -14,7 +14,6 @@ import pytest
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_utils import keccak
-from test_intake_support import Intake, running_intake, sign_authorization, x402_header
 from web3 import HTTPProvider, Web3
 from x402 import x402Client
 from x402.http.clients.httpx import x402_httpx_transport
@@ -53,7 +52,7 @@ async def row(pool: asyncpg.Pool, queue_id: str) -> asyncpg.Record:
 
 
 async def test_gasless_mint_is_committed_then_published(intake: Intake, payer: LocalAccount) -> None:
-    payment = sign_authorization(payer, intake.deployment)
+    payment = intake.payment(payer)
     status, body = await intake.gasless(payment, callbackUrl="https://example.com/hook")
 
     assert status == 202, body
@@ -113,7 +112,7 @@ async def test_official_x402_client_pays_unmodified(intake: Intake, payer: Local
 
 
 async def test_x402_v1_x_payment_header_is_accepted(intake: Intake, payer: LocalAccount) -> None:
-    payment = sign_authorization(payer, intake.deployment)
+    payment = intake.payment(payer)
     v1 = PaymentPayloadV1(scheme="exact", network=f"eip155:{intake.deployment.chain_id}", payload=payment)
     header = base64.b64encode(v1.model_dump_json(by_alias=True).encode()).decode()
     status, body = await intake.post(headers={"X-PAYMENT": header})
@@ -201,7 +200,7 @@ async def test_each_bad_authorization_gets_its_code(intake: Intake, payer: Local
         ({}, {"scheme": "upto"}, 402, "unsupported_scheme"),
     ]
     for sign_args, accepted, status, code in cases:
-        payment = sign_authorization(payer, deployment, **sign_args)
+        payment = intake.payment(payer, **sign_args)
         for got_status, body in (await intake.x402(payment, **accepted), await intake.gasless(payment)):
             if accepted and body.get("paymentType") == "gasless":
                 continue  # envelope fields exist only in x402; the gasless twin is fine
@@ -211,9 +210,9 @@ async def test_each_bad_authorization_gets_its_code(intake: Intake, payer: Local
 
 
 async def test_402_refusals_carry_the_offer(intake: Intake, payer: LocalAccount) -> None:
-    payment = sign_authorization(payer, intake.deployment, value=1)
+    payment = intake.payment(payer, value=1)
     async with intake.client.post(
-        "/mint", headers={"PAYMENT-SIGNATURE": x402_header(intake, payment)}
+        "/mint", headers={"PAYMENT-SIGNATURE": intake.payment_header(payment)}
     ) as response:
         assert response.status == 402
         required = decode_payment_required_header(response.headers["PAYMENT-REQUIRED"])
@@ -221,7 +220,7 @@ async def test_402_refusals_carry_the_offer(intake: Intake, payer: LocalAccount)
 
 
 async def test_a_payment_mints_once(intake: Intake, payer: LocalAccount) -> None:
-    payment = sign_authorization(payer, intake.deployment)
+    payment = intake.payment(payer)
     assert (await intake.gasless(payment))[0] == 202
     for status, body in (await intake.gasless(payment), await intake.x402(payment)):
         assert (status, body["error"]) == (409, "payment_replayed")
@@ -232,7 +231,7 @@ async def test_authorization_already_used_on_chain_is_a_replay(
     intake: Intake, payer: LocalAccount, anvil: Anvil
 ) -> None:
     deployment = intake.deployment
-    payment = sign_authorization(payer, deployment)
+    payment = intake.payment(payer)
     auth = payment["authorization"]
     w3 = Web3(HTTPProvider(anvil.rpc_url))
     usdc = w3.eth.contract(address=deployment.usdc, abi=load_artifact("MockUSDC")["abi"])
@@ -268,7 +267,7 @@ async def test_balance_covers_queued_authorizations_even_when_racing(
     balance = deployment.price * 10  # what fund_payers gives
     # Two authorizations of 60 % of the balance each: whichever commits first, the other cannot fit.
     value = balance * 6 // 10
-    payments = [sign_authorization(payer, deployment, value=value) for _ in range(2)]
+    payments = [intake.payment(payer, value=value) for _ in range(2)]
     results = await asyncio.gather(*(intake.gasless(payment) for payment in payments))
     assert sorted(status for status, _ in results) == [202, 402]
     assert [body["error"] for status, body in results if status == 402] == ["insufficient_balance"]
@@ -278,7 +277,7 @@ async def test_balance_covers_queued_authorizations_even_when_racing(
 async def test_many_payers_at_once_all_get_distinct_positions(intake: Intake, fund_payers: Fund) -> None:
     payers = fund_payers(20)
     results = await asyncio.gather(
-        *(intake.gasless(sign_authorization(p, intake.deployment)) for p in payers)
+        *(intake.gasless(intake.payment(p)) for p in payers)
     )
     assert [status for status, _ in results] == [202] * 20
     # Counted inside each insert's transaction, so concurrent ones may not see each other yet...
@@ -296,13 +295,13 @@ async def test_many_payers_at_once_all_get_distinct_positions(intake: Intake, fu
 
 
 async def test_idempotency_key_returns_the_same_item(intake: Intake, payer: LocalAccount) -> None:
-    payment = sign_authorization(payer, intake.deployment)
+    payment = intake.payment(payer)
     headers = {"Idempotency-Key": "order-42"}
     first_status, first = await intake.gasless(payment, headers=headers)
     again_status, again = await intake.gasless(payment, headers=headers)
     assert (first_status, again_status) == (202, 200)
     assert again == first
-    other = sign_authorization(payer, intake.deployment)
+    other = intake.payment(payer)
     status, body = await intake.gasless(other, headers=headers)
     assert (status, body["error"]) == (422, "idempotency_key_reused")
     assert await intake.pool.fetchval("SELECT count(*) FROM mint_requests") == 1
@@ -312,7 +311,7 @@ async def test_idempotency_key_returns_the_same_item(intake: Intake, payer: Loca
 async def test_racing_posts_with_one_idempotency_key_make_one_mint(
     intake: Intake, payer: LocalAccount
 ) -> None:
-    payment = sign_authorization(payer, intake.deployment)
+    payment = intake.payment(payer)
     headers = {"Idempotency-Key": "race-1"}
     results = await asyncio.gather(*(intake.gasless(payment, headers=headers) for _ in range(6)))
     assert sorted(status for status, _ in results) == [200] * 5 + [202]
@@ -325,7 +324,7 @@ async def test_racing_posts_with_one_idempotency_key_make_one_mint(
 
 
 async def test_malformed_input_is_a_4xx_json_never_a_500(intake: Intake, payer: LocalAccount) -> None:
-    good = sign_authorization(payer, intake.deployment)
+    good = intake.payment(payer)
     bad_address = {**good, "authorization": {**good["authorization"], "from": "0x123"}}
     json_type = {"Content-Type": "application/json"}
     requests: list[tuple[str, str, dict[str, Any], int, str]] = [
@@ -384,7 +383,7 @@ async def test_malformed_input_is_a_4xx_json_never_a_500(intake: Intake, payer: 
             "/mint",
             {
                 "json": {"paymentType": "gasless", **good},
-                "headers": {"PAYMENT-SIGNATURE": x402_header(intake, good)},
+                "headers": {"PAYMENT-SIGNATURE": intake.payment_header(good)},
             },
             400,
             "conflicting_payment",
@@ -418,7 +417,7 @@ async def test_publish_failure_after_commit_still_accepts(
         raise ConnectionError("redis is down")
 
     monkeypatch.setattr(mint, "publish", redis_is_down)
-    status, body = await intake.gasless(sign_authorization(payer, intake.deployment))
+    status, body = await intake.gasless(intake.payment(payer))
 
     assert status == 202, body
     assert (await row(intake.pool, body["queueId"]))["status"] == "pending"
@@ -435,7 +434,7 @@ async def test_status_pages(intake: Intake, fund_payers: Fund) -> None:
     payers = fund_payers(2)
     ids = []
     for payer in (payers[0], payers[0], payers[1]):
-        status, body = await intake.gasless(sign_authorization(payer, intake.deployment))
+        status, body = await intake.gasless(intake.payment(payer))
         assert status == 202
         ids.append(body["queueId"])
     await intake.pool.execute(
@@ -525,11 +524,11 @@ async def test_waits_follow_the_recent_completion_rate(
         now = int(time.time())
         # Valid 70 s: expires before 20 s of waiting + the 60 s margin.
         status, body = await intake.gasless(
-            sign_authorization(payer, intake.deployment, valid_before=now + 70)
+            intake.payment(payer, valid_before=now + 70)
         )
         assert (status, body["error"]) == (402, "authorization_expires_too_soon")
         status, body = await intake.gasless(
-            sign_authorization(payer, intake.deployment, valid_before=now + 120)
+            intake.payment(payer, valid_before=now + 120)
         )
         assert status == 202 and body["queuePosition"] == 1
         assert 19 <= body["estimatedWaitSeconds"] <= 21
@@ -541,7 +540,7 @@ async def test_rpc_outage_is_a_503_json_not_a_500(
     payer = fund_payers(1)[0]
     dead_rpc = {"RPC_URL": f"http://127.0.0.1:{free_port()}"}
     async with running_intake({**settings_env, **dead_rpc}, monkeypatch) as intake:
-        status, body = await intake.gasless(sign_authorization(payer, intake.deployment))
+        status, body = await intake.gasless(intake.payment(payer))
         assert (status, body["error"]) == (503, "chain_unavailable")
         status, body = await intake.get("/health")
         assert status == 503 and body["checks"] == {"postgres": "ok", "redis": "ok", "rpc": "failing"}

@@ -1,13 +1,14 @@
-"""Helpers for the intake integration tests (no tests here): a running intake app on a real port and
-payers' authorizations signed with eth_account, as a wallet would."""
+"""A running intake for the integration tests: the app on a real loopback port, or its process."""
 
-import os
+import asyncio
+import subprocess
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 import asyncpg
 import pytest
 from aiohttp import web
@@ -23,17 +24,7 @@ from services.intake.settings import IntakeSettings
 from shared import keys
 from shared.deploy import Deployment
 from shared.events import decode
-
-AUTHORIZATION_TYPES = {
-    "TransferWithAuthorization": [
-        {"name": "from", "type": "address"},
-        {"name": "to", "type": "address"},
-        {"name": "value", "type": "uint256"},
-        {"name": "validAfter", "type": "uint256"},
-        {"name": "validBefore", "type": "uint256"},
-        {"name": "nonce", "type": "bytes32"},
-    ]
-}
+from tests.support.payments import authorize
 
 
 @dataclass
@@ -55,6 +46,17 @@ class Intake:
     def redis(self) -> Redis:
         return self.app[REDIS]
 
+    def payment(self, payer: LocalAccount, **terms: Any) -> dict[str, Any]:
+        """{"authorization", "signature"} from `payer`, signed as a wallet answering this intake's offer
+        does (valid for its maxTimeoutSeconds); terms as `tests.support.payments.authorize`."""
+        terms.setdefault("valid_for", self.settings.max_timeout_seconds)
+        return authorize(payer, self.deployment, **terms).payload
+
+    def payment_header(self, payment: dict[str, Any], **accepted: Any) -> str:
+        """A PAYMENT-SIGNATURE value for `payment`, accepting this intake's offer (fields overridable)."""
+        requirements = self.app[PAYWALL].requirements.model_copy(update=accepted)
+        return encode_payment_signature_header(PaymentPayload(payload=payment, accepted=requirements))
+
     async def post(self, path: str = "/mint", **kwargs: Any) -> tuple[int, dict[str, Any]]:
         async with self.client.post(path, **kwargs) as response:
             return response.status, await response.json()
@@ -68,7 +70,7 @@ class Intake:
         return await self.post(json={"paymentType": "gasless", **payment, **extra}, headers=headers)
 
     async def x402(self, payment: dict[str, Any], **accepted: Any) -> tuple[int, dict[str, Any]]:
-        return await self.post(headers={"PAYMENT-SIGNATURE": x402_header(self, payment, **accepted)})
+        return await self.post(headers={"PAYMENT-SIGNATURE": self.payment_header(payment, **accepted)})
 
     async def requested_ids(self) -> list[str]:
         """The request ids on this test's mint.requested stream, in order."""
@@ -92,40 +94,16 @@ async def running_intake(
         await client.close()
 
 
-def sign_authorization(
-    payer: LocalAccount,
-    deployment: Deployment,
-    *,
-    value: int | None = None,
-    to: str | None = None,
-    valid_after: int = 0,
-    valid_before: int | None = None,
-    signer: LocalAccount | None = None,
-    chain_id: int | None = None,
-) -> dict[str, Any]:
-    """{"authorization", "signature"} as a gasless body or an x402 payload carries them."""
-    message = {
-        "from": payer.address,
-        "to": to or deployment.treasury,
-        "value": deployment.price if value is None else value,
-        "validAfter": valid_after,
-        "validBefore": int(time.time()) + 900 if valid_before is None else valid_before,
-        "nonce": os.urandom(32),
-    }
-    domain = {
-        "name": deployment.usdc_name,
-        "version": deployment.usdc_version,
-        "chainId": chain_id or deployment.chain_id,
-        "verifyingContract": deployment.usdc,
-    }
-    signature = (signer or payer).sign_typed_data(domain, AUTHORIZATION_TYPES, message).signature
-    authorization = {k: str(v) for k, v in message.items() if k != "nonce"} | {
-        "nonce": "0x" + message["nonce"].hex()
-    }
-    return {"authorization": authorization, "signature": "0x" + signature.hex()}
-
-
-def x402_header(intake: Intake, payment: dict[str, Any], **accepted: Any) -> str:
-    """A PAYMENT-SIGNATURE value for `payment`, accepting intake's offer (fields overridable)."""
-    requirements = intake.app[PAYWALL].requirements.model_copy(update=accepted)
-    return encode_payment_signature_header(PaymentPayload(payload=payment, accepted=requirements))
+async def wait_healthy(url: str, process: subprocess.Popen[bytes], timeout: float = 30) -> bool:
+    """Whether intake's process at `url` answers /health with 200 before it exits or `timeout` passes."""
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                async with session.get(f"{url}/health") as response:
+                    if response.status == 200:
+                        return True
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.2)
+    return False

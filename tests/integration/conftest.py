@@ -4,17 +4,14 @@ Each test gets its own database, stream namespace and fresh contracts, so no tes
 entries, balances or processed payments.
 """
 
-import asyncio
 import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
-import aiohttp
 import asyncpg
 import pytest
 from eth_account import Account
@@ -29,6 +26,7 @@ from devstack.process import log_tail, stop_process
 from devstack.redis_server import RedisServer
 from shared import db
 from shared.deploy import Deployment, deploy_local, load_artifact
+from tests.support.intake import wait_healthy
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts"
@@ -183,6 +181,7 @@ def services(settings_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[
         started.append(process)
         return process
 
+    start.started = started  # type: ignore[attr-defined]
     yield start
     for process in started:
         process.stop()
@@ -196,18 +195,9 @@ def intake_url(services: Callable[..., ServiceProcess]) -> Callable[[], Awaitabl
         port = free_port()
         process = services("intake", INTAKE_PORT=str(port))
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        async with aiohttp.ClientSession() as session:
-            while time.monotonic() < deadline:
-                try:
-                    async with session.get(f"{url}/health") as response:
-                        if response.status == 200:
-                            return url
-                except aiohttp.ClientError:
-                    pass
-                if process.proc and process.proc.poll() is not None:
-                    break
-                await asyncio.sleep(0.2)
-        raise RuntimeError(f"intake did not become healthy:\n{process.log_tail()}")
+        assert process.proc is not None
+        if not await wait_healthy(url, process.proc):
+            raise RuntimeError(f"intake did not become healthy:\n{process.log_tail()}")
+        return url
 
     return start

@@ -40,11 +40,11 @@ async def wait_all_final(pool: asyncpg.Pool, ids: list[str], timeout: float = 12
 
 
 async def test_concurrent_paid_mints_of_all_three_types_each_mint_exactly_once(
-    intake_url, services, pg_pool, deployment, fund_payers, anvil
+    intake_url, services, pg_pool, deployment, fund_payers, anvil, settings_env
 ):
     url = await intake_url()
-    services("batcher", BATCHER_BATCH_SIZE="50")
-    services("confirmer")
+    services("batcher", BATCHER_BATCH_SIZE="50", LOG_LEVEL="DEBUG")
+    services("confirmer", LOG_LEVEL="DEBUG")
     w3 = Web3(HTTPProvider(anvil.rpc_url))
     payers = fund_payers(50)
     kinds = ("x402", "gasless", "custom", "x402")
@@ -73,6 +73,12 @@ async def test_concurrent_paid_mints_of_all_three_types_each_mint_exactly_once(
     nonces = [r["nonce"] for r in await pg_pool.fetch("SELECT nonce FROM batches ORDER BY nonce")]
     assert nonces == list(range(nonces[0], nonces[0] + len(nonces)))
     assert w3.eth.get_transaction_count(deployment.minter) == nonces[-1] + 1
+
+    # No secret in any log, even at debug level.
+    secrets = (settings_env["BATCHER_PRIVATE_KEY"].removeprefix("0x"), settings_env["WEBHOOK_SECRET"])
+    for process in services.started:
+        text = process.log_path.read_text()
+        assert text and not any(secret in text for secret in secrets), process.name
 
 
 async def test_redis_flushed_while_requests_are_in_flight_loses_nothing(

@@ -10,8 +10,6 @@ completed, mints per transaction, gas per mint and the share of block gas used.
 
 import argparse
 import asyncio
-import base64
-import json
 import statistics
 import sys
 import time
@@ -26,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from devstack.anvil import DEV_KEYS  # noqa: E402
 from shared.deploy import Deployment, load_artifact  # noqa: E402
-from tests.support.payments import sign_authorization  # noqa: E402
+from tests.support.payments import x402_header  # noqa: E402
 
 RUN_DIR = Path(".run")
 
@@ -55,25 +53,7 @@ def fund(w3: Web3, deployment: Deployment, count: int) -> list:
 
 
 def headers_for(payers: list, deployment: Deployment) -> list[str]:
-    accepted = {
-        "scheme": "exact",
-        "network": f"eip155:{deployment.chain_id}",
-        "asset": deployment.usdc,
-        "amount": str(deployment.price),
-        "payTo": deployment.treasury,
-        "maxTimeoutSeconds": 3600,
-        "extra": {"name": deployment.usdc_name, "version": deployment.usdc_version},
-    }
-    headers = []
-    for payer in payers:
-        authorization, signature = sign_authorization(payer, deployment)
-        payload = {
-            "x402Version": 2,
-            "payload": {"authorization": authorization, "signature": signature},
-            "accepted": accepted,
-        }
-        headers.append(base64.b64encode(json.dumps(payload).encode()).decode())
-    return headers
+    return [x402_header(payer, deployment) for payer in payers]
 
 
 async def post_all(intake: str, headers: list[str], concurrency: int) -> tuple[list[str], list[float], dict]:

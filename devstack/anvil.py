@@ -6,14 +6,14 @@ import json
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
-import time
 import urllib.request
 from pathlib import Path
-from types import TracebackType
 
 from devstack.ports import free_port
+from devstack.process import Server, launch, stop_process, wait_until_ready
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def anvil_binary() -> str:
     )
 
 
-class Anvil:
+class Anvil(Server):
     """An anvil process on 127.0.0.1; `start()` (or `with Anvil() as anvil:`) returns once it answers RPC.
 
     block_time: seconds between blocks. Fractions work (anvil 1.7.1 takes e.g. 0.25 and mines about
@@ -102,13 +102,10 @@ class Anvil:
         ]  # fmt: skip
         if self.block_time is not None:
             cmd += ["--block-time", str(self.block_time)]
-        # A file, not a pipe: nobody drains anvil's output while it runs, and a full pipe would block it.
         fd, log_name = tempfile.mkstemp(prefix="anvil-", suffix=".log")
+        os.close(fd)
         self._log_path = Path(log_name)
-        with os.fdopen(fd, "wb") as log_file:
-            self._proc = subprocess.Popen(
-                cmd, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
-            )
+        self._proc = launch(cmd, self._log_path)
         try:
             self._wait_ready()
         except BaseException:
@@ -124,22 +121,15 @@ class Anvil:
         return self
 
     def _wait_ready(self) -> None:
-        assert self._proc is not None
-        deadline = time.monotonic() + self.start_timeout
-        while True:
-            if self._proc.poll() is not None:
-                raise RuntimeError(
-                    f"anvil exited with code {self._proc.returncode} on port {self.port}; "
-                    f"log tail:\n{self._log_tail()}"
-                )
-            if self._chain_id_answer() == self.chain_id:
-                return
-            if time.monotonic() > deadline:
-                raise TimeoutError(
-                    f"anvil did not answer eth_chainId on port {self.port} within {self.start_timeout}s; "
-                    f"log tail:\n{self._log_tail()}"
-                )
-            time.sleep(0.05)
+        assert self._proc is not None and self._log_path is not None
+        wait_until_ready(
+            self._proc,
+            lambda: self._chain_id_answer() == self.chain_id,
+            port=self.port,
+            log_path=self._log_path,
+            timeout=self.start_timeout,
+            waiting_for="answer eth_chainId",
+        )
 
     def _chain_id_answer(self) -> int | None:
         request = urllib.request.Request(
@@ -154,34 +144,10 @@ class Anvil:
             # Not listening yet (URLError is an OSError) or not a JSON-RPC answer yet.
             return None
 
-    def _log_tail(self, lines: int = 20) -> str:
-        if self._log_path is None or not self._log_path.exists():
-            return "<no log>"
-        text = self._log_path.read_text(errors="replace").splitlines()[-lines:]
-        return "\n".join(text) or "<log is empty>"
-
     def stop(self) -> None:
         """Terminates anvil (kills it if it does not exit within 5 s); calling it again is a no-op."""
         proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                log.warning("anvil pid %d ignored SIGTERM, killing it", proc.pid)
-                proc.kill()
-                proc.wait()
+        stop_process(proc, signal.SIGTERM, timeout=5)
         if self._log_path is not None:
             self._log_path.unlink(missing_ok=True)
             self._log_path = None
-
-    def __enter__(self) -> Anvil:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

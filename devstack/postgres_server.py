@@ -11,12 +11,11 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from devstack.ports import free_port
+from devstack.process import Server, launch, stop_process, wait_until_ready
 
 log = logging.getLogger(__name__)
 
@@ -69,14 +68,7 @@ def _client_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("PG")}
 
 
-def _tail(path: Path, lines: int = 20) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except FileNotFoundError:
-        return "<no log>"
-
-
-class PostgresServer:
+class PostgresServer(Server):
     def __init__(
         self,
         data_dir: Path | None = None,
@@ -184,41 +176,25 @@ class PostgresServer:
         ]  # fmt: skip
         if self.fast:
             cmd += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
-        with open(self.log_path, "ab") as log_file:
-            return subprocess.Popen(
-                cmd,
-                stdin=subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                cwd=self.run_dir,
-                env=_client_env(),
-                **_server_user(),
-            )
+        return launch(cmd, self.log_path, cwd=self.run_dir, env=_client_env(), **_server_user())
 
     def _wait_ready(self) -> None:
         assert self._proc is not None
-        deadline = time.monotonic() + self.start_timeout
         # Probe through the socket in our private dir: a TCP probe could be answered by another server that
         # already owns the port, and postgres creates its unix socket only after binding TCP.
         cmd = [
             str(self._bin / "pg_isready"),
             "-q", "-h", str(self.socket_dir), "-p", str(self.port), "-U", SUPERUSER, "-t", "1",
         ]  # fmt: skip
-        while True:
-            if self._proc.poll() is not None:
-                raise RuntimeError(
-                    f"postgres exited with code {self._proc.returncode} on port {self.port}; "
-                    f"log tail:\n{_tail(self.log_path)}"
-                )
-            # pg_isready, unlike a bare TCP connect, also waits out "the database system is starting up".
-            if subprocess.run(cmd, env=_client_env(), check=False).returncode == 0:
-                return
-            if time.monotonic() > deadline:
-                raise TimeoutError(
-                    f"postgres did not accept connections on port {self.port} within {self.start_timeout}s; "
-                    f"log tail:\n{_tail(self.log_path)}"
-                )
-            time.sleep(0.05)
+        # pg_isready, unlike a bare TCP connect, also waits out "the database system is starting up".
+        wait_until_ready(
+            self._proc,
+            lambda: subprocess.run(cmd, env=_client_env(), check=False).returncode == 0,
+            port=self.port,
+            log_path=self.log_path,
+            timeout=self.start_timeout,
+            waiting_for="accept connections",
+        )
 
     def _psql(self, sql: str) -> str:
         cmd = [
@@ -245,26 +221,8 @@ class PostgresServer:
 
     def stop(self) -> None:
         proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            # SIGINT is what `pg_ctl stop -m fast` sends; we own the process, so signal and reap it directly.
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                log.warning("postgres pid %d ignored fast shutdown, killing it", proc.pid)
-                proc.kill()
-                proc.wait()
+        # SIGINT is what `pg_ctl stop -m fast` sends; we own the process, so signal and reap it directly.
+        stop_process(proc, signal.SIGINT, timeout=30)
         if self.run_dir is not None:
             shutil.rmtree(self.run_dir, ignore_errors=True)
             self.run_dir = None
-
-    def __enter__(self) -> PostgresServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

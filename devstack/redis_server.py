@@ -5,17 +5,17 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
-import time
 from pathlib import Path
-from types import TracebackType
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from devstack.ports import free_port
+from devstack.process import Server, launch, stop_process, wait_until_ready
 
 log = logging.getLogger(__name__)
 
@@ -31,14 +31,7 @@ def _binary() -> str:
     return path
 
 
-def _tail(path: Path, lines: int = 20) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except FileNotFoundError:
-        return "<no log>"
-
-
-class RedisServer:
+class RedisServer(Server):
     def __init__(
         self,
         port: int | None = None,
@@ -88,10 +81,7 @@ class RedisServer:
             "--save", "",
             *persistence,
         ]  # fmt: skip
-        with open(self.log_path, "ab") as log_file:
-            self._proc = subprocess.Popen(
-                cmd, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
-            )
+        self._proc = launch(cmd, self.log_path)
         try:
             self._wait_ready()
         except BaseException:
@@ -102,26 +92,19 @@ class RedisServer:
 
     def _wait_ready(self) -> None:
         assert self._proc is not None
-        deadline = time.monotonic() + self.start_timeout
         # No retries: redis-py's default backoff would stretch one probe past the whole deadline.
         client = redis.Redis(
             host=HOST, port=self.port, socket_timeout=1, socket_connect_timeout=1, retry=Retry(NoBackoff(), 0)
         )
         try:
-            while True:
-                if self._proc.poll() is not None:
-                    raise RuntimeError(
-                        f"redis-server exited with code {self._proc.returncode} on port {self.port}; "
-                        f"log tail:\n{_tail(self.log_path)}"
-                    )
-                if self._answers(client):
-                    return
-                if time.monotonic() > deadline:
-                    raise TimeoutError(
-                        f"redis-server did not answer PING on port {self.port} within {self.start_timeout}s; "
-                        f"log tail:\n{_tail(self.log_path)}"
-                    )
-                time.sleep(0.05)
+            wait_until_ready(
+                self._proc,
+                lambda: self._answers(client),
+                port=self.port,
+                log_path=self.log_path,
+                timeout=self.start_timeout,
+                waiting_for="answer PING",
+            )
         finally:
             client.close()
 
@@ -136,26 +119,8 @@ class RedisServer:
 
     def stop(self) -> None:
         proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            # SIGTERM makes redis flush the AOF (when persisting) and exit cleanly.
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                log.warning("redis-server pid %d ignored SIGTERM, killing it", proc.pid)
-                proc.kill()
-                proc.wait()
+        # SIGTERM makes redis flush the AOF (when persisting) and exit cleanly.
+        stop_process(proc, signal.SIGTERM, timeout=10)
         if self._tmp_dir is not None:
             shutil.rmtree(self._tmp_dir, ignore_errors=True)
             self._tmp_dir = None
-
-    def __enter__(self) -> RedisServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -13,7 +13,7 @@ from shared.deploy import Deployment, load_artifact
 from shared.events import MintRequested
 from shared.keys import Keys
 from shared.streams import publish_many
-from tests.support.payments import sign_authorization
+from tests.support.payments import send_signed, settle_directly, sign_authorization, usdc_contract
 
 
 async def enqueue(
@@ -185,7 +185,6 @@ async def test_authorization_settled_by_someone_else_first_is_still_minted_once(
     settings_env, services, pg_pool, redis_client, deployment, fund_payers, anvil
 ):
     from devstack.anvil import DEV_KEYS
-    from shared.chain import split_signature
 
     payer = fund_payers(1)[0]
     ids = await enqueue(
@@ -195,27 +194,11 @@ async def test_authorization_settled_by_someone_else_first_is_still_minted_once(
         "SELECT authorization_data FROM mint_requests WHERE id = $1", uuid.UUID(ids[0])
     )
     w3 = Web3(HTTPProvider(anvil.rpc_url))
-    usdc = w3.eth.contract(address=deployment.usdc, abi=load_artifact("MockUSDC")["abi"])
+    usdc = usdc_contract(w3, deployment)
     treasury_before = usdc.functions.balanceOf(deployment.treasury).call()
     # A front-runner (anvil's public dev account 5) submits the payer's signed transfer itself.
-    v, r, s = split_signature(auth["signature"])
     front_runner = w3.eth.account.from_key(DEV_KEYS[5])
-    tx = usdc.functions.transferWithAuthorization(
-        auth["from"],
-        auth["to"],
-        int(auth["value"]),
-        int(auth["validAfter"]),
-        int(auth["validBefore"]),
-        bytes.fromhex(auth["nonce"][2:]),
-        v,
-        r,
-        s,
-    ).build_transaction(
-        {"from": front_runner.address, "nonce": w3.eth.get_transaction_count(front_runner.address)}
-    )
-    w3.eth.wait_for_transaction_receipt(
-        w3.eth.send_raw_transaction(front_runner.sign_transaction(tx).raw_transaction)
-    )
+    assert settle_directly(w3, deployment, auth, auth["signature"], front_runner)["status"] == 1
     await publish_many(
         redis_client,
         Keys(settings_env["MINTLINE_NAMESPACE"]).stream(keys.MINT_REQUESTED),
@@ -252,11 +235,8 @@ async def test_a_batch_that_keeps_reverting_ends_failed_with_its_reason_after_th
     token = w3.eth.contract(address=deployment.token, abi=load_artifact("MintToken")["abi"])
     admin = w3.eth.account.from_key(DEV_KEYS[0])  # anvil's public dev key 0, the deployer and admin
     # Without the minter role every batchMint reverts as a whole.
-    tx = token.functions.revokeRole(
-        token.functions.MINTER_ROLE().call(), deployment.minter
-    ).build_transaction({"from": admin.address, "nonce": w3.eth.get_transaction_count(admin.address)})
-    w3.eth.wait_for_transaction_receipt(
-        w3.eth.send_raw_transaction(admin.sign_transaction(tx).raw_transaction)
+    send_signed(
+        w3, admin, token.functions.revokeRole(token.functions.MINTER_ROLE().call(), deployment.minter)
     )
     payers = fund_payers(3)
     ids = await enqueue(pg_pool, redis_client, settings_env["MINTLINE_NAMESPACE"], deployment, payers)

@@ -6,7 +6,6 @@ from typing import Any
 
 import pytest
 from eth_account import Account
-from eth_account.datastructures import SignedMessage
 from eth_utils import function_signature_to_4byte_selector
 from web3 import HTTPProvider, Web3
 from web3.exceptions import ContractCustomError, ContractLogicError
@@ -15,6 +14,7 @@ from web3.types import TxReceipt
 
 from devstack.anvil import DEV_ADDRESSES, DEV_KEYS, Anvil
 from shared.deploy import Deployment, load_artifact
+from tests.support.payments import SignedAuthorization, authorize
 
 # Roles of the public anvil dev accounts, as set up by the `deployment` fixture.
 ADMIN, MINTER, TREASURY = DEV_ADDRESSES[0], DEV_ADDRESSES[1], DEV_ADDRESSES[2]
@@ -26,16 +26,6 @@ NO_AUTH = {
     "from": ZERO_ADDRESS, "value": 0, "validAfter": 0, "validBefore": 0,
     "nonce": ZERO_WORD, "v": 0, "r": ZERO_WORD, "s": ZERO_WORD,
 }  # fmt: skip
-AUTHORIZATION_TYPES = {
-    "TransferWithAuthorization": [
-        {"name": "from", "type": "address"},
-        {"name": "to", "type": "address"},
-        {"name": "value", "type": "uint256"},
-        {"name": "validAfter", "type": "uint256"},
-        {"name": "validBefore", "type": "uint256"},
-        {"name": "nonce", "type": "bytes32"},
-    ]
-}
 
 
 @dataclass
@@ -49,34 +39,21 @@ class Chain:
         return int(self.w3.eth.get_block("latest")["timestamp"])
 
     def sign(
-        self,
-        key: str,
-        *,
-        value: int | None = None,
-        to: str | None = None,
-        valid_after: int = 0,
-        valid_before: int | None = None,
-        signer_key: str | None = None,
-    ) -> tuple[dict[str, Any], SignedMessage]:
+        self, key: str, *, valid_before: int | None = None, signer_key: str | None = None, **terms: Any
+    ) -> tuple[dict[str, Any], SignedAuthorization]:
         """An EIP-3009 authorization from `key`'s account (signed by `signer_key` if given) as a batchMint
-        Authorization, plus the raw signature. By default it pays the price to the treasury within an hour."""
-        message = {
-            "from": Account.from_key(key).address,
-            "to": to or self.deployment.treasury,
-            "value": self.deployment.price if value is None else value,
-            "validAfter": valid_after,
-            "validBefore": self.now() + 3600 if valid_before is None else valid_before,
-            "nonce": os.urandom(32),
-        }
-        domain = {
-            "name": self.deployment.usdc_name,
-            "version": self.deployment.usdc_version,
-            "chainId": self.deployment.chain_id,
-            "verifyingContract": self.deployment.usdc,
-        }
-        signed = Account.sign_typed_data(signer_key or key, domain, AUTHORIZATION_TYPES, message)
-        auth = {key: message[key] for key in ("from", "value", "validAfter", "validBefore", "nonce")}
-        auth |= {"v": signed.v, "r": signed.r.to_bytes(32, "big"), "s": signed.s.to_bytes(32, "big")}
+        Authorization, plus the signed original. By default it pays the price to the treasury within an
+        hour of chain time; other terms as `tests.support.payments.authorize`."""
+        signed = authorize(
+            Account.from_key(key),
+            self.deployment,
+            valid_before=self.now() + 3600 if valid_before is None else valid_before,
+            signer=Account.from_key(signer_key) if signer_key else None,
+            **terms,
+        )
+        # batchMint's Authorization has no `to`: the contract pays the treasury.
+        fields = ("from", "value", "validAfter", "validBefore", "nonce")
+        auth = {name: signed.message[name] for name in fields} | dict(zip("vrs", signed.vrs, strict=True))
         return auth, signed
 
     def entry(
@@ -220,7 +197,7 @@ def test_only_minters_may_batch_mint(chain: Chain) -> None:
 def test_transfer_with_authorization_accepts_a_bytes_signature(chain: Chain) -> None:
     payer_key = PAYER_KEYS[0]
     payer = Account.from_key(payer_key).address
-    auth, signed = chain.sign(payer_key, value=2_500_000)
+    auth, authorization = chain.sign(payer_key, value=2_500_000)
     transfer = chain.usdc.get_function_by_signature(
         "transferWithAuthorization(address,address,uint256,uint256,uint256,bytes32,bytes)"
     )
@@ -231,7 +208,7 @@ def test_transfer_with_authorization_accepts_a_bytes_signature(chain: Chain) -> 
         auth["validAfter"],
         auth["validBefore"],
         auth["nonce"],
-        signed.signature,
+        authorization.signed.signature,
     )
     payer_before = chain.usdc_balance(payer)
 

@@ -28,7 +28,8 @@ from devstack.ports import free_port
 from services.intake import mint
 from services.intake.replay import replay_pending
 from services.intake.resources import THROUGHPUT
-from shared.deploy import Deployment, load_artifact
+from tests.support.intake import Intake, running_intake
+from tests.support.payments import settle_directly, transfer_usdc
 
 Fund = Callable[[int], list[LocalAccount]]
 
@@ -119,25 +120,10 @@ async def test_x402_v1_x_payment_header_is_accepted(intake: Intake, payer: Local
     assert status == 202 and body["paymentType"] == "x402"
 
 
-def usdc_transfer(
-    anvil: Anvil, deployment: Deployment, key: str, to: str, value: int, gas: int | None = None
-) -> str:
-    w3 = Web3(HTTPProvider(anvil.rpc_url))
-    usdc = w3.eth.contract(address=deployment.usdc, abi=load_artifact("MockUSDC")["abi"])
-    account = Account.from_key(key)
-    params: dict[str, Any] = {"from": account.address, "nonce": w3.eth.get_transaction_count(account.address)}
-    if gas is not None:
-        params["gas"] = gas
-    tx = usdc.functions.transfer(to, value).build_transaction(params)  # type: ignore[arg-type]
-    tx_hash = w3.eth.send_raw_transaction(account.sign_transaction(tx).raw_transaction)
-    w3.eth.wait_for_transaction_receipt(tx_hash)
-    return "0x" + bytes(tx_hash).hex()
-
-
 async def test_custom_payment_by_transaction_hash_once_ever(intake: Intake, anvil: Anvil) -> None:
     deployment = intake.deployment
     payer = Account.from_key(DEV_KEYS[4])
-    tx_hash = usdc_transfer(anvil, deployment, DEV_KEYS[4], deployment.treasury, deployment.price * 2)
+    tx_hash = transfer_usdc(Web3(HTTPProvider(anvil.rpc_url)), payer, deployment, deployment.price * 2)
 
     status, body = await intake.post(json={"paymentType": "custom", "paymentTxHash": tx_hash})
     assert status == 202, body
@@ -158,7 +144,8 @@ async def test_custom_payment_problems(
 ) -> None:
     async with running_intake(settings_env, monkeypatch, intake_custom_payment_confirmations=3) as intake:
         deployment = intake.deployment
-        key = DEV_KEYS[5]
+        w3 = Web3(HTTPProvider(anvil.rpc_url))
+        payer = Account.from_key(DEV_KEYS[5])
 
         async def custom(tx_hash: str, **extra: Any) -> tuple[int, str]:
             status, body = await intake.post(
@@ -167,17 +154,17 @@ async def test_custom_payment_problems(
             return status, body.get("error") or body["paymentType"]
 
         assert await custom("0x" + "ab" * 32) == (402, "payment_not_found")
-        short = usdc_transfer(anvil, deployment, key, deployment.treasury, deployment.price - 1)
-        elsewhere = usdc_transfer(anvil, deployment, key, Account.create().address, deployment.price)
-        reverted = usdc_transfer(anvil, deployment, key, deployment.treasury, 10**30, gas=100_000)
-        good = usdc_transfer(anvil, deployment, key, deployment.treasury, deployment.price)
+        short = transfer_usdc(w3, payer, deployment, deployment.price - 1)
+        elsewhere = transfer_usdc(w3, payer, deployment, to=Account.create().address)
+        reverted = transfer_usdc(w3, payer, deployment, 10**30, gas=100_000)
+        good = transfer_usdc(w3, payer, deployment)
         assert await custom(good) == (402, "payment_unconfirmed")
-        Web3(HTTPProvider(anvil.rpc_url)).provider.make_request("anvil_mine", [2])  # type: ignore[arg-type]
+        w3.provider.make_request("anvil_mine", [2])  # type: ignore[arg-type]
         assert await custom(short) == (402, "underpaid")
         assert await custom(elsewhere) == (402, "payment_transfer_missing")
         assert await custom(reverted) == (402, "payment_failed")
         assert await custom(good, payer=Account.create().address) == (400, "payer_mismatch")
-        assert await custom(good, payer=Account.from_key(key).address) == (202, "custom")
+        assert await custom(good, payer=payer.address) == (202, "custom")
 
 
 # --- refused payments -----------------------------------------------------------------------------
@@ -232,28 +219,10 @@ async def test_authorization_already_used_on_chain_is_a_replay(
 ) -> None:
     deployment = intake.deployment
     payment = intake.payment(payer)
-    auth = payment["authorization"]
     w3 = Web3(HTTPProvider(anvil.rpc_url))
-    usdc = w3.eth.contract(address=deployment.usdc, abi=load_artifact("MockUSDC")["abi"])
     relayer = Account.from_key(DEV_KEYS[6])
-    settle = usdc.get_function_by_signature(
-        "transferWithAuthorization(address,address,uint256,uint256,uint256,bytes32,bytes)"
-    )
-    tx = settle(
-        auth["from"],
-        auth["to"],
-        int(auth["value"]),
-        int(auth["validAfter"]),
-        int(auth["validBefore"]),
-        bytes.fromhex(auth["nonce"][2:]),
-        bytes.fromhex(payment["signature"][2:]),
-    ).build_transaction({"from": relayer.address, "nonce": w3.eth.get_transaction_count(relayer.address)})
-    assert (
-        w3.eth.wait_for_transaction_receipt(
-            w3.eth.send_raw_transaction(relayer.sign_transaction(tx).raw_transaction)
-        )["status"]
-        == 1
-    )
+    settled = settle_directly(w3, deployment, payment["authorization"], payment["signature"], relayer)
+    assert settled["status"] == 1
 
     status, body = await intake.gasless(payment)
     assert (status, body["error"]) == (409, "payment_replayed")
@@ -276,9 +245,7 @@ async def test_balance_covers_queued_authorizations_even_when_racing(
 
 async def test_many_payers_at_once_all_get_distinct_positions(intake: Intake, fund_payers: Fund) -> None:
     payers = fund_payers(20)
-    results = await asyncio.gather(
-        *(intake.gasless(intake.payment(p)) for p in payers)
-    )
+    results = await asyncio.gather(*(intake.gasless(intake.payment(p)) for p in payers))
     assert [status for status, _ in results] == [202] * 20
     # Counted inside each insert's transaction, so concurrent ones may not see each other yet...
     assert all(1 <= body["queuePosition"] <= 20 for _, body in results)
@@ -523,13 +490,9 @@ async def test_waits_follow_the_recent_completion_rate(
         payer = fund_payers(1)[0]
         now = int(time.time())
         # Valid 70 s: expires before 20 s of waiting + the 60 s margin.
-        status, body = await intake.gasless(
-            intake.payment(payer, valid_before=now + 70)
-        )
+        status, body = await intake.gasless(intake.payment(payer, valid_before=now + 70))
         assert (status, body["error"]) == (402, "authorization_expires_too_soon")
-        status, body = await intake.gasless(
-            intake.payment(payer, valid_before=now + 120)
-        )
+        status, body = await intake.gasless(intake.payment(payer, valid_before=now + 120))
         assert status == 202 and body["queuePosition"] == 1
         assert 19 <= body["estimatedWaitSeconds"] <= 21
 

@@ -14,27 +14,14 @@ import aiohttp
 import asyncpg
 import pytest
 from eth_account.signers.local import LocalAccount
-from test_intake_support import sign_authorization
 
 from devstack.ports import free_port
+from devstack.process import log_tail
 from shared.deploy import Deployment
+from tests.support.intake import wait_healthy
+from tests.support.payments import gasless_body
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-async def wait_healthy(url: str, process: subprocess.Popen[bytes], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    async with aiohttp.ClientSession() as session:
-        while time.monotonic() < deadline:
-            assert process.poll() is None, "intake exited during start-up"
-            try:
-                async with session.get(f"{url}/health") as response:
-                    if response.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.2)
-    raise AssertionError("intake did not become healthy")
 
 
 @pytest.fixture
@@ -63,10 +50,9 @@ async def test_serves_then_stops_cleanly_on_sigterm(
     pg_pool: asyncpg.Pool,
 ) -> None:
     process, url, log_path = intake_process
-    await wait_healthy(url, process)
-    payment = sign_authorization(fund_payers(1)[0], deployment)
+    assert await wait_healthy(url, process), f"intake did not become healthy:\n{log_tail(log_path)}"
     async with aiohttp.ClientSession() as session:
-        async with session.post(f"{url}/mint", json={"paymentType": "gasless", **payment}) as response:
+        async with session.post(f"{url}/mint", json=gasless_body(fund_payers(1)[0], deployment)) as response:
             body = await response.json()
             assert response.status == 202, body
     status = await pg_pool.fetchval("SELECT status FROM mint_requests WHERE id = $1::uuid", body["queueId"])

@@ -57,16 +57,6 @@ class SignedAuthorization:
         return {"authorization": self.wire, "signature": self.signature}
 
 
-def usdc_domain(deployment: Deployment, chain_id: int | None = None) -> dict[str, Any]:
-    """The EIP-712 domain of the deployment's USDC (claiming another chain if `chain_id` is given)."""
-    return {
-        "name": deployment.usdc_name,
-        "version": deployment.usdc_version,
-        "chainId": chain_id or deployment.chain_id,
-        "verifyingContract": deployment.usdc,
-    }
-
-
 def authorize(
     payer: LocalAccount,
     deployment: Deployment,
@@ -90,11 +80,20 @@ def authorize(
         "validBefore": int(time.time()) + valid_for if valid_before is None else valid_before,
         "nonce": nonce or os.urandom(32),
     }
-    domain = usdc_domain(deployment, chain_id)
-    return SignedAuthorization(message, (signer or payer).sign_typed_data(domain, AUTHORIZATION_TYPES, message))
+    domain = {
+        "name": deployment.usdc_name,
+        "version": deployment.usdc_version,
+        "chainId": chain_id or deployment.chain_id,
+        "verifyingContract": deployment.usdc,
+    }
+    return SignedAuthorization(
+        message, (signer or payer).sign_typed_data(domain, AUTHORIZATION_TYPES, message)
+    )
 
 
-def sign_authorization(payer: LocalAccount, deployment: Deployment, **terms: Any) -> tuple[dict[str, str], str]:
+def sign_authorization(
+    payer: LocalAccount, deployment: Deployment, **terms: Any
+) -> tuple[dict[str, str], str]:
     """(authorization, signature) as the gasless body and x402 payloads carry them; terms as `authorize`."""
     authorization = authorize(payer, deployment, **terms)
     return authorization.wire, authorization.signature
@@ -131,7 +130,9 @@ def send_signed(w3: Web3, sender: LocalAccount, call: ContractFunction, **params
     tx = call.build_transaction(
         {"from": sender.address, "nonce": w3.eth.get_transaction_count(sender.address), **params}
     )
-    return w3.eth.wait_for_transaction_receipt(w3.eth.send_raw_transaction(sender.sign_transaction(tx).raw_transaction))
+    return w3.eth.wait_for_transaction_receipt(
+        w3.eth.send_raw_transaction(sender.sign_transaction(tx).raw_transaction)
+    )
 
 
 def transfer_usdc(
@@ -144,7 +145,9 @@ def transfer_usdc(
 ) -> str:
     """Send USDC (the price, to the treasury, unless told otherwise) from `sender`, who pays the gas;
     returns the transaction hash, also of a transfer that reverted."""
-    call = usdc_contract(w3, deployment).functions.transfer(to or deployment.treasury, amount or deployment.price)
+    call = usdc_contract(w3, deployment).functions.transfer(
+        to or deployment.treasury, amount or deployment.price
+    )
     params = {"chainId": deployment.chain_id} | ({} if gas is None else {"gas": gas})
     return "0x" + bytes(send_signed(w3, sender, call, **params)["transactionHash"]).hex()
 

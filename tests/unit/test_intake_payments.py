@@ -5,7 +5,6 @@ import base64
 import hashlib
 import hmac
 import json
-import os
 from typing import Any
 
 import pytest
@@ -34,6 +33,8 @@ from services.intake.payments import (
 from services.intake.paywall import Paywall
 from services.intake.throughput import Throughput
 from services.intake.transfers import TRANSFER_TOPIC, payment_transfer
+from shared.deploy import Deployment
+from tests.support.payments import AUTHORIZATION_TYPES, authorize
 
 USDC = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
 TREASURY = "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC"
@@ -42,49 +43,33 @@ NOW = 1_750_000_000
 TERMS = PaymentTerms(
     chain_id=31337, usdc=USDC, treasury=TREASURY, price=PRICE, domain_name="USD Coin", domain_version="2"
 )
-AUTHORIZATION_TYPES = {
-    "TransferWithAuthorization": [
-        {"name": "from", "type": "address"},
-        {"name": "to", "type": "address"},
-        {"name": "value", "type": "uint256"},
-        {"name": "validAfter", "type": "uint256"},
-        {"name": "validBefore", "type": "uint256"},
-        {"name": "nonce", "type": "bytes32"},
-    ]
-}
+# TERMS as the deployment tests.support.payments signs for (token and minter play no part here).
+DEPLOYMENT = Deployment(
+    chain_id=31337,
+    rpc_url="http://127.0.0.1:8545",
+    token="0xe7f1725E7734CE288F8367e1Bb143E90bb3F0512",
+    usdc=USDC,
+    treasury=TREASURY,
+    minter="0x70997970C51812dc3A010C7d01b50e0d17dc79C8",
+    price=PRICE,
+    mint_amount=10**18,
+)
 PAYER = Account.create()
-
-
-def domain(chain_id: int = 31337, contract: str = USDC, name: str = "USD Coin") -> dict[str, Any]:
-    return {"name": name, "version": "2", "chainId": chain_id, "verifyingContract": contract}
 
 
 def signed(
     account: Any = PAYER,
     *,
-    to: str = TREASURY,
-    value: int = PRICE,
-    valid_after: int = 0,
     valid_before: int = NOW + 900,
-    signer: Any = None,
-    **domain_args: Any,
+    contract: str = USDC,
+    name: str = "USD Coin",
+    **terms: Any,
 ) -> tuple[dict[str, Any], str]:
-    """(authorization as an x402 client sends it, signature), signed with eth_account's generic code."""
-    message = {
-        "from": account.address,
-        "to": to,
-        "value": value,
-        "validAfter": valid_after,
-        "validBefore": valid_before,
-        "nonce": os.urandom(32),
-    }
-    signature = (
-        (signer or account).sign_typed_data(domain(**domain_args), AUTHORIZATION_TYPES, message).signature
-    )
-    wire = {k: str(v) for k, v in message.items() if k not in ("nonce",)} | {
-        "nonce": "0x" + message["nonce"].hex()
-    }
-    return wire, "0x" + signature.hex()
+    """(authorization as an x402 client sends it, signature), signed with eth_account's generic code;
+    by default for TERMS, else for another USDC `contract` or domain `name`, other terms as `authorize`."""
+    deployment = DEPLOYMENT.model_copy(update={"usdc": contract, "usdc_name": name})
+    authorization = authorize(account, deployment, valid_before=valid_before, **terms)
+    return authorization.wire, authorization.signature
 
 
 def rejected(code: str, call: Any, *args: Any) -> ApiError:
@@ -108,7 +93,8 @@ def test_digest_matches_eth_account_typed_data_hash() -> None:
         "validBefore": auth.valid_before,
         "nonce": bytes.fromhex(auth.nonce[2:]),
     }
-    typed = encode_typed_data(domain(), AUTHORIZATION_TYPES, message)
+    domain = {"name": "USD Coin", "version": "2", "chainId": 31337, "verifyingContract": USDC}
+    typed = encode_typed_data(domain, AUTHORIZATION_TYPES, message)
     assert authorization_digest(auth, TERMS) == keccak(b"\x19" + typed.version + typed.header + typed.body)
 
 

@@ -25,6 +25,7 @@ from services.batcher.lock import WalletLock
 from services.batcher.settings import TUNABLE, BatcherSettings
 from services.batcher.transactions import Fees, mint_entry, sign
 from shared import keys
+from shared.backoff import exponential_backoff
 from shared.chain import token_contract
 from shared.events import Event, MintFailed, MintRequested, TxSent, TxStuck
 from shared.loops import pause
@@ -91,7 +92,8 @@ class Batcher:
             return
         metrics.ACTIVE.set(1)
         try:
-            await self.recover()
+            if not await self._recover_when_reachable(stop):
+                return
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self._batch_loop(stop))
                 tasks.create_task(self.stuck.consume(self._on_stuck, stop))
@@ -99,6 +101,20 @@ class Batcher:
         finally:
             metrics.ACTIVE.set(0)
             await self.lock.release()
+
+    async def _recover_when_reachable(self, stop: asyncio.Event) -> bool:
+        """Recover, retrying while the chain or a store is unreachable; False if stopped first."""
+        attempt = 0
+        while not stop.is_set():
+            try:
+                await self.recover()
+                return True
+            except (OSError, asyncpg.PostgresError, Web3Exception, aiohttp.ClientError, TimeoutError) as exc:
+                attempt += 1
+                delay = exponential_backoff(attempt, 0.5, 10)
+                log.warning("batcher recovery failed (%s); retrying in %.1f s", exc, delay)
+                await pause(stop, delay)
+        return False
 
     async def recover(self) -> None:
         """Pick up where the last active batcher stopped: nonce, stored transactions, unacked entries."""

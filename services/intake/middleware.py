@@ -4,6 +4,7 @@ import logging
 import time
 from collections.abc import Mapping
 
+import asyncpg
 from aiohttp import web
 from aiohttp.typedefs import Handler
 from x402.http.constants import PAYMENT_REQUIRED_HEADER
@@ -55,6 +56,21 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
             message = exc.text or exc.reason
         headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
         return error_response(request.app, exc.status, code, message, headers)
+    except (
+        OSError,
+        asyncpg.PostgresConnectionError,
+        asyncpg.CannotConnectNowError,
+        asyncpg.InterfaceError,
+    ) as exc:
+        # PostgreSQL is the durable record: without it nothing can be accepted, but the client may retry.
+        log.warning("database unavailable answering %s %s: %s", request.method, request.path[:200], exc)
+        return error_response(
+            request.app,
+            503,
+            "database_unavailable",
+            "the queue database is unreachable; retry shortly",
+            {"Retry-After": "5"},
+        )
     except Exception:
         log.exception("unexpected error answering %s %s", request.method, request.path[:200])
         return error_response(

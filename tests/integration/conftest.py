@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -52,6 +53,14 @@ def redis_server() -> Iterator[RedisServer]:
 def postgres_server() -> Iterator[PostgresServer]:
     with PostgresServer() as server:
         yield server
+
+
+@pytest.fixture
+def shared_tmp() -> Iterator[Path]:
+    """A temp dir the postgres system user can enter: pytest's tmp_path sits under a root-only 0700 dir."""
+    with tempfile.TemporaryDirectory(prefix="mintline-devstack-test-") as tmp:
+        os.chmod(tmp, 0o755)
+        yield Path(tmp)
 
 
 @pytest.fixture

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import socket
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,14 +24,6 @@ def _port_is_free(port: int) -> bool:
         except OSError:
             return False
         return True
-
-
-@pytest.fixture
-def shared_tmp() -> Iterator[Path]:
-    """A temp dir the postgres system user can enter: pytest's tmp_path sits under a root-only 0700 dir."""
-    with tempfile.TemporaryDirectory(prefix="mintline-devstack-test-") as tmp:
-        os.chmod(tmp, 0o755)
-        yield Path(tmp)
 
 
 async def test_redis_round_trip_and_stop() -> None:

@@ -24,10 +24,19 @@ def program(proc: subprocess.Popen[bytes]) -> str:
 
 def launch(cmd: list[str], log_path: Path, **popen_args: Any) -> subprocess.Popen[bytes]:
     """Start `cmd` with its output appended to `log_path`: a file, not a pipe, because nobody drains a
-    server's output while it runs and a full pipe would block it."""
+    server's output while it runs and a full pipe would block it.
+
+    The server gets a session of its own, so a Ctrl-C at the terminal reaches only its owner, which
+    stops it after the services that use it (they would otherwise lose it mid-shutdown).
+    """
     with log_path.open("ab") as log_file:
         return subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, **popen_args
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            **popen_args,
         )
 
 

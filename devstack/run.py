@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import asyncpg
+from redis import Redis
 from web3 import HTTPProvider, Web3
 
 from devstack.anvil import DEV_ADDRESSES, DEV_KEYS, Anvil
@@ -61,7 +62,8 @@ def main() -> None:
     stack = contextlib.ExitStack()
     with stack:
         redis_url = os.environ.get("REDIS_URL")
-        if not redis_url:
+        own_redis = not redis_url
+        if own_redis:
             redis = stack.enter_context(RedisServer(data_dir=(RUN_DIR / "redis").resolve(), persist=True))
             redis_url = redis.url
         database_url = os.environ.get("DATABASE_URL")
@@ -91,6 +93,9 @@ def main() -> None:
             )
             deployment.save(deployment_file)
             asyncio.run(_reset_database(database_url))
+            if own_redis:
+                # Streams of the previous chain would only replay events about rows now gone.
+                Redis.from_url(redis_url).flushdb()
         asyncio.run(db.migrate(database_url))
 
         env = {

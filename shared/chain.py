@@ -1,11 +1,7 @@
-"""Chain helpers shared by the services: one async web3 per process, the contracts, fee reading."""
-
-from typing import Any
+"""Chain helpers shared by the services: the async web3 client and signature splitting."""
 
 import aiohttp
 from web3 import AsyncHTTPProvider, AsyncWeb3
-
-from shared.deploy import Deployment, load_artifact
 
 
 async def connect(rpc_url: str, connections: int = 32) -> AsyncWeb3:
@@ -20,14 +16,6 @@ async def connect(rpc_url: str, connections: int = 32) -> AsyncWeb3:
     )
     await w3.provider.cache_async_session(session)  # type: ignore[attr-defined]
     return w3
-
-
-def token_contract(w3: AsyncWeb3, deployment: Deployment) -> Any:
-    return w3.eth.contract(address=deployment.token, abi=load_artifact("MintToken")["abi"])
-
-
-def usdc_contract(w3: AsyncWeb3, deployment: Deployment) -> Any:
-    return w3.eth.contract(address=deployment.usdc, abi=load_artifact("MockUSDC")["abi"])
 
 
 def split_signature(signature: str) -> tuple[int, bytes, bytes]:

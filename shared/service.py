@@ -10,12 +10,14 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 import asyncpg
 from redis.asyncio import Redis
 from web3 import AsyncWeb3
 
 from shared import db
 from shared.chain import connect
+from shared.jsonrpc import JsonRpc
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -26,6 +28,8 @@ class Resources:
     pool: asyncpg.Pool
     redis: Redis
     w3: AsyncWeb3
+    # Raw JSON-RPC for hot read paths, where web3's per-call overhead shows.
+    rpc: JsonRpc
 
 
 @contextlib.asynccontextmanager
@@ -33,9 +37,11 @@ async def resources(settings: Settings, pool_size: int = 10) -> AsyncIterator[Re
     pool = await db.create_pool(settings.database_url, max_size=pool_size)
     redis = Redis.from_url(settings.redis_url)
     w3 = await connect(settings.chain_rpc_url)
+    rpc_session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
     try:
-        yield Resources(pool, redis, w3)
+        yield Resources(pool, redis, w3, JsonRpc(settings.chain_rpc_url, rpc_session))
     finally:
+        await rpc_session.close()
         await redis.aclose()
         await pool.close()
         await w3.provider.disconnect()

@@ -3,10 +3,15 @@
 from dataclasses import dataclass
 from typing import Any
 
+from eth_abi import encode as abi_encode
 from eth_account.signers.local import LocalAccount
+from eth_utils import keccak
 
 from shared.chain import split_signature
 
+# MintToken.batchMint(MintEntry[]): MintEntry is (to, paymentId, Authorization).
+BATCH_MINT_ENTRIES = "(address,bytes32,(address,uint256,uint256,uint256,bytes32,uint8,bytes32,bytes32))[]"
+BATCH_MINT_SELECTOR = keccak(text=f"batchMint({BATCH_MINT_ENTRIES})")[:4]
 ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
 ZERO32 = bytes(32)
 # An entry paid beforehand (custom payment) carries an empty authorization: nothing to settle.
@@ -38,6 +43,12 @@ def mint_entry(row: Any) -> tuple:
         s,
     )
     return (row["payer_address"], payment_id, authorization)
+
+
+def encode_batch_mint(entries: list[tuple]) -> bytes:
+    """batchMint calldata. eth_abi directly: web3's contract encoder re-validates and checksums every
+    address of every entry, which was a third of the batcher's CPU."""
+    return BATCH_MINT_SELECTOR + abi_encode([BATCH_MINT_ENTRIES], [entries])
 
 
 @dataclass(frozen=True)

@@ -23,10 +23,9 @@ from services.batcher import metrics
 from services.batcher.batching import PendingBuffer, Waiting, entries_per_batch
 from services.batcher.lock import WalletLock
 from services.batcher.settings import TUNABLE, BatcherSettings
-from services.batcher.transactions import Fees, mint_entry, sign
+from services.batcher.transactions import Fees, encode_batch_mint, mint_entry, sign
 from shared import keys
 from shared.backoff import exponential_backoff
-from shared.chain import token_contract
 from shared.events import Event, MintFailed, MintRequested, TxSent, TxStuck
 from shared.loops import pause
 from shared.overrides import with_overrides
@@ -63,7 +62,6 @@ class Batcher:
         self.account = Account.from_key(settings.private_key.get_secret_value())
         self.wallet = self.account.address
         self.deployment = settings.deployment
-        self.token = token_contract(w3, self.deployment)
         names = settings.keys
         consumer = f"batcher-{socket.gethostname()}-{os.getpid()}"
         self.requests = Consumer(
@@ -240,9 +238,7 @@ class Batcher:
     async def _sign_batch(
         self, conn: asyncpg.Connection, batch_id: int, rows: list
     ) -> tuple[int, int, str, bytes]:
-        data = bytes.fromhex(
-            self.token.encode_abi("batchMint", args=[[mint_entry(r) for r in rows]]).removeprefix("0x")
-        )
+        data = encode_batch_mint([mint_entry(r) for r in rows])
         gas = await self._gas_limit(data, len(rows))
         fees = await self._current_fees()
         nonce = self.next_nonce

@@ -9,7 +9,7 @@ from shared import replay as stream_replay
 async def main(stop: asyncio.Event) -> None:
     settings = ConfirmerSettings()
     async with service.resources(settings) as res:
-        confirmer = Confirmer(settings, res.pool, res.redis, res.w3)
+        confirmer = Confirmer(settings, res.pool, res.redis, res.rpc)
 
         async def health() -> dict:
             return {"postgres": not res.pool.is_closing()}

@@ -20,4 +20,3 @@ class ConfirmerSettings(Settings):
     max_retries: int = Field(3, ge=0, le=20)
     reload_seconds: float = Field(2.0, gt=0)
     settings_refresh_seconds: float = Field(5.0, gt=0)
-    check_concurrency: int = Field(16, ge=1)

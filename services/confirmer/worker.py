@@ -12,11 +12,7 @@ import time
 from dataclasses import dataclass, field
 
 import asyncpg
-from eth_typing import HexStr
-from eth_utils import to_checksum_address
 from redis.asyncio import Redis
-from web3 import AsyncWeb3
-from web3.exceptions import TransactionNotFound
 
 from services.confirmer import metrics
 from services.confirmer.receipts import (
@@ -29,6 +25,7 @@ from services.confirmer.receipts import (
 from services.confirmer.settings import TUNABLE, ConfirmerSettings
 from shared import keys
 from shared.events import Event, MintCompleted, MintFailed, MintRequested, TxStuck
+from shared.jsonrpc import JsonRpc
 from shared.loops import pause
 from shared.overrides import with_overrides
 from shared.streams import Consumer, publish, publish_many
@@ -64,12 +61,12 @@ class Settlement:
 
 
 class Confirmer:
-    def __init__(self, settings: ConfirmerSettings, pool: asyncpg.Pool, redis: Redis, w3: AsyncWeb3) -> None:
+    def __init__(self, settings: ConfirmerSettings, pool: asyncpg.Pool, redis: Redis, rpc: JsonRpc) -> None:
         self.settings = settings
         self.tuning = settings
         self.pool = pool
         self.redis = redis
-        self.w3 = w3
+        self.rpc = rpc
         self.token = settings.deployment.token
         names = settings.keys
         self.sent = Consumer(
@@ -87,7 +84,6 @@ class Confirmer:
         }
         self.watched: dict[int, Watched] = {}
         self._reload_now = asyncio.Event()
-        self._semaphore = asyncio.Semaphore(settings.check_concurrency)
 
     async def run(self, stop: asyncio.Event) -> None:
         async with asyncio.TaskGroup() as tasks:
@@ -130,41 +126,48 @@ class Confirmer:
         metrics.WATCHED.set(len(current))
 
     async def check_all(self) -> None:
-        head = await self.w3.eth.block_number
-        metrics.HEAD.set(head)
+        """One JSON-RPC batch for the head and every watched transaction's receipt, then act on each."""
         batches = list(self.watched.values())
-        results = await asyncio.gather(
-            *(self._check(batch, head) for batch in batches), return_exceptions=True
+        # Latest attempt first: after a fee bump, that is the one most likely mined.
+        asked = [(batch, tx_hash) for batch in batches for tx_hash in reversed(batch.tx_hashes)]
+        head_hex, *answers = await self.rpc.batch(
+            [("eth_blockNumber", [])] + [("eth_getTransactionReceipt", [tx_hash]) for _, tx_hash in asked]
         )
-        for batch, result in zip(batches, results, strict=True):
-            if isinstance(result, Exception):
-                log.warning("checking batch %d failed: %r", batch.id, result)
-
-    async def _check(self, batch: Watched, head: int) -> None:
-        async with self._semaphore:
-            receipt = await self._receipt(batch)
-            if receipt is None:
-                await self._not_mined(batch, head)
-                return
-            if head - receipt["blockNumber"] + 1 < self.tuning.confirmations:
-                return
-            block = await self.w3.eth.get_block(receipt["blockNumber"])
-            if block["hash"] != receipt["blockHash"]:
-                # The receipt's block left the canonical chain: wait for the transaction again.
-                metrics.REORGS.inc()
-                log.warning(
-                    "batch %d: block %d reorged away; waiting again", batch.id, receipt["blockNumber"]
-                )
-                return
-            await self._settle_mined(batch, receipt)
-
-    async def _receipt(self, batch: Watched) -> dict | None:
-        for tx_hash in reversed(batch.tx_hashes):
+        head = int(head_hex, 16)
+        metrics.HEAD.set(head)
+        receipts: dict[int, dict] = {}
+        for (batch, _), receipt in zip(asked, answers, strict=True):
+            if receipt is not None:
+                receipts.setdefault(batch.id, receipt)
+        deep = {
+            batch_id: receipt
+            for batch_id, receipt in receipts.items()
+            if head - int(receipt["blockNumber"], 16) + 1 >= self.tuning.confirmations
+        }
+        canonical = await self._block_hashes({int(r["blockNumber"], 16) for r in deep.values()})
+        for batch in batches:
             try:
-                return dict(await self.w3.eth.get_transaction_receipt(HexStr(tx_hash)))
-            except TransactionNotFound:
-                continue
-        return None
+                if batch.id not in receipts:
+                    await self._not_mined(batch, head)
+                elif batch.id in deep:
+                    receipt = deep[batch.id]
+                    if canonical.get(int(receipt["blockNumber"], 16)) != receipt["blockHash"]:
+                        # The receipt's block left the canonical chain: wait for the transaction again.
+                        metrics.REORGS.inc()
+                        log.warning(
+                            "batch %d: block %s reorged away; waiting again", batch.id, receipt["blockNumber"]
+                        )
+                        continue
+                    await self._settle_mined(batch, receipt)
+            except Exception:
+                log.exception("checking batch %d failed; will look again", batch.id)
+
+    async def _block_hashes(self, numbers: set[int]) -> dict[int, str | None]:
+        if not numbers:
+            return {}
+        ordered = sorted(numbers)
+        blocks = await self.rpc.batch([("eth_getBlockByNumber", [hex(n), False]) for n in ordered])
+        return {n: (block or {}).get("hash") for n, block in zip(ordered, blocks, strict=True)}
 
     async def _not_mined(self, batch: Watched, head: int) -> None:
         if batch.first_seen_head is None:
@@ -174,10 +177,8 @@ class Confirmer:
         if late and (
             batch.last_stuck_head is None or head - batch.last_stuck_head >= tuning.stuck_after_blocks
         ):
-            if (
-                await self.w3.eth.get_transaction_count(to_checksum_address(batch.wallet), "latest")
-                > batch.nonce
-            ):
+            used = int(await self.rpc.call("eth_getTransactionCount", [batch.wallet, "latest"]), 16)
+            if used > batch.nonce:
                 # The nonce is used, yet by none of our attempts: another transaction took it.
                 batch.nonce_used_since = batch.nonce_used_since or head
                 if head - batch.nonce_used_since >= self.settings.dropped_after_blocks:
@@ -198,14 +199,17 @@ class Confirmer:
             )
 
     async def _settle_mined(self, batch: Watched, receipt: dict) -> None:
-        tx_hash = "0x" + bytes(receipt["transactionHash"]).hex()
+        """Settle every entry of a batch from its receipt (a raw JSON-RPC receipt: hex fields)."""
+        tx_hash = receipt["transactionHash"]
+        succeeded = int(receipt["status"], 16) == 1
+        block, gas_used = int(receipt["blockNumber"], 16), int(receipt["gasUsed"], 16)
         rows = await self.pool.fetch(
             "SELECT id, payment_id, authorization_data FROM mint_requests"
             " WHERE batch_id = $1 AND status IN ('batched', 'sent')",
             batch.id,
         )
         settlement = Settlement()
-        if receipt["status"] != 1:
+        if not succeeded:
             settlement.retry = {str(r["id"]): "batch transaction reverted" for r in rows}
         else:
             found = outcomes(receipt["logs"], self.token)
@@ -231,18 +235,18 @@ class Confirmer:
                     settlement.failed[request_id] = outcome.reason or "skipped"
         minted = len(settlement.completed)
         if minted:
-            metrics.GAS_PER_MINT.observe(receipt["gasUsed"] / minted)
+            metrics.GAS_PER_MINT.observe(gas_used / minted)
         await self._commit(
             batch,
             settlement,
-            "confirmed" if receipt["status"] == 1 else "reverted",
-            receipt["blockNumber"],
-            receipt["gasUsed"],
+            "confirmed" if succeeded else "reverted",
+            block,
+            gas_used,
         )
         log.info(
             "batch %d confirmed in block %d (tx %s): %d completed, %d failed, %d retried",
             batch.id,
-            receipt["blockNumber"],
+            block,
             tx_hash,
             minted,
             len(settlement.failed),
@@ -264,10 +268,9 @@ class Confirmer:
         auth = row["authorization_data"]
         if not auth:
             return False
-        logs = await self.w3.eth.get_logs(
+        logs = await self._logs(
             {
                 "address": self.settings.deployment.usdc,
-                "fromBlock": 0,
                 "toBlock": "latest",
                 "topics": [
                     AUTHORIZATION_USED_TOPIC,
@@ -278,11 +281,12 @@ class Confirmer:
         )
         return bool(logs)
 
+    async def _logs(self, query: dict) -> list[dict]:
+        return await self.rpc.call("eth_getLogs", [{"fromBlock": "0x0", "toBlock": "latest", **query}])
+
     async def _minted_in(self, payment_id: str) -> str | None:
-        logs = await self.w3.eth.get_logs(
-            {"address": self.token, "fromBlock": 0, "toBlock": "latest", "topics": [MINTED_TOPIC, payment_id]}
-        )
-        return "0x" + bytes(logs[0]["transactionHash"]).hex() if logs else None
+        logs = await self._logs({"address": self.token, "topics": [MINTED_TOPIC, payment_id]})
+        return logs[0]["transactionHash"] if logs else None
 
     async def _commit(
         self, batch: Watched, settlement: Settlement, status: str, block: int | None, gas_used: int | None

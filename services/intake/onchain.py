@@ -1,54 +1,51 @@
-"""The chain reads intake makes per request, as raw JSON-RPC calls through the shared AsyncWeb3.
+"""The chain reads intake makes per request, as raw JSON-RPC (shared.jsonrpc).
 
-Raw `eth_call`s with precomputed selectors instead of `contract.functions...call()`: measured on
-anvil, a concurrent authorizationState + balanceOf pair takes 1.4 ms this way against 8 ms through
-web3's contract layer, which is most of a request's CPU.
+Raw `eth_call`s with precomputed selectors instead of web3's contract layer (1.4 ms against 8 ms per
+request on anvil), and the two reads a paid request needs go out as one JSON-RPC batch.
 """
 
-import asyncio
 from typing import Any
 
 from eth_utils import keccak
-from web3 import AsyncWeb3
 
 from services.intake.errors import Unavailable
+from shared.jsonrpc import JsonRpc, RpcError
 
 BALANCE_OF = "0x" + keccak(b"balanceOf(address)")[:4].hex()
 AUTHORIZATION_STATE = "0x" + keccak(b"authorizationState(address,bytes32)")[:4].hex()
 
 
+def _uint(result: str | None) -> int:
+    return int(result, 16) if result not in (None, "0x") else 0
+
+
 class ChainReader:
-    def __init__(self, w3: AsyncWeb3, usdc: str) -> None:
-        self.w3 = w3
+    def __init__(self, rpc: JsonRpc, usdc: str) -> None:
+        self.rpc = rpc
         self.usdc = usdc
 
-    async def request(self, method: str, params: list[Any]) -> Any:
+    async def _batch(self, calls: list[tuple[str, list[Any]]]) -> list[Any]:
         try:
-            response = await self.w3.provider.make_request(method, params)  # type: ignore[arg-type]
-        except Exception as exc:
-            raise Unavailable(
-                "chain_unavailable", f"the RPC node did not answer {method} ({type(exc).__name__})"
-            ) from exc
-        if "error" in response:
-            raise Unavailable("chain_unavailable", f"the RPC node refused {method}: {response['error']}")
-        return response["result"]
+            return await self.rpc.batch(calls)
+        except RpcError as exc:
+            raise Unavailable("chain_unavailable", str(exc)) from exc
 
-    async def _call_uint(self, data: str) -> int:
-        result = await self.request("eth_call", [{"to": self.usdc, "data": data}, "latest"])
-        return int(result, 16) if result not in (None, "0x") else 0
+    def _eth_call(self, data: str) -> tuple[str, list[Any]]:
+        return "eth_call", [{"to": self.usdc, "data": data}, "latest"]
 
     async def payer_state(self, payer: str, nonce: str) -> tuple[bool, int]:
         """(is the authorization nonce used or canceled, the payer's USDC balance)."""
         word = payer[2:].lower().rjust(64, "0")
-        used, balance = await asyncio.gather(
-            self._call_uint(AUTHORIZATION_STATE + word + nonce[2:]),
-            self._call_uint(BALANCE_OF + word),
+        used, balance = await self._batch(
+            [self._eth_call(AUTHORIZATION_STATE + word + nonce[2:]), self._eth_call(BALANCE_OF + word)]
         )
-        return bool(used), balance
+        return bool(_uint(used)), _uint(balance)
 
     async def receipt(self, tx_hash: str) -> dict[str, Any] | None:
         """The raw receipt (hex fields), or None while the transaction is unknown or not mined."""
-        return await self.request("eth_getTransactionReceipt", [tx_hash])
+        (receipt,) = await self._batch([("eth_getTransactionReceipt", [tx_hash])])
+        return receipt
 
     async def block_number(self) -> int:
-        return int(await self.request("eth_blockNumber", []), 16)
+        (number,) = await self._batch([("eth_blockNumber", [])])
+        return int(number, 16)

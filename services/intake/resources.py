@@ -15,8 +15,8 @@ from services.intake.payments import PaymentTerms
 from services.intake.paywall import Paywall
 from services.intake.settings import IntakeSettings
 from services.intake.throughput import Throughput
-from shared.chain import connect
 from shared.db import create_pool
+from shared.jsonrpc import JsonRpc
 
 SETTINGS = web.AppKey("settings", IntakeSettings)
 TERMS = web.AppKey("terms", PaymentTerms)
@@ -40,13 +40,16 @@ async def open_resources(app: web.Application) -> AsyncIterator[None]:
             settings.redis_url, decode_responses=False, socket_timeout=5, socket_connect_timeout=3
         )
         stack.push_async_callback(redis.aclose)
-        w3 = await connect(settings.chain_rpc_url, settings.rpc_connections)
-        stack.push_async_callback(w3.provider.disconnect)
+        rpc_session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=settings.rpc_connections),
+            timeout=aiohttp.ClientTimeout(total=settings.rpc_timeout_seconds),
+        )
+        stack.push_async_callback(rpc_session.close)
         session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=settings.webhook_timeout_seconds))
         stack.push_async_callback(session.close)
 
         app[POOL] = pool
         app[REDIS] = redis
-        app[CHAIN] = ChainReader(w3, app[TERMS].usdc)
+        app[CHAIN] = ChainReader(JsonRpc(settings.chain_rpc_url, rpc_session), app[TERMS].usdc)
         app[CALLBACKS] = Callbacks(pool, session, settings)
         yield

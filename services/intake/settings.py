@@ -23,6 +23,7 @@ class IntakeSettings(Settings):
 
     # Kept-alive connections to the RPC node (per-request timeouts are shared.chain's).
     rpc_connections: int = Field(default=64, ge=1)
+    rpc_timeout_seconds: float = Field(default=10.0, gt=0)
 
     # x402 `maxTimeoutSeconds`: clients sign authorizations valid this long.
     max_timeout_seconds: int = Field(default=900, ge=60)

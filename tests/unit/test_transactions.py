@@ -135,3 +135,15 @@ def test_sign_produces_a_transaction_the_network_can_decode() -> None:
     assert decoded["maxPriorityFeePerGas"] == 2 * GWEI
     assert Account.recover_transaction(signed.raw) == minter.address
     assert signed.tx_hash == "0x" + keccak(signed.raw).hex()
+
+
+def test_batch_mint_calldata_matches_the_contract_abi_encoding() -> None:
+    from web3 import Web3
+
+    from services.batcher.transactions import encode_batch_mint
+    from shared.deploy import load_artifact
+
+    token = Web3().eth.contract(address="0x" + "44" * 20, abi=load_artifact("MintToken")["abi"])
+    entries = [mint_entry(_row()), mint_entry(_row(authorization=False))]
+    expected = token.encode_abi("batchMint", args=[entries])
+    assert "0x" + encode_batch_mint(entries).hex() == expected

@@ -295,7 +295,7 @@ class Batcher:
             # Sent anyway with a formula limit: if it reverts, the confirmer retries its requests.
             log.warning("gas estimate failed for %d entries (%s); using the per-entry budget", entries, exc)
             return min(BLOCK_GAS_CEILING, 100_000 + 2 * entries * self.tuning.gas_per_entry)
-        return min(BLOCK_GAS_CEILING, estimate * 6 // 5)
+        return min(BLOCK_GAS_CEILING, estimate * 11 // 10)
 
     async def _current_fees(self) -> Fees:
         now = time.monotonic()

@@ -47,7 +47,7 @@ class Watched:
     nonce: int
     latest_hash: str
     tx_hashes: list[str]
-    first_seen_head: int | None = None
+    next_in_line_since: int | None = None
     last_stuck_head: int | None = None
     nonce_used_since: int | None = None
 
@@ -130,10 +130,15 @@ class Confirmer:
         batches = list(self.watched.values())
         # Latest attempt first: after a fee bump, that is the one most likely mined.
         asked = [(batch, tx_hash) for batch in batches for tx_hash in reversed(batch.tx_hashes)]
+        wallets = sorted({batch.wallet for batch in batches})
         head_hex, *answers = await self.rpc.batch(
-            [("eth_blockNumber", [])] + [("eth_getTransactionReceipt", [tx_hash]) for _, tx_hash in asked]
+            [("eth_blockNumber", [])]
+            + [("eth_getTransactionCount", [wallet, "latest"]) for wallet in wallets]
+            + [("eth_getTransactionReceipt", [tx_hash]) for _, tx_hash in asked]
         )
         head = int(head_hex, 16)
+        counts, answers = answers[: len(wallets)], answers[len(wallets) :]
+        mined_nonces = {wallet: int(count, 16) for wallet, count in zip(wallets, counts, strict=True)}
         metrics.HEAD.set(head)
         receipts: dict[int, dict] = {}
         for (batch, _), receipt in zip(asked, answers, strict=True):
@@ -148,7 +153,7 @@ class Confirmer:
         for batch in batches:
             try:
                 if batch.id not in receipts:
-                    await self._not_mined(batch, head)
+                    await self._not_mined(batch, head, mined_nonces[batch.wallet])
                 elif batch.id in deep:
                     receipt = deep[batch.id]
                     if canonical.get(int(receipt["blockNumber"], 16)) != receipt["blockHash"]:
@@ -169,28 +174,30 @@ class Confirmer:
         blocks = await self.rpc.batch([("eth_getBlockByNumber", [hex(n), False]) for n in ordered])
         return {n: (block or {}).get("hash") for n, block in zip(ordered, blocks, strict=True)}
 
-    async def _not_mined(self, batch: Watched, head: int) -> None:
-        if batch.first_seen_head is None:
-            batch.first_seen_head = head
-        tuning = self.tuning
-        late = head - batch.first_seen_head >= tuning.stuck_after_blocks
-        if late and (
-            batch.last_stuck_head is None or head - batch.last_stuck_head >= tuning.stuck_after_blocks
-        ):
-            used = int(await self.rpc.call("eth_getTransactionCount", [batch.wallet, "latest"]), 16)
-            if used > batch.nonce:
-                # The nonce is used, yet by none of our attempts: another transaction took it.
-                batch.nonce_used_since = batch.nonce_used_since or head
-                if head - batch.nonce_used_since >= self.settings.dropped_after_blocks:
-                    await self._settle_dropped(batch)
-                return
+    async def _not_mined(self, batch: Watched, head: int, mined_nonce: int) -> None:
+        """`mined_nonce` is the wallet's transaction count at the head: the next nonce to be mined."""
+        if mined_nonce < batch.nonce:
+            # Queued behind the wallet's earlier transactions: waiting its turn, not stuck.
+            batch.next_in_line_since = None
+            return
+        if mined_nonce > batch.nonce:
+            # The nonce is used, yet by none of our attempts: another transaction took it.
+            batch.nonce_used_since = batch.nonce_used_since or head
+            if head - batch.nonce_used_since >= self.settings.dropped_after_blocks:
+                await self._settle_dropped(batch)
+            return
+        if batch.next_in_line_since is None:
+            batch.next_in_line_since = head
+        waited = head - batch.next_in_line_since
+        every = self.tuning.stuck_after_blocks
+        if waited >= every and (batch.last_stuck_head is None or head - batch.last_stuck_head >= every):
             batch.last_stuck_head = head
             metrics.STUCK.inc()
             log.info(
-                "batch %d (nonce %d) not mined after %d blocks: asking for a fee bump",
+                "batch %d (nonce %d) next in line but not mined for %d blocks: asking for a fee bump",
                 batch.id,
                 batch.nonce,
-                head - batch.first_seen_head,
+                waited,
             )
             await publish(
                 self.redis,

@@ -98,3 +98,33 @@ async def test_a_batch_reorged_away_before_its_confirmations_is_sent_again_and_m
         rows = await wait_for(pg_pool, ids, timeout=60)
     assert {r["status"] for r in rows} == {"completed"}
     await minted_once(w3, deployment, payers)
+
+
+async def test_batches_queued_behind_earlier_nonces_are_not_fee_bumped(
+    settings_env, services, pg_pool, redis_client, deployment, fund_payers, anvil
+):
+    w3 = Web3(HTTPProvider(anvil.rpc_url))
+    payers = fund_payers(6)
+    limit = w3.eth.get_block("latest")["gasLimit"]
+    w3.provider.make_request("evm_setAutomine", [False])
+    try:
+        ids = await enqueue(pg_pool, redis_client, settings_env["MINTLINE_NAMESPACE"], deployment, payers)
+        services("batcher", BATCHER_BATCH_SIZE="2", BATCHER_BATCH_WINDOW_SECONDS="0.1")
+        services("confirmer", CONFIRMER_STUCK_AFTER_BLOCKS="1")
+        deadline = time.monotonic() + 20
+        while await pg_pool.fetchval("SELECT count(*) FROM batches WHERE status = 'sent'") < 3:
+            assert time.monotonic() < deadline, "three batches were not sent"
+            await asyncio.sleep(0.05)
+        # Blocks that hold one batch each: the second and third wait their turn, fees untouched.
+        largest = await pg_pool.fetchval("SELECT max(gas_limit) FROM batches")
+        w3.provider.make_request("evm_setBlockGasLimit", [hex(largest + 10_000)])
+        async with mining(w3, every=0.5):
+            rows = await wait_for(pg_pool, ids, timeout=60)
+    finally:
+        w3.provider.make_request("evm_setBlockGasLimit", [hex(limit)])
+        w3.provider.make_request("evm_setAutomine", [True])
+    assert {r["status"] for r in rows} == {"completed"}
+    blocks = {w3.eth.get_transaction_receipt(r["mint_tx_hash"])["blockNumber"] for r in rows}
+    assert len(blocks) == 3, "each batch should have had a block of its own"
+    attempts = await pg_pool.fetch("SELECT batch_id, count(*) AS n FROM batch_transactions GROUP BY batch_id")
+    assert [a["n"] for a in attempts] == [1, 1, 1]

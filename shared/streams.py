@@ -151,6 +151,10 @@ class Consumer:
             messages.append(Message(_text(entry_id), event))
         return messages
 
+    async def reject(self, message: Message, reason: str) -> None:
+        """A decoded entry this consumer cannot use (an event of another type): dead-letter it."""
+        await self._dead_letter(message.id.encode(), {FIELD: events.encode(message.event)}, reason)
+
     async def _dead_letter(self, entry_id: bytes, fields: dict, reason: str) -> None:
         log.error("dead-lettering %s entry %s: %s", self.stream, _text(entry_id), reason)
         payload = {**fields, b"reason": reason.encode(), b"source_id": entry_id}

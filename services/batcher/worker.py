@@ -29,7 +29,7 @@ from shared.backoff import exponential_backoff
 from shared.events import Event, MintFailed, MintRequested, TxSent, TxStuck
 from shared.loops import pause
 from shared.overrides import with_overrides
-from shared.streams import Consumer, publish, publish_many
+from shared.streams import Consumer, Message, publish, publish_many
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ class Batcher:
         # This batcher is the only active consumer now: whatever the group delivered and nobody
         # acked (a dead batcher's buffer) is ours.
         messages = await self.requests.claim_stale(count=500, min_idle_ms=0)
-        self._buffer_messages(messages)
+        await self._buffer_messages(messages)
         log.info(
             "batcher active for %s: next nonce %d (chain %d), rebroadcast %d, reclaimed %d entries",
             self.wallet,
@@ -172,16 +172,16 @@ class Batcher:
         oldest = self.buffer.oldest_arrival()
         wait = window if oldest is None else max(0.005, oldest + window - loop.time())
         messages = await self.requests.read(min(room, 1000), block_ms=max(1, int(min(wait, 1.0) * 1000)))
-        self._buffer_messages(messages)
+        await self._buffer_messages(messages)
 
-    def _buffer_messages(self, messages: list) -> None:
+    async def _buffer_messages(self, messages: list[Message]) -> None:
         now = asyncio.get_running_loop().time()
         for message in messages:
             event = message.event
             if isinstance(event, MintRequested):
                 self.buffer.add(event.request_id, event.kind, event.valid_before, message.id, now)
             else:
-                log.error("unexpected %s on mint.requested (entry %s); ignoring it", event.type, message.id)
+                await self.requests.reject(message, f"unexpected {event.type} on mint.requested")
 
     async def _send_batch(self, chosen: list[Waiting]) -> None:
         try:

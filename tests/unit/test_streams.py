@@ -7,6 +7,7 @@ import fakeredis
 import pytest
 from redis.exceptions import ResponseError
 
+from shared import events
 from shared.events import FIELD, MintRequested, TxSent, encode
 from shared.streams import Consumer, ensure_group, publish, publish_many
 
@@ -288,3 +289,14 @@ async def test_claim_stale_recreates_the_group_after_flushall(redis, consumer) -
     sent = MintRequested(request_id="after")
     await publish(redis, STREAM, sent)
     assert [m.event for m in await reader.read(10)] == [sent]
+
+
+async def test_reject_moves_a_decoded_entry_to_the_dead_stream_and_acks_it(redis, consumer) -> None:
+    await publish(redis, STREAM, TxSent(batch_id=1, nonce=2, tx_hash="0x" + "11" * 32))
+    reader = await consumer()
+    [message] = await reader.read(10)
+    await reader.reject(message, "unexpected tx.sent on mint.requested")
+    [(_, fields)] = await redis.xrange(DEAD)
+    assert fields[b"reason"] == b"unexpected tx.sent on mint.requested"
+    assert events.decode(fields[FIELD]) == message.event
+    assert await redis.xpending(STREAM, GROUP) == {"pending": 0, "min": None, "max": None, "consumers": []}

@@ -1,9 +1,12 @@
 """A small HTTP server for the keyless-port services: /metrics for Prometheus and /health."""
 
+import asyncio
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+
+HEALTH_TIMEOUT = 2.0
 
 
 def metrics_response() -> web.Response:
@@ -18,7 +21,10 @@ async def serve(host: str, port: int, health: Callable[[], Awaitable[dict]]) -> 
         return metrics_response()
 
     async def healthz(_: web.Request) -> web.Response:
-        checks = await health()
+        try:
+            checks = await asyncio.wait_for(health(), HEALTH_TIMEOUT)
+        except Exception:
+            checks = {"responding": False}
         ok = all(checks.values())
         return web.json_response({"ok": ok, "checks": checks}, status=200 if ok else 503)
 

@@ -32,6 +32,13 @@ class Resources:
     rpc: JsonRpc
 
 
+async def database_reachable(pool: asyncpg.Pool) -> bool:
+    try:
+        return await pool.fetchval("SELECT 1") == 1
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        return False
+
+
 @contextlib.asynccontextmanager
 async def resources(settings: Settings, pool_size: int = 10) -> AsyncIterator[Resources]:
     pool = await db.create_pool(settings.database_url, max_size=pool_size)

@@ -14,7 +14,9 @@ async def main(stop: asyncio.Event) -> None:
         batcher = Batcher(settings, res.pool, res.redis, res.w3)
 
         async def health() -> dict:
-            return {"postgres": not res.pool.is_closing(), "wallet_lock": await batcher.lock.still_held()}
+            # A standby without the lock is healthy; an active batcher that lost it is not.
+            lock_ok = not batcher.active or await batcher.lock.still_held()
+            return {"postgres": await service.database_reachable(res.pool), "wallet_lock": lock_ok}
 
         runner = await metrics.serve(settings.metrics_host, settings.metrics_port, health)
         try:

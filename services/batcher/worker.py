@@ -79,6 +79,7 @@ class Batcher:
         self.failed_stream = names.stream(keys.MINT_FAILED)
         self.buffer = PendingBuffer()
         self.lock = WalletLock(settings.database_url, self.wallet)
+        self.active = False
         self.next_nonce = 0
         self.in_flight = 0
         self._fees: tuple[float, Fees] | None = None
@@ -88,6 +89,7 @@ class Batcher:
         metrics.ACTIVE.set(0)
         if not await self.lock.acquire(stop):
             return
+        self.active = True
         metrics.ACTIVE.set(1)
         try:
             if not await self._recover_when_reachable(stop):
@@ -97,6 +99,7 @@ class Batcher:
                 tasks.create_task(self.stuck.consume(self._on_stuck, stop))
                 tasks.create_task(self._maintenance_loop(stop))
         finally:
+            self.active = False
             metrics.ACTIVE.set(0)
             await self.lock.release()
 

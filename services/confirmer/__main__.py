@@ -12,7 +12,7 @@ async def main(stop: asyncio.Event) -> None:
         confirmer = Confirmer(settings, res.pool, res.redis, res.rpc)
 
         async def health() -> dict:
-            return {"postgres": not res.pool.is_closing()}
+            return {"postgres": await service.database_reachable(res.pool)}
 
         runner = await metrics.serve(settings.metrics_host, settings.metrics_port, health)
         marker = settings.keys.alive(keys.CONFIRMER)

@@ -4,6 +4,7 @@ import asyncio
 import time
 import uuid
 
+import aiohttp
 import asyncpg
 from redis.asyncio import Redis
 from web3 import HTTPProvider, Web3
@@ -154,6 +155,13 @@ async def test_standby_batcher_takes_over_when_the_active_one_dies(
     await logged(active, "this batcher is active")
     standby = services("batcher")
     await logged(standby, "waiting as standby")
+    async with aiohttp.ClientSession() as session:
+        for process, role in ((active, 1), (standby, 0)):
+            base = f"http://127.0.0.1:{process.env['BATCHER_METRICS_PORT']}"
+            async with session.get(f"{base}/health") as response:
+                assert response.status == 200, await response.text()
+            async with session.get(f"{base}/metrics") as response:
+                assert f"mintline_batcher_active {role:.1f}" in await response.text()
     active.kill()
     services("confirmer")
     payers = fund_payers(10)

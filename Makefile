@@ -28,8 +28,9 @@ test: install
 unit: install
 	$(PY) -m pytest tests/unit
 
-lint: install
-	$(VENV)/bin/ruff check shared services devstack tests bench
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy shared services
 
 bench: install

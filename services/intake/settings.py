@@ -21,7 +21,7 @@ class IntakeSettings(Settings):
     db_pool_min: int = Field(default=2, ge=1)
     db_pool_max: int = Field(default=20, ge=1)
 
-    # Kept-alive connections to the RPC node (per-request timeouts are shared.chain's).
+    # Kept-alive connections to the RPC node, and how long one JSON-RPC request may take.
     rpc_connections: int = Field(default=64, ge=1)
     rpc_timeout_seconds: float = Field(default=10.0, gt=0)
 

@@ -9,6 +9,7 @@ import asyncpg
 from redis.asyncio import Redis
 from web3 import HTTPProvider, Web3
 
+from services.intake.payments import payment_id as intake_payment_id
 from shared import keys
 from shared.deploy import Deployment, load_artifact
 from shared.events import MintRequested
@@ -31,9 +32,7 @@ async def enqueue(
     for payer in payers:
         authorization, signature = sign_authorization(payer, deployment)
         request_id = str(uuid.uuid4())
-        payment_id = "0x" + Web3.solidity_keccak(
-            ["address", "bytes32"], [payer.address, authorization["nonce"]]
-        ).hex().removeprefix("0x")
+        payment_id = intake_payment_id(payer.address, authorization["nonce"])
         await pool.execute(
             "INSERT INTO mint_requests (id, payer_address, payment_type, payment_id, amount,"
             " authorization_data,"

@@ -24,6 +24,11 @@ if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
     missing+=(prometheus)
 fi
 
+# Reference CIDs for the local IPFS store's tests (`ipfs_cid FILE`).
+command -v ipfs_cid >/dev/null || missing+=(ipfs-cid)
+# Headless browser for the GIF and status page tests (driven by Playwright, which downloads nothing).
+command -v chromium >/dev/null || missing+=(chromium)
+
 if [[ ${#missing[@]} -eq 0 ]]; then
     echo "install.sh: all system packages present"
     exit 0

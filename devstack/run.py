@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import asyncpg
+from pydantic import ValidationError
 from redis import Redis
 from web3 import HTTPProvider, Web3
 
@@ -36,9 +37,14 @@ def _deployment_on_chain(path: Path, rpc_url: str) -> Deployment | None:
     """The saved deployment if its contracts are still on this chain (anvil may have been restarted)."""
     if not path.exists():
         return None
-    deployment = Deployment.load(path)
+    try:
+        deployment = Deployment.load(path)
+    except ValidationError:
+        return None  # written by an older version: deploy afresh
     w3 = Web3(HTTPProvider(rpc_url))
-    if w3.eth.chain_id != deployment.chain_id or not w3.eth.get_code(deployment.token):
+    if w3.eth.chain_id != deployment.chain_id or not all(
+        w3.eth.get_code(address) for address in (deployment.token, deployment.nft)
+    ):
         return None
     return deployment
 

@@ -1,4 +1,4 @@
-"""Deploys MockUSDC + MintToken to a local chain and describes the result as a `Deployment` file.
+"""Deploys MockUSDC, MintToken and Gen1NFT to a local chain and describes the result as a `Deployment` file.
 
 python -m shared.deploy --rpc-url http://127.0.0.1:8545 --out .run/deployment.json [--fund-dev-accounts]
 """
@@ -39,11 +39,13 @@ class Deployment(BaseModel):
     chain_id: int
     rpc_url: str
     token: Address
+    nft: Address
     usdc: Address
     treasury: Address
     minter: Address
     price: int
     mint_amount: int
+    nft_price: int
     # The EIP-712 domain payers sign USDC authorizations for.
     usdc_name: str = "USD Coin"
     usdc_version: str = "2"
@@ -109,18 +111,20 @@ def deploy_local(
     treasury: str,
     price: int = 1_000_000,
     mint_amount: int = 100 * 10**18,
+    nft_price: int = 5_000_000,
     fund: Sequence[str] = (),
     fund_amount: int = 1_000 * 10**6,
 ) -> Deployment:
-    """Deploys MockUSDC and MintToken (admin: the deployer), makes `minter_address` a minter and gives
-    every address in `fund` `fund_amount` mock USDC (6 decimals)."""
+    """Deploys MockUSDC, MintToken and Gen1NFT (admin: the deployer), makes `minter_address` a minter
+    of both mint contracts and gives every address in `fund` `fund_amount` mock USDC (6 decimals)."""
     w3 = Web3(HTTPProvider(rpc_url))
     deployer: LocalAccount = Account.from_key(deployer_key)
     sender = _Sender(w3, deployer)
     usdc_artifact, token_artifact = load_artifact("MockUSDC"), load_artifact("MintToken")
+    nft_artifact = load_artifact("Gen1NFT")
 
-    # MintToken's constructor needs the USDC address; it is known from the deployer's nonce, so both
-    # contracts can be deployed in one block.
+    # The mint contracts' constructors need the USDC address; it is known from the deployer's nonce, so
+    # all three contracts can be deployed in one block.
     usdc_address = get_create_address(deployer.address, Nonce(sender.nonce))
     usdc_factory = w3.eth.contract(abi=usdc_artifact["abi"], bytecode=usdc_artifact["bytecode"])
     token_factory = w3.eth.contract(abi=token_artifact["abi"], bytecode=token_artifact["bytecode"])
@@ -134,20 +138,25 @@ def deploy_local(
         mint_amount,
         deployer.address,
     ).build_transaction(sender.params())
-    usdc_receipt, token_receipt = sender.send_all([usdc_tx, token_tx])
+    nft_factory = w3.eth.contract(abi=nft_artifact["abi"], bytecode=nft_artifact["bytecode"])
+    nft_tx = nft_factory.constructor(
+        "Mintline Gen1", "GEN1", usdc_address, to_checksum_address(treasury), nft_price, deployer.address
+    ).build_transaction(sender.params())
+    usdc_receipt, token_receipt, nft_receipt = sender.send_all([usdc_tx, token_tx, nft_tx])
     if usdc_receipt["contractAddress"] != usdc_address:
         raise RuntimeError(f"MockUSDC landed at {usdc_receipt['contractAddress']}, expected {usdc_address}")
-    token_address = token_receipt["contractAddress"]
-    assert token_address is not None
+    token_address, nft_address = token_receipt["contractAddress"], nft_receipt["contractAddress"]
+    assert token_address is not None and nft_address is not None
 
     # Gas for these is estimated against the deployed code, hence the second round.
     token = w3.eth.contract(address=token_address, abi=token_artifact["abi"])
     usdc = w3.eth.contract(address=usdc_address, abi=usdc_artifact["abi"])
+    nft = w3.eth.contract(address=nft_address, abi=nft_artifact["abi"])
     minter_role = token.functions.MINTER_ROLE().call()
+    minter = to_checksum_address(minter_address)
     setup = [
-        token.functions.grantRole(minter_role, to_checksum_address(minter_address)).build_transaction(
-            sender.params()
-        )
+        token.functions.grantRole(minter_role, minter).build_transaction(sender.params()),
+        nft.functions.grantRole(minter_role, minter).build_transaction(sender.params()),
     ]
     fund_addresses = [to_checksum_address(a) for a in fund]
     for start in range(0, len(fund_addresses), FUND_CHUNK):
@@ -159,15 +168,18 @@ def deploy_local(
         chain_id=sender.chain_id,
         rpc_url=rpc_url,
         token=token_address,
+        nft=nft_address,
         usdc=usdc_address,
         treasury=to_checksum_address(treasury),
         minter=to_checksum_address(minter_address),
         price=price,
         mint_amount=mint_amount,
+        nft_price=nft_price,
     )
     log.info(
-        "deployed MintToken at %s and MockUSDC at %s on chain %d; funded %d addresses",
+        "deployed MintToken at %s, Gen1NFT at %s and MockUSDC at %s on chain %d; funded %d addresses",
         deployment.token,
+        deployment.nft,
         deployment.usdc,
         deployment.chain_id,
         len(fund_addresses),

@@ -14,7 +14,7 @@ class DecodeError(ValueError):
     """An entry that is not a valid event: it goes to the dead-letter stream."""
 
 
-class _Event(BaseModel):
+class BaseEvent(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
     event_id: str = Field(default_factory=lambda: uuid.uuid4().hex)
@@ -22,7 +22,7 @@ class _Event(BaseModel):
     created_ms: int = Field(default_factory=lambda: int(time.time() * 1000))
 
 
-class MintRequested(_Event):
+class MintRequested(BaseEvent):
     """A request row is `pending` in PostgreSQL and may be batched."""
 
     type: Literal["mint.requested"] = "mint.requested"
@@ -32,32 +32,32 @@ class MintRequested(_Event):
     valid_before: int | None = None
 
 
-class RenderRequested(_Event):
+class RenderRequested(BaseEvent):
     type: Literal["render.requested"] = "render.requested"
     request_id: str
 
 
-class TxSent(_Event):
+class TxSent(BaseEvent):
     type: Literal["tx.sent"] = "tx.sent"
     batch_id: int
     nonce: int
     tx_hash: str
 
 
-class TxStuck(_Event):
+class TxStuck(BaseEvent):
     type: Literal["tx.stuck"] = "tx.stuck"
     batch_id: int
     nonce: int
     tx_hash: str
 
 
-class MintCompleted(_Event):
+class MintCompleted(BaseEvent):
     type: Literal["mint.completed"] = "mint.completed"
     request_id: str
     tx_hash: str
 
 
-class MintFailed(_Event):
+class MintFailed(BaseEvent):
     type: Literal["mint.failed"] = "mint.failed"
     request_id: str
     reason: str
@@ -70,7 +70,7 @@ Event = Annotated[
 _adapter: TypeAdapter[Event] = TypeAdapter(Event)
 
 
-def encode(event: _Event) -> bytes:
+def encode(event: BaseEvent) -> bytes:
     return msgpack.packb(event.model_dump(mode="json"), use_bin_type=True)
 
 

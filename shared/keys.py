@@ -28,6 +28,14 @@ class Keys:
     def dead(self, name: str) -> str:
         return f"{self.namespace}:{name}.dead"
 
+    def render_job(self, job_id: str) -> str:
+        """A render job's latest status (JSON): the fast path of GET /nft/job; PostgreSQL keeps all."""
+        return f"{self.namespace}:render:job:{job_id}"
+
+    def render_finished(self, status: str) -> str:
+        """Sorted set (by finish time) of the jobs kept in Redis with this final status."""
+        return f"{self.namespace}:render:{status}"
+
     def alive(self, service: str) -> str:
         """A marker a service sets after replaying its streams: its absence means Redis lost data."""
         return f"{self.namespace}:alive:{service}"

@@ -1,7 +1,7 @@
 """A small HTTP server for the keyless-port services: /metrics for Prometheus and /health."""
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
@@ -14,8 +14,14 @@ def metrics_response() -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-async def serve(host: str, port: int, health: Callable[[], Awaitable[dict]]) -> web.AppRunner:
-    """Start serving; `health` returns {check: ok?}. Close with `await runner.cleanup()`."""
+async def serve(
+    host: str,
+    port: int,
+    health: Callable[[], Awaitable[dict]],
+    routes: Sequence[web.RouteDef] = (),
+) -> web.AppRunner:
+    """Start serving; `health` returns {check: ok?}; `routes` are served beside them (the renderer's
+    IPFS gateway). Close with `await runner.cleanup()`."""
 
     async def metrics(_: web.Request) -> web.Response:
         return metrics_response()
@@ -31,6 +37,7 @@ async def serve(host: str, port: int, health: Callable[[], Awaitable[dict]]) -> 
     app = web.Application()
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/health", healthz)
+    app.router.add_routes(routes)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()

@@ -33,13 +33,13 @@ async def ensure_group(redis: Redis, stream: str, group: str) -> None:
             raise
 
 
-async def publish(redis: Redis, stream: str, event: events._Event, maxlen: int = 500_000) -> str:
+async def publish(redis: Redis, stream: str, event: events.BaseEvent, maxlen: int = 500_000) -> str:
     entry_id = await redis.xadd(stream, {FIELD: events.encode(event)}, maxlen=maxlen, approximate=True)
     return entry_id.decode() if isinstance(entry_id, bytes) else entry_id
 
 
 async def publish_many(
-    redis: Redis, stream: str, batch: Sequence[events._Event], maxlen: int = 500_000
+    redis: Redis, stream: str, batch: Sequence[events.BaseEvent], maxlen: int = 500_000
 ) -> None:
     if not batch:
         return
@@ -128,6 +128,12 @@ class Consumer:
             if entry_id in poison:
                 await self._dead_letter(entry_id, fields, "too many deliveries")
         return await self._decode([entry for entry in entries if entry[0] not in poison])
+
+    async def touch(self, ids: list[str]) -> None:
+        """Reset the idle time of entries this consumer is still working on, so no other consumer
+        reclaims them as stale while a long job runs. JUSTID: the delivery count stays as it is."""
+        if ids:
+            await self.redis.xclaim(self.stream, self.group, self.name, 0, list[Any](ids), justid=True)
 
     async def ack(self, ids: list[str]) -> None:
         if ids:

@@ -1,5 +1,6 @@
 """Which requests go into the next batch, and when. Pure logic: no I/O."""
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 NO_EXPIRY = 2**63
@@ -34,23 +35,30 @@ class PendingBuffer:
     def oldest_arrival(self) -> float | None:
         return min((w.arrived for w in self._waiting.values()), default=None)
 
-    def is_due(self, now: float, size: int, window: float) -> bool:
-        """Full, or the oldest waiting request has waited a whole window."""
+    def is_due(self, now: float, sizes: Mapping[str, int], window: float) -> bool:
+        """A kind has a full batch waiting, or the oldest waiting request has waited a whole window."""
         if not self._waiting:
             return False
-        if len(self._waiting) >= size:
+        if self._full_kind(sizes) is not None:
             return True
         oldest = self.oldest_arrival()
         return oldest is not None and now - oldest >= window
 
-    def take(self, size: int) -> list[Waiting]:
-        """The next batch: one kind, soonest-expiring authorizations first, then arrival order."""
+    def take(self, sizes: Mapping[str, int]) -> list[Waiting]:
+        """The next batch: one kind (a full one first, else the kind of the soonest-expiring request),
+        soonest-expiring authorizations first, then arrival order. Kinds go to different contracts."""
         ordered = sorted(self._waiting.values(), key=lambda w: (w.valid_before, w.arrived))
-        kind = ordered[0].kind
-        chosen = [w for w in ordered if w.kind == kind][:size]
+        kind = self._full_kind(sizes) or ordered[0].kind
+        chosen = [w for w in ordered if w.kind == kind][: sizes[kind]]
         for waiting in chosen:
             del self._waiting[waiting.request_id]
         return chosen
+
+    def _full_kind(self, sizes: Mapping[str, int]) -> str | None:
+        counts: dict[str, int] = {}
+        for waiting in self._waiting.values():
+            counts[waiting.kind] = counts.get(waiting.kind, 0) + 1
+        return next((kind for kind, count in counts.items() if count >= sizes[kind]), None)
 
 
 def entries_per_batch(batch_size: int, gas_budget: int, gas_per_entry: int) -> int:

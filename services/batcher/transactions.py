@@ -9,9 +9,16 @@ from eth_utils import keccak
 
 from shared.chain import split_signature
 
-# MintToken.batchMint(MintEntry[]): MintEntry is (to, paymentId, Authorization).
-BATCH_MINT_ENTRIES = "(address,bytes32,(address,uint256,uint256,uint256,bytes32,uint8,bytes32,bytes32))[]"
-BATCH_MINT_SELECTOR = keccak(text=f"batchMint({BATCH_MINT_ENTRIES})")[:4]
+AUTHORIZATION = "(address,uint256,uint256,uint256,bytes32,uint8,bytes32,bytes32)"
+# MintToken.batchMint(MintEntry[]): MintEntry is (to, paymentId, Authorization); Gen1NFT's entry also
+# carries the tokenURI: (to, paymentId, tokenURI, Authorization).
+BATCH_MINT_ENTRIES = {
+    "token": f"(address,bytes32,{AUTHORIZATION})[]",
+    "nft": f"(address,bytes32,string,{AUTHORIZATION})[]",
+}
+BATCH_MINT_SELECTORS = {
+    kind: keccak(text=f"batchMint({entries})")[:4] for kind, entries in BATCH_MINT_ENTRIES.items()
+}
 ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
 ZERO32 = bytes(32)
 # An entry paid beforehand (custom payment) carries an empty authorization: nothing to settle.
@@ -26,13 +33,22 @@ def _bytes32(value: str) -> bytes:
 
 
 def mint_entry(row: Any) -> tuple:
-    """The MintEntry tuple (to, paymentId, Authorization) for one request row."""
-    auth = row["authorization_data"]
+    """The MintEntry tuple for one request row, by its kind: (to, paymentId[, tokenURI], Authorization)."""
     payment_id = _bytes32(row["payment_id"])
+    authorization = _authorization(row)
+    if row["kind"] == "nft":
+        if not row["token_uri"]:
+            raise ValueError(f"NFT request {row['id']} has no tokenURI yet")
+        return (row["payer_address"], payment_id, row["token_uri"], authorization)
+    return (row["payer_address"], payment_id, authorization)
+
+
+def _authorization(row: Any) -> tuple:
+    auth = row["authorization_data"]
     if auth is None or row.get("payment_settled"):
-        return (row["payer_address"], payment_id, NO_AUTHORIZATION)
+        return NO_AUTHORIZATION
     v, r, s = split_signature(auth["signature"])
-    authorization = (
+    return (
         auth["from"],
         int(auth["value"]),
         int(auth["validAfter"]),
@@ -42,13 +58,12 @@ def mint_entry(row: Any) -> tuple:
         r,
         s,
     )
-    return (row["payer_address"], payment_id, authorization)
 
 
-def encode_batch_mint(entries: list[tuple]) -> bytes:
-    """batchMint calldata. eth_abi directly: web3's contract encoder re-validates and checksums every
-    address of every entry, which was a third of the batcher's CPU."""
-    return BATCH_MINT_SELECTOR + abi_encode([BATCH_MINT_ENTRIES], [entries])
+def encode_batch_mint(kind: str, entries: list[tuple]) -> bytes:
+    """batchMint calldata for the contract of `kind`. eth_abi directly: web3's contract encoder
+    re-validates and checksums every address of every entry, which was a third of the batcher's CPU."""
+    return BATCH_MINT_SELECTORS[kind] + abi_encode([BATCH_MINT_ENTRIES[kind]], [entries])
 
 
 @dataclass(frozen=True)

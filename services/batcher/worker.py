@@ -62,6 +62,8 @@ class Batcher:
         self.account = Account.from_key(settings.private_key.get_secret_value())
         self.wallet = self.account.address
         self.deployment = settings.deployment
+        # Each kind of request is minted by its own contract, on the one nonce sequence of the wallet.
+        self.contracts = {"token": self.deployment.token, "nft": self.deployment.nft}
         names = settings.keys
         consumer = f"batcher-{socket.gethostname()}-{os.getpid()}"
         self.requests = Consumer(
@@ -158,11 +160,14 @@ class Batcher:
 
     async def _batch_step(self, loop: asyncio.AbstractEventLoop) -> None:
         tuning = self.tuning
-        size = entries_per_batch(tuning.batch_size, tuning.gas_budget, tuning.gas_per_entry)
+        sizes = {
+            kind: entries_per_batch(tuning.batch_size, tuning.gas_budget, self._gas_per_entry(kind))
+            for kind in self.contracts
+        }
         window = tuning.batch_window_seconds
-        if self.buffer.is_due(loop.time(), size, window):
+        if self.buffer.is_due(loop.time(), sizes, window):
             if self.in_flight < tuning.max_in_flight:
-                await self._send_batch(self.buffer.take(size))
+                await self._send_batch(self.buffer.take(sizes))
                 return
             await asyncio.sleep(0.1)  # wait for confirmations to free a slot
             await self._count_in_flight()
@@ -176,6 +181,9 @@ class Batcher:
         wait = window if oldest is None else max(0.005, oldest + window - loop.time())
         messages = await self.requests.read(min(room, 1000), block_ms=max(1, int(min(wait, 1.0) * 1000)))
         await self._buffer_messages(messages)
+
+    def _gas_per_entry(self, kind: str) -> int:
+        return self.tuning.nft_gas_per_entry if kind == "nft" else self.tuning.gas_per_entry
 
     async def _buffer_messages(self, messages: list[Message]) -> None:
         now = asyncio.get_running_loop().time()
@@ -241,15 +249,16 @@ class Batcher:
     async def _sign_batch(
         self, conn: asyncpg.Connection, batch_id: int, rows: list
     ) -> tuple[int, int, str, bytes]:
-        data = encode_batch_mint([mint_entry(r) for r in rows])
-        gas = await self._gas_limit(data, len(rows))
+        kind = rows[0]["kind"]
+        data = encode_batch_mint(kind, [mint_entry(r) for r in rows])
+        gas = await self._gas_limit(kind, data, len(rows))
         fees = await self._current_fees()
         nonce = self.next_nonce
         signed = sign(
             self.account,
             chain_id=self.deployment.chain_id,
             nonce=nonce,
-            to=self.deployment.token,
+            to=self.contracts[kind],
             data=data,
             gas=gas,
             fees=fees,
@@ -261,7 +270,7 @@ class Batcher:
             batch_id,
             self.wallet,
             nonce,
-            rows[0]["kind"],
+            kind,
             [r["id"] for r in rows],
             signed.tx_hash,
             signed.raw,
@@ -280,24 +289,25 @@ class Batcher:
             fees.max_priority_fee_per_gas,
         )
         log.info(
-            "batch %d signed: nonce %d, %d entries, gas %d, tx %s",
+            "batch %d signed: nonce %d, %d %s entries, gas %d, tx %s",
             batch_id,
             nonce,
             len(rows),
+            kind,
             gas,
             signed.tx_hash,
         )
         return batch_id, nonce, signed.tx_hash, signed.raw
 
-    async def _gas_limit(self, data: bytes, entries: int) -> int:
+    async def _gas_limit(self, kind: str, data: bytes, entries: int) -> int:
         try:
             estimate = await self.w3.eth.estimate_gas(
-                {"from": self.wallet, "to": self.deployment.token, "data": data}
+                {"from": self.wallet, "to": self.contracts[kind], "data": data}
             )
         except (Web3Exception, ValueError) as exc:
             # Sent anyway with a formula limit: if it reverts, the confirmer retries its requests.
             log.warning("gas estimate failed for %d entries (%s); using the per-entry budget", entries, exc)
-            return min(BLOCK_GAS_CEILING, 100_000 + 2 * entries * self.tuning.gas_per_entry)
+            return min(BLOCK_GAS_CEILING, 100_000 + 2 * entries * self._gas_per_entry(kind))
         return min(BLOCK_GAS_CEILING, estimate * 11 // 10)
 
     async def _current_fees(self) -> Fees:
@@ -348,7 +358,7 @@ class Batcher:
         if not isinstance(event, TxStuck):
             return
         batch = await self.pool.fetchrow(
-            "SELECT id, nonce, status, tx_hash, call_data, gas_limit, max_fee_per_gas,"
+            "SELECT id, kind, nonce, status, tx_hash, call_data, gas_limit, max_fee_per_gas,"
             " max_priority_fee_per_gas"
             " FROM batches WHERE id = $1 AND wallet = $2",
             event.batch_id,
@@ -364,7 +374,7 @@ class Batcher:
             self.account,
             chain_id=self.deployment.chain_id,
             nonce=batch["nonce"],
-            to=self.deployment.token,
+            to=self.contracts[batch["kind"]],
             data=bytes(batch["call_data"]),
             gas=batch["gas_limit"],
             fees=fees,

@@ -17,23 +17,28 @@ AUTHORIZATION_SPENT = "authorization is used or canceled"
 class Outcome:
     minted: bool
     reason: str | None = None
+    # Minted's third field: the amount for MintToken, the token id for Gen1NFT.
+    value: int | None = None
 
 
 def _hex(value: bytes | str) -> str:
     return value if isinstance(value, str) else "0x" + bytes(value).hex()
 
 
-def outcomes(logs: list, token: str) -> dict[str, Outcome]:
-    """paymentId (0x-hex) -> Outcome for every Minted / MintSkipped log the token emitted."""
+def outcomes(logs: list, contract: str) -> dict[str, Outcome]:
+    """paymentId (0x-hex) -> Outcome for every Minted / MintSkipped log the mint contract emitted.
+    MintToken and Gen1NFT emit the same two events."""
     found: dict[str, Outcome] = {}
     for entry in logs:
-        if entry["address"].lower() != token.lower() or len(entry["topics"]) < 2:
+        if entry["address"].lower() != contract.lower() or len(entry["topics"]) < 2:
             continue
         topic = _hex(entry["topics"][0]).lower()
         payment_id = _hex(entry["topics"][1]).lower()
+        data = bytes.fromhex(_hex(entry["data"]).removeprefix("0x"))
         if topic == MINTED_TOPIC:
-            found[payment_id] = Outcome(minted=True)
+            (value,) = abi_decode(["uint256"], data)
+            found[payment_id] = Outcome(minted=True, value=value)
         elif topic == SKIPPED_TOPIC:
-            (reason,) = abi_decode(["string"], bytes.fromhex(_hex(entry["data"]).removeprefix("0x")))
+            (reason,) = abi_decode(["string"], data)
             found[payment_id] = Outcome(minted=False, reason=reason)
     return found

@@ -33,7 +33,7 @@ from shared.streams import Consumer, publish, publish_many
 log = logging.getLogger(__name__)
 
 OPEN_BATCHES = """
-SELECT b.id, b.wallet, b.nonce, b.tx_hash, array_agg(t.tx_hash ORDER BY t.created_at) AS tx_hashes
+SELECT b.id, b.kind, b.wallet, b.nonce, b.tx_hash, array_agg(t.tx_hash ORDER BY t.created_at) AS tx_hashes
 FROM batches b JOIN batch_transactions t ON t.batch_id = b.id
 WHERE b.status IN ('signed', 'sent')
 GROUP BY b.id
@@ -43,6 +43,7 @@ GROUP BY b.id
 @dataclass
 class Watched:
     id: int
+    kind: str
     wallet: str
     nonce: int
     latest_hash: str
@@ -55,6 +56,7 @@ class Watched:
 @dataclass
 class Settlement:
     completed: dict[str, str] = field(default_factory=dict)  # request id -> mint tx hash
+    token_ids: dict[str, int] = field(default_factory=dict)  # request id -> NFT token id
     failed: dict[str, str] = field(default_factory=dict)  # request id -> reason
     retry: dict[str, str] = field(default_factory=dict)  # request id -> reason
     paid_elsewhere: set[str] = field(default_factory=set)  # retried without their authorization
@@ -67,7 +69,7 @@ class Confirmer:
         self.pool = pool
         self.redis = redis
         self.rpc = rpc
-        self.token = settings.deployment.token
+        self.contracts = {"token": settings.deployment.token, "nft": settings.deployment.nft}
         names = settings.keys
         self.sent = Consumer(
             redis,
@@ -118,7 +120,12 @@ class Confirmer:
             known = self.watched.get(row["id"])
             if known is None:
                 known = Watched(
-                    row["id"], row["wallet"], row["nonce"], row["tx_hash"], list(row["tx_hashes"])
+                    row["id"],
+                    row["kind"],
+                    row["wallet"],
+                    row["nonce"],
+                    row["tx_hash"],
+                    list(row["tx_hashes"]),
                 )
             known.latest_hash, known.tx_hashes = row["tx_hash"], list(row["tx_hashes"])
             current[row["id"]] = known
@@ -219,18 +226,23 @@ class Confirmer:
         if not succeeded:
             settlement.retry = {str(r["id"]): "batch transaction reverted" for r in rows}
         else:
-            found = outcomes(receipt["logs"], self.token)
+            contract = self.contracts[batch.kind]
+            found = outcomes(receipt["logs"], contract)
             for row in rows:
                 request_id, outcome = str(row["id"]), found.get(row["payment_id"].lower())
                 if outcome is None:
                     settlement.retry[request_id] = "no outcome for this entry in the receipt"
                 elif outcome.minted:
                     settlement.completed[request_id] = tx_hash
+                    if batch.kind == "nft" and outcome.value is not None:
+                        settlement.token_ids[request_id] = outcome.value
                 elif outcome.reason == ALREADY_PROCESSED:
                     # Minted by an earlier transaction (a resend after a crash): find which one.
-                    earlier = await self._minted_in(row["payment_id"])
+                    earlier = await self._minted_in(contract, row["payment_id"])
                     if earlier:
-                        settlement.completed[request_id] = earlier
+                        settlement.completed[request_id] = earlier["transactionHash"]
+                        if batch.kind == "nft":
+                            settlement.token_ids[request_id] = int(earlier["data"], 16)
                     else:
                         settlement.failed[request_id] = ALREADY_PROCESSED
                 elif AUTHORIZATION_SPENT in (outcome.reason or "") and await self._settled_elsewhere(row):
@@ -291,9 +303,10 @@ class Confirmer:
     async def _logs(self, query: dict) -> list[dict]:
         return await self.rpc.call("eth_getLogs", [{"fromBlock": "0x0", "toBlock": "latest", **query}])
 
-    async def _minted_in(self, payment_id: str) -> str | None:
-        logs = await self._logs({"address": self.token, "topics": [MINTED_TOPIC, payment_id]})
-        return logs[0]["transactionHash"] if logs else None
+    async def _minted_in(self, contract: str, payment_id: str) -> dict | None:
+        """The Minted log of an earlier transaction for this payment, if any."""
+        logs = await self._logs({"address": contract, "topics": [MINTED_TOPIC, payment_id]})
+        return logs[0] if logs else None
 
     async def _commit(
         self, batch: Watched, settlement: Settlement, status: str, block: int | None, gas_used: int | None
@@ -303,12 +316,13 @@ class Confirmer:
             if settlement.completed:
                 done = await conn.fetch(
                     "UPDATE mint_requests AS r SET status = 'completed', mint_tx_hash = c.tx_hash,"
-                    " processed_at = now(), updated_at = now()"
-                    " FROM unnest($1::uuid[], $2::text[]) AS c(id, tx_hash)"
+                    " token_id = c.token_id, processed_at = now(), updated_at = now()"
+                    " FROM unnest($1::uuid[], $2::text[], $3::numeric[]) AS c(id, tx_hash, token_id)"
                     " WHERE r.id = c.id AND r.status IN ('batched', 'sent')"
                     " RETURNING r.id, c.tx_hash, extract(epoch FROM now() - r.created_at)::float8 AS waited",
                     list(settlement.completed),
                     list(settlement.completed.values()),
+                    [settlement.token_ids.get(i) for i in settlement.completed],
                 )
                 for row in done:
                     metrics.REQUEST_DURATION.observe(row["waited"])

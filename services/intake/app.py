@@ -6,7 +6,7 @@ from services.intake.background import run_background
 from services.intake.middleware import count_requests, json_errors
 from services.intake.payments import PaymentTerms
 from services.intake.paywall import Paywall
-from services.intake.resources import PAYWALL, SETTINGS, TERMS, THROUGHPUT, open_resources
+from services.intake.resources import NFT_PAYWALL, PAYWALL, SETTINGS, TERMS, THROUGHPUT, open_resources
 from services.intake.routes import setup_routes
 from services.intake.settings import IntakeSettings
 from services.intake.throughput import Throughput
@@ -18,6 +18,9 @@ def create_app(settings: IntakeSettings) -> web.Application:
     app[SETTINGS] = settings
     app[TERMS] = terms
     app[PAYWALL] = Paywall(terms, settings.max_timeout_seconds)
+    app[NFT_PAYWALL] = Paywall(
+        PaymentTerms.for_deployment(settings.deployment, "nft"), settings.max_timeout_seconds
+    )
     app[THROUGHPUT] = Throughput(settings.fallback_mints_per_second, settings.throughput_min_sample)
     setup_routes(app)
     # Opened in this order, closed in reverse: the loops stop before the pools they use close.

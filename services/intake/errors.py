@@ -1,6 +1,7 @@
 """API errors: a machine-readable `error` code, a human `message` and the HTTP status they map to."""
 
 from collections.abc import Mapping
+from typing import Any
 
 
 class ApiError(Exception):
@@ -14,16 +15,19 @@ class ApiError(Exception):
         message: str,
         status: int | None = None,
         headers: Mapping[str, str] | None = None,
+        **details: Any,
     ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        # More fields for the JSON body (the list of invalid fields, say).
+        self.details = details
         if status is not None:
             self.status = status
         self.headers = dict(headers or {})
 
     def body(self) -> dict:
-        return {"success": False, "error": self.code, "message": self.message}
+        return {"success": False, "error": self.code, "message": self.message, **self.details}
 
 
 class BadRequest(ApiError):

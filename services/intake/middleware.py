@@ -3,6 +3,7 @@
 import logging
 import time
 from collections.abc import Mapping
+from typing import Any
 
 import asyncpg
 from aiohttp import web
@@ -11,7 +12,7 @@ from x402.http.constants import PAYMENT_REQUIRED_HEADER
 
 from services.intake import metrics
 from services.intake.errors import ApiError
-from services.intake.resources import PAYWALL
+from services.intake.resources import NFT_PAYWALL, PAYWALL
 
 log = logging.getLogger(__name__)
 
@@ -26,13 +27,20 @@ METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 
 
 def error_response(
-    app: web.Application, status: int, code: str, message: str, headers: Mapping[str, str] | None = None
+    request: web.Request,
+    status: int,
+    code: str,
+    message: str,
+    headers: Mapping[str, str] | None = None,
+    details: Mapping[str, Any] | None = None,
 ) -> web.Response:
-    body = {"success": False, "error": code, "message": message}
+    body = {"success": False, "error": code, "message": message, **(details or {})}
     headers = dict(headers or {})
     if status == 402:
-        # x402: every 402 carries the offer, so a client can (re)pay; the body holds it too.
-        header, offer = app[PAYWALL].offer(code)
+        # x402: every 402 carries the offer of what was asked for, so a client can (re)pay; the body
+        # holds it too.
+        paywall = request.app[NFT_PAYWALL if request.path.startswith("/nft/") else PAYWALL]
+        header, offer = paywall.offer(code)
         headers.setdefault(PAYMENT_REQUIRED_HEADER, header)
         body = {**offer, **body}
     return web.json_response(body, status=status, headers=headers)
@@ -43,7 +51,7 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     try:
         return await handler(request)
     except ApiError as exc:
-        return error_response(request.app, exc.status, exc.code, exc.message, exc.headers)
+        return error_response(request, exc.status, exc.code, exc.message, exc.headers, exc.details)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -55,7 +63,7 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         else:
             message = exc.text or exc.reason
         headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
-        return error_response(request.app, exc.status, code, message, headers)
+        return error_response(request, exc.status, code, message, headers)
     except (
         OSError,
         asyncpg.PostgresConnectionError,
@@ -65,7 +73,7 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         # PostgreSQL is the durable record: without it nothing can be accepted, but the client may retry.
         log.warning("database unavailable answering %s %s: %s", request.method, request.path[:200], exc)
         return error_response(
-            request.app,
+            request,
             503,
             "database_unavailable",
             "the queue database is unreachable; retry shortly",
@@ -73,9 +81,7 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         )
     except Exception:
         log.exception("unexpected error answering %s %s", request.method, request.path[:200])
-        return error_response(
-            request.app, 500, "internal_error", "an unexpected error occurred; it was logged"
-        )
+        return error_response(request, 500, "internal_error", "an unexpected error occurred; it was logged")
 
 
 @web.middleware

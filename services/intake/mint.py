@@ -8,6 +8,7 @@ same key with a different payment is 422 `idempotency_key_reused`.
 import asyncio
 import logging
 import time
+from typing import Any
 
 from aiohttp import web
 
@@ -15,11 +16,12 @@ from services.intake import metrics, queue
 from services.intake.errors import ApiError, PaymentRejected
 from services.intake.orders import idempotency_key, parse_order, read_body
 from services.intake.payments import check_expiry
+from services.intake.paywall import Paywall
 from services.intake.queue import NewRequest, Queued
-from services.intake.resources import CHAIN, PAYWALL, POOL, REDIS, SETTINGS, TERMS, THROUGHPUT
+from services.intake.resources import CHAIN, PAYWALL, POOL, REDIS, SETTINGS, THROUGHPUT
 from services.intake.verify import verify
 from shared import keys
-from shared.events import MintRequested
+from shared.events import BaseEvent, MintRequested, RenderRequested
 from shared.streams import publish
 
 log = logging.getLogger(__name__)
@@ -36,21 +38,35 @@ async def post_mint(request: web.Request) -> web.Response:
 
 
 async def _mint(request: web.Request) -> web.Response:
-    app = request.app
-    settings, terms, pool = app[SETTINGS], app[TERMS], app[POOL]
     data = await read_body(request)
+    queued = await accept_paid(request, data, request.app[PAYWALL], kind="token")
+    return _answer(request.app, queued)
+
+
+async def accept_paid(
+    request: web.Request,
+    data: dict[str, Any] | None,
+    paywall: Paywall,
+    *,
+    kind: str,
+    render_settings: dict[str, Any] | None = None,
+) -> Queued:
+    """Read the payment of a request, verify it, queue the request durably and announce it: shared by
+    POST /mint and POST /nft/render (which carries `render_settings` and pays the NFT's price)."""
+    app = request.app
+    settings, pool, terms = app[SETTINGS], app[POOL], paywall.terms
     key = idempotency_key(request)
-    order = parse_order(request, data, app[PAYWALL])
+    order = parse_order(request, data, paywall)
     if order is None:
         raise PaymentRejected(
             "payment_required",
-            f"a mint costs {terms.price} USDC units: pay with x402 (PAYMENT-SIGNATURE header), a gasless "
+            f"this costs {terms.price} USDC units: pay with x402 (PAYMENT-SIGNATURE header), a gasless "
             "EIP-3009 authorization or a custom transfer",
         )
     if key is not None:
         earlier = await queue.find_by_idempotency_key(pool, key, order.payment_id)
         if earlier is not None:
-            return _answer(app, earlier)
+            return earlier
 
     now = int(time.time())
     verified = await verify(order, terms, app[CHAIN], now, settings.custom_payment_confirmations)
@@ -74,6 +90,8 @@ async def _mint(request: web.Request) -> web.Response:
             payment_tx_hash=order.tx_hash,
             idempotency_key=key,
             callback_url=order.callback_url,
+            kind=kind,
+            render_settings=render_settings,
         ),
         balance=verified.balance,
         accept=accept,
@@ -81,34 +99,38 @@ async def _mint(request: web.Request) -> web.Response:
     if queued.created:
         metrics.MINTS_ACCEPTED.labels(queued.payment_type).inc()
         log.info(
-            "accepted mint %s: %s payment %s by %s, queue position %d",
+            "accepted %s request %s: %s payment %s by %s, queue position %d",
+            kind,
             queued.id,
             queued.payment_type,
             order.payment_id,
             queued.payer,
             queued.position,
         )
-        await _announce(app, queued, valid_before)
-    return _answer(app, queued)
+        if render_settings is None:
+            event: BaseEvent = MintRequested(request_id=queued.id, kind=kind, valid_before=valid_before)
+            stream = keys.MINT_REQUESTED
+        else:
+            event, stream = RenderRequested(request_id=queued.id), keys.RENDER_REQUESTED
+        await _announce(app, stream, event, queued.id)
+    return queued
 
 
-async def _announce(app: web.Application, queued: Queued, valid_before: int | None) -> None:
+async def _announce(app: web.Application, stream: str, event: BaseEvent, request_id: str) -> None:
     settings = app[SETTINGS]
-    event = MintRequested(request_id=queued.id, kind="token", valid_before=valid_before)
     try:
         await asyncio.wait_for(
-            publish(
-                app[REDIS], settings.keys.stream(keys.MINT_REQUESTED), event, maxlen=settings.stream_maxlen
-            ),
+            publish(app[REDIS], settings.keys.stream(stream), event, maxlen=settings.stream_maxlen),
             timeout=PUBLISH_TIMEOUT,
         )
     except Exception as exc:
         # Committed is what counts: the replay loop or the stale sweep publishes it later.
         metrics.PUBLISH_FAILURES.inc()
-        log.warning("publishing mint.requested for %s failed (%s); it will be replayed", queued.id, exc)
+        log.warning("publishing %s for %s failed (%s); it will be replayed", stream, request_id, exc)
 
 
 def _answer(app: web.Application, queued: Queued) -> web.Response:
+    """202 for a new request; 200 with `Idempotent-Replayed` for one an Idempotency-Key found."""
     body = {
         "success": True,
         "queueId": queued.id,

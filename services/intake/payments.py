@@ -48,12 +48,13 @@ class PaymentTerms:
     domain_version: str
 
     @classmethod
-    def for_deployment(cls, deployment: Deployment) -> "PaymentTerms":
+    def for_deployment(cls, deployment: Deployment, kind: str = "token") -> "PaymentTerms":
+        """The terms of a token mint, or of an NFT render and mint (`kind="nft"`)."""
         return cls(
             chain_id=deployment.chain_id,
             usdc=to_checksum_address(deployment.usdc),
             treasury=to_checksum_address(deployment.treasury),
-            price=deployment.price,
+            price=deployment.nft_price if kind == "nft" else deployment.price,
             domain_name=deployment.usdc_name,
             domain_version=deployment.usdc_version,
         )

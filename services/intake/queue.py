@@ -10,8 +10,12 @@ import asyncpg
 
 from services.intake.errors import ApiError, PaymentRejected, PaymentReplayed, Unavailable
 
+# Requests on their way to the chain; NFT requests wait for their render first, and while they do
+# they hold their place in the queue and their payer's balance.
 ACTIVE = ("pending", "batched", "sent")
 ACTIVE_SQL = "('pending', 'batched', 'sent')"
+QUEUED = ("rendering", "rendered", *ACTIVE)
+QUEUED_SQL = "('rendering', 'rendered', 'pending', 'batched', 'sent')"
 
 EXISTING = """
 SELECT id, kind, seq, status, payer_address, payment_type, payment_id, idempotency_key
@@ -24,7 +28,7 @@ FROM mint_requests WHERE idempotency_key = $1
 # What this payer's earlier, not yet settled authorizations will take from their balance.
 RESERVED = f"""
 SELECT coalesce(sum(amount), 0) FROM mint_requests
-WHERE payer_address = $1 AND status IN {ACTIVE_SQL} AND authorization_data IS NOT NULL
+WHERE payer_address = $1 AND status IN {QUEUED_SQL} AND authorization_data IS NOT NULL
 """
 # The count runs on the statement's snapshot, which does not hold the new row: hence the + 1.
 INSERT = f"""
@@ -32,22 +36,22 @@ WITH inserted AS (
     INSERT INTO mint_requests (id, kind, payer_address, payment_type, payment_id, amount,
                                authorization_data, valid_before, payment_tx_hash, idempotency_key,
                                callback_url, status)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'pending')
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
     ON CONFLICT DO NOTHING
     RETURNING seq
 )
 SELECT seq, 1 + (SELECT count(*) FROM mint_requests
-                 WHERE kind = $2 AND status IN {ACTIVE_SQL} AND seq < inserted.seq) AS position
+                 WHERE kind = $2 AND status IN {QUEUED_SQL} AND seq < inserted.seq) AS position
 FROM inserted
 """
-POSITION = f"SELECT count(*) FROM mint_requests WHERE kind = $1 AND status IN {ACTIVE_SQL} AND seq <= $2"
+POSITION = f"SELECT count(*) FROM mint_requests WHERE kind = $1 AND status IN {QUEUED_SQL} AND seq <= $2"
 
 ITEM_COLUMNS = f"""
 id, payer_address, status, created_at, updated_at, processed_at, mint_tx_hash, error_message,
 retry_count, payment_type,
-CASE WHEN status IN {ACTIVE_SQL} THEN
+CASE WHEN status IN {QUEUED_SQL} THEN
     (SELECT count(*) FROM mint_requests a
-     WHERE a.kind = m.kind AND a.status IN {ACTIVE_SQL} AND a.seq <= m.seq)
+     WHERE a.kind = m.kind AND a.status IN {QUEUED_SQL} AND a.seq <= m.seq)
 END AS queue_position
 """
 
@@ -64,6 +68,8 @@ class NewRequest:
     idempotency_key: str | None
     callback_url: str | None
     kind: str = "token"
+    # NFT requests: the validated render settings; the request starts `rendering` with a render job.
+    render_settings: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -89,7 +95,8 @@ async def enqueue(
     balance: int | None,
     accept: Callable[[int], None],
 ) -> Queued:
-    """Insert the request as `pending` and commit; returns once it is durable.
+    """Insert the request as `pending` (or `rendering`, with its render job) and commit; returns once
+    it is durable.
 
     `balance` (the payer's on-chain USDC, for authorization payments) must cover this request plus
     their earlier unsettled ones; a per-payer advisory lock makes that check and the insert atomic.
@@ -126,7 +133,14 @@ async def enqueue(
                 request.payment_tx_hash,
                 request.idempotency_key,
                 request.callback_url,
+                "pending" if request.render_settings is None else "rendering",
             )
+            if row is not None and request.render_settings is not None:
+                await conn.execute(
+                    "INSERT INTO render_jobs (request_id, settings) VALUES ($1, $2)",
+                    request_id,
+                    request.render_settings,
+                )
             if row is not None:
                 accept(row["position"])
                 return Queued(str(request_id), row["position"], request.payer, request.payment_type, True)
@@ -154,7 +168,7 @@ async def _existing(conn: asyncpg.Connection, row: asyncpg.Record, payment_id: s
         raise ApiError(
             "idempotency_key_reused", "this Idempotency-Key was already used with a different payment", 422
         )
-    position = await conn.fetchval(POSITION, row["kind"], row["seq"]) if row["status"] in ACTIVE else 0
+    position = await conn.fetchval(POSITION, row["kind"], row["seq"]) if row["status"] in QUEUED else 0
     return Queued(str(row["id"]), position, row["payer_address"], row["payment_type"], False)
 
 

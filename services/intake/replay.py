@@ -1,9 +1,10 @@
-"""Rebuild mint.requested from PostgreSQL (invariant 1: Redis may lose everything).
+"""Rebuild mint.requested and render.requested from PostgreSQL (invariant 1: Redis may lose everything).
 
-`replay_pending` republishes every pending request; `shared.replay.watch` runs it at start-up and
-whenever intake's marker key is gone from Redis. `republish_stale` is the slower sweep for a single
-lost XADD (Redis fine, one publish failed): pending rows published too long ago go out again.
-The batcher is idempotent, so publishing a request twice is harmless.
+`replay_pending` republishes every pending request (and every NFT request still rendering);
+`shared.replay.watch` runs it at start-up and whenever intake's marker key is gone from Redis.
+`republish_stale` is the slower sweep for a single lost XADD (Redis fine, one publish failed): rows
+published too long ago go out again.
+The batcher and the renderer are idempotent, so publishing a request twice is harmless.
 """
 
 import asyncio
@@ -15,38 +16,44 @@ from redis.asyncio import Redis
 from services.intake import metrics
 from services.intake.settings import IntakeSettings
 from shared import keys
-from shared.events import MintRequested
+from shared.events import MintRequested, RenderRequested
 from shared.loops import every, pause
 from shared.streams import publish_many
 
 log = logging.getLogger(__name__)
 
 PENDING = """
-SELECT id, seq, kind, valid_before FROM mint_requests
-WHERE status = 'pending' AND seq > $1 AND published_at <= now() - make_interval(secs => $3)
+SELECT id, seq, kind, status, valid_before FROM mint_requests
+WHERE status IN ('pending', 'rendering') AND seq > $1 AND published_at <= now() - make_interval(secs => $3)
 ORDER BY seq LIMIT $2
 """
 MARK_PUBLISHED = (
-    "UPDATE mint_requests SET published_at = now() WHERE id = ANY($1::uuid[]) AND status = 'pending'"
+    "UPDATE mint_requests SET published_at = now()"
+    " WHERE id = ANY($1::uuid[]) AND status IN ('pending', 'rendering')"
 )
 
 
 async def replay_pending(
     pool: asyncpg.Pool, redis: Redis, settings: IntakeSettings, older_than_seconds: float = 0.0
 ) -> int:
-    """Publish MintRequested for every pending row (published more than `older_than_seconds` ago),
-    in chunks: publish, then record published_at. Returns how many were published."""
-    stream = settings.keys.stream(keys.MINT_REQUESTED)
+    """Publish MintRequested for every pending row and RenderRequested for every rendering one
+    (published more than `older_than_seconds` ago), in chunks: publish, then record published_at.
+    Returns how many were published."""
+    mint_stream = settings.keys.stream(keys.MINT_REQUESTED)
+    render_stream = settings.keys.stream(keys.RENDER_REQUESTED)
     after_seq, total = 0, 0
     while True:
         rows = await pool.fetch(PENDING, after_seq, settings.replay_chunk, older_than_seconds)
         if not rows:
             break
-        batch = [
+        mints = [
             MintRequested(request_id=str(row["id"]), kind=row["kind"], valid_before=row["valid_before"])
             for row in rows
+            if row["status"] == "pending"
         ]
-        await publish_many(redis, stream, batch, maxlen=settings.stream_maxlen)  # type: ignore[arg-type]
+        renders = [RenderRequested(request_id=str(row["id"])) for row in rows if row["status"] == "rendering"]
+        await publish_many(redis, mint_stream, mints, maxlen=settings.stream_maxlen)
+        await publish_many(redis, render_stream, renders, maxlen=settings.stream_maxlen)
         await pool.execute(MARK_PUBLISHED, [row["id"] for row in rows])
         total += len(rows)
         after_seq = rows[-1]["seq"]

@@ -21,6 +21,8 @@ from shared.jsonrpc import JsonRpc
 SETTINGS = web.AppKey("settings", IntakeSettings)
 TERMS = web.AppKey("terms", PaymentTerms)
 PAYWALL = web.AppKey("paywall", Paywall)
+# The offer for POST /nft/render: same asset and treasury, the NFT's price.
+NFT_PAYWALL = web.AppKey("nft_paywall", Paywall)
 THROUGHPUT = web.AppKey("throughput", Throughput)
 POOL = web.AppKey("pool", asyncpg.Pool)
 REDIS = web.AppKey("redis", Redis)

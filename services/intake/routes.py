@@ -2,12 +2,14 @@
 
 from aiohttp import web
 
-from services.intake import views
+from services.intake import nft, views
 from services.intake.mint import post_mint
 
 
 def setup_routes(app: web.Application) -> None:
     app.router.add_post("/mint", post_mint)
+    app.router.add_post("/nft/render", nft.post_render)
+    app.router.add_get("/nft/job/{jobId}", nft.get_job)
     app.router.add_get("/queue/status", views.queue_status)
     app.router.add_get("/queue/payer/{address}", views.payer_queue)
     app.router.add_get("/queue/item/{queueId}", views.queue_item)

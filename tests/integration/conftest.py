@@ -186,6 +186,10 @@ def services(settings_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[
         env.setdefault("INTAKE_PORT", str(free_port()))
         env.setdefault("BATCHER_METRICS_PORT", str(free_port()))
         env.setdefault("CONFIRMER_METRICS_PORT", str(free_port()))
+        env.setdefault("RENDERER_METRICS_PORT", str(free_port()))
+        # The renderer's local pin store, served as a gateway on its HTTP port.
+        env.setdefault("RENDERER_PIN_DIR", str(tmp_path / "ipfs"))
+        env.setdefault("RENDERER_GATEWAY_URL", f"http://127.0.0.1:{env['RENDERER_METRICS_PORT']}")
         process = ServiceProcess(name, env, tmp_path).start()
         started.append(process)
         return process

@@ -20,7 +20,7 @@ def test_a_redelivered_request_is_buffered_once_with_every_entry_id() -> None:
     buffer.add("r2", "token", 500, "3-0", now=12.0)
 
     assert len(buffer) == 2
-    first, second = buffer.take(10)
+    first, second = buffer.take({"token": 10})
     assert first.entry_ids == ["1-0", "2-0"]
     assert first.arrived == 10.0
     assert second.entry_ids == ["3-0"]
@@ -29,28 +29,28 @@ def test_a_redelivered_request_is_buffered_once_with_every_entry_id() -> None:
 def test_a_request_without_expiry_sorts_after_every_authorization() -> None:
     buffer = _buffer(("custom", "token", None, 1.0), ("gasless", "token", 2_000_000_000, 2.0))
 
-    taken = buffer.take(10)
+    taken = buffer.take({"token": 10})
 
     assert [w.request_id for w in taken] == ["gasless", "custom"]
     assert taken[1].valid_before == NO_EXPIRY
 
 
 def test_an_empty_buffer_is_never_due() -> None:
-    assert not PendingBuffer().is_due(now=1_000.0, size=1, window=0.0)
+    assert not PendingBuffer().is_due(now=1_000.0, sizes={"token": 1}, window=0.0)
 
 
 def test_a_full_buffer_is_due_before_the_window_ends() -> None:
     buffer = _buffer(("r1", "token", None, 100.0), ("r2", "token", None, 100.0))
 
-    assert buffer.is_due(now=100.0, size=2, window=5.0)
-    assert not buffer.is_due(now=100.0, size=3, window=5.0)
+    assert buffer.is_due(now=100.0, sizes={"token": 2}, window=5.0)
+    assert not buffer.is_due(now=100.0, sizes={"token": 3}, window=5.0)
 
 
 def test_a_partial_buffer_is_due_once_its_oldest_request_waited_a_window() -> None:
     buffer = _buffer(("old", "token", None, 100.0), ("new", "token", None, 104.0))
 
-    assert not buffer.is_due(now=104.9, size=10, window=5.0)
-    assert buffer.is_due(now=105.0, size=10, window=5.0)
+    assert not buffer.is_due(now=104.9, sizes={"token": 10}, window=5.0)
+    assert buffer.is_due(now=105.0, sizes={"token": 10}, window=5.0)
 
 
 def test_take_orders_soonest_expiring_first_then_by_arrival() -> None:
@@ -61,7 +61,12 @@ def test_take_orders_soonest_expiring_first_then_by_arrival() -> None:
         ("soonest", "token", 100, 4.0),
     )
 
-    assert [w.request_id for w in buffer.take(10)] == ["soonest", "soon-first", "soon-second", "late-expiry"]
+    assert [w.request_id for w in buffer.take({"token": 10})] == [
+        "soonest",
+        "soon-first",
+        "soon-second",
+        "late-expiry",
+    ]
 
 
 def test_take_keeps_one_kind_per_batch_and_leaves_the_rest_waiting() -> None:
@@ -72,21 +77,37 @@ def test_take_keeps_one_kind_per_batch_and_leaves_the_rest_waiting() -> None:
         ("nft-b", "nft", 300, 4.0),
     )
 
-    first = buffer.take(10)
-    second = buffer.take(10)
+    first = buffer.take({"token": 10, "nft": 10})
+    second = buffer.take({"token": 10, "nft": 10})
 
     assert [w.request_id for w in first] == ["nft-a", "nft-b"]
     assert [w.request_id for w in second] == ["token-b", "token-a"]
     assert len(buffer) == 0
 
 
+def test_a_full_kind_goes_first_with_its_own_size() -> None:
+    # NFT entries cost more gas, so fewer fit: two NFTs fill a batch before five tokens do.
+    sizes = {"token": 5, "nft": 2}
+    buffer = _buffer(
+        ("token-a", "token", 100, 1.0),
+        ("nft-a", "nft", 900, 2.0),
+        ("nft-b", "nft", 900, 3.0),
+        ("nft-c", "nft", 900, 4.0),
+    )
+
+    assert buffer.is_due(now=4.0, sizes=sizes, window=60.0)
+    assert [w.request_id for w in buffer.take(sizes)] == ["nft-a", "nft-b"]
+    assert not buffer.is_due(now=4.0, sizes=sizes, window=60.0)
+    assert [w.request_id for w in buffer.take(sizes)] == ["token-a"]
+
+
 def test_take_stops_at_size_and_keeps_the_remainder() -> None:
     buffer = _buffer(*[(f"r{i}", "token", None, float(i)) for i in range(5)])
 
-    taken = buffer.take(3)
+    taken = buffer.take({"token": 3})
 
     assert [w.request_id for w in taken] == ["r0", "r1", "r2"]
-    assert [w.request_id for w in buffer.take(3)] == ["r3", "r4"]
+    assert [w.request_id for w in buffer.take({"token": 3})] == ["r3", "r4"]
 
 
 @pytest.mark.parametrize(

@@ -48,11 +48,13 @@ DEPLOYMENT = Deployment(
     chain_id=31337,
     rpc_url="http://127.0.0.1:8545",
     token="0xe7f1725E7734CE288F8367e1Bb143E90bb3F0512",
+    nft="0x9fE46736679d2D9a65F0992F2272dE9f3c7fa6e0",
     usdc=USDC,
     treasury=TREASURY,
     minter="0x70997970C51812dc3A010C7d01b50e0d17dc79C8",
     price=PRICE,
     mint_amount=10**18,
+    nft_price=5 * PRICE,
 )
 PAYER = Account.create()
 

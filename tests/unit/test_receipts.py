@@ -33,9 +33,9 @@ def _log(address: str, topics: list[HexBytes], data: bytes, index: int) -> dict:
     }
 
 
-def _minted(payment_id: bytes, index: int, address: str = TOKEN) -> dict:
+def _minted(payment_id: bytes, index: int, address: str = TOKEN, value: int = 10**18) -> dict:
     topics = [_topic("Minted(bytes32,address,uint256)"), HexBytes(payment_id), _address_topic(RECIPIENT)]
-    return _log(address, topics, abi_encode(["uint256"], [10**18]), index)
+    return _log(address, topics, abi_encode(["uint256"], [value]), index)
 
 
 def _skipped(payment_id: bytes, reason: str, index: int) -> dict:
@@ -58,7 +58,7 @@ def test_outcomes_decode_minted_and_skipped_entries() -> None:
     ]
 
     assert outcomes(logs, TOKEN) == {
-        "0x" + minted_id.hex(): Outcome(minted=True),
+        "0x" + minted_id.hex(): Outcome(minted=True, value=10**18),
         "0x" + underpaid_id.hex(): Outcome(minted=False, reason="underpaid"),
         "0x" + repeated_id.hex(): Outcome(minted=False, reason=ALREADY_PROCESSED),
     }
@@ -81,7 +81,9 @@ def test_logs_of_other_contracts_are_ignored_even_with_the_same_event() -> None:
 def test_the_token_address_matches_whatever_its_case() -> None:
     payment_id = b"\xaa" * 32
 
-    assert outcomes([_minted(payment_id, 0)], TOKEN.lower()) == {"0x" + payment_id.hex(): Outcome(True)}
+    assert outcomes([_minted(payment_id, 0)], TOKEN.lower()) == {
+        "0x" + payment_id.hex(): Outcome(True, value=10**18)
+    }
 
 
 def test_token_events_without_a_payment_id_are_ignored() -> None:
@@ -98,6 +100,15 @@ def test_logs_as_raw_json_rpc_hex_strings_are_read_like_bytes() -> None:
         log["data"] = "0x" + bytes(log["data"]).hex()
 
     assert outcomes(logs, TOKEN) == {
-        "0x" + minted_id.hex(): Outcome(minted=True),
+        "0x" + minted_id.hex(): Outcome(minted=True, value=10**18),
         "0x" + skipped_id.hex(): Outcome(minted=False, reason="payer mismatch"),
     }
+
+
+def test_an_nft_minted_log_carries_its_token_id() -> None:
+    nft = "0x9fE46736679d2D9a65F0992F2272dE9f3c7fa6e0"
+    payment_id = b"\xee" * 32
+
+    found = outcomes([_minted(b"\xaa" * 32, 0), _minted(payment_id, 1, address=nft, value=7)], nft)
+
+    assert found == {"0x" + payment_id.hex(): Outcome(minted=True, value=7)}

@@ -25,8 +25,11 @@ def _signature(v: int | None = None) -> str:
     return "0x" + raw.hex()
 
 
-def _row(signature: str | None = None, authorization: bool = True) -> dict:
+def _row(signature: str | None = None, authorization: bool = True, **fields: str) -> dict:
     return {
+        "id": "a6f1c9e0-0000-4000-8000-000000000001",
+        "kind": "token",
+        "token_uri": None,
         "payer_address": RECIPIENT,
         "payment_id": PAYMENT_ID,
         "authorization_data": {
@@ -40,7 +43,7 @@ def _row(signature: str | None = None, authorization: bool = True) -> dict:
         }
         if authorization
         else None,
-    }
+    } | fields
 
 
 def test_mint_entry_for_an_authorization_row_carries_the_split_signature() -> None:
@@ -146,4 +149,26 @@ def test_batch_mint_calldata_matches_the_contract_abi_encoding() -> None:
     token = Web3().eth.contract(address="0x" + "44" * 20, abi=load_artifact("MintToken")["abi"])
     entries = [mint_entry(_row()), mint_entry(_row(authorization=False))]
     expected = token.encode_abi("batchMint", args=[entries])
-    assert "0x" + encode_batch_mint(entries).hex() == expected
+    assert "0x" + encode_batch_mint("token", entries).hex() == expected
+
+
+def test_nft_batch_mint_calldata_matches_the_contract_abi_encoding() -> None:
+    from web3 import Web3
+
+    from services.batcher.transactions import encode_batch_mint
+    from shared.deploy import load_artifact
+
+    nft = Web3().eth.contract(address="0x" + "55" * 20, abi=load_artifact("Gen1NFT")["abi"])
+    uri = "ipfs://bafybeibntspiwjkva6lmgq3dxkcyc5yycdutxa63slk56disvgiiw57zcy"
+    entries = [
+        mint_entry(_row(kind="nft", token_uri=uri)),
+        mint_entry(_row(authorization=False, kind="nft", token_uri=uri + "x")),
+    ]
+    assert entries[0][2] == uri
+    expected = nft.encode_abi("batchMint", args=[entries])
+    assert "0x" + encode_batch_mint("nft", entries).hex() == expected
+
+
+def test_an_nft_entry_without_a_token_uri_is_refused() -> None:
+    with pytest.raises(ValueError, match="no tokenURI"):
+        mint_entry(_row(kind="nft", token_uri=None))

@@ -1,0 +1,85 @@
+"""POST /nft/render: a paid NFT render (then mint), and GET /nft/job/{jobId}: its progress.
+
+The body is `{"render": {...render settings...}, ...the payment fields of POST /mint...}`; the job id
+is the request's queue id. A render job's status comes from Redis while the renderer keeps it there
+(recent jobs), else from PostgreSQL; the mint's outcome always from PostgreSQL once it is known.
+"""
+
+import uuid
+from typing import Any
+
+from aiohttp import web
+from pydantic import ValidationError
+
+from services.intake import metrics
+from services.intake.errors import ApiError, BadRequest
+from services.intake.mint import accept_paid
+from services.intake.orders import read_body
+from services.intake.resources import NFT_PAYWALL, POOL, REDIS, SETTINGS, THROUGHPUT
+from services.renderer import jobs
+from shared.render_settings import RenderSettings
+
+
+async def post_render(request: web.Request) -> web.Response:
+    try:
+        data = await read_body(request)
+        render = _render_settings(data)
+        queued = await accept_paid(
+            request,
+            data,
+            request.app[NFT_PAYWALL],
+            kind="nft",
+            render_settings=render.model_dump(mode="json", by_alias=True),
+        )
+    except ApiError as exc:
+        metrics.PAYMENTS_REJECTED.labels(exc.code).inc()
+        raise
+    body = {
+        "success": True,
+        "jobId": queued.id,
+        "queuePosition": queued.position,
+        "estimatedWaitSeconds": request.app[THROUGHPUT].wait_seconds(queued.position),
+        "payer": queued.payer,
+        "paymentType": queued.payment_type,
+    }
+    if queued.created:
+        return web.json_response(body, status=202)
+    return web.json_response(body, status=200, headers={"Idempotent-Replayed": "true"})
+
+
+def _render_settings(data: dict[str, Any] | None) -> RenderSettings:
+    """Takes the `render` object out of the body (the rest is the payment) and validates it."""
+    if data is None or "render" not in data:
+        raise BadRequest("invalid_body", "the body needs a `render` object with the render settings")
+    raw = data.pop("render")
+    if not isinstance(raw, dict):
+        raise BadRequest("invalid_body", "`render` must be a JSON object")
+    try:
+        return RenderSettings.model_validate(raw)
+    except ValidationError as exc:
+        problems = [
+            {"field": ".".join(str(part) for part in error["loc"]) or "render", "message": error["msg"]}
+            for error in exc.errors(include_url=False, include_input=False)
+        ]
+        first = problems[0]
+        raise ApiError(
+            "invalid_render_settings", f"render.{first['field']}: {first['message']}", 422, errors=problems
+        ) from None
+
+
+async def get_job(request: web.Request) -> web.Response:
+    raw_id = request.match_info["jobId"]
+    try:
+        job_id = str(uuid.UUID(raw_id))
+    except ValueError:
+        raise BadRequest("invalid_job_id", "jobId must be a UUID") from None
+    app = request.app
+    cache = jobs.JobCache(app[REDIS], app[SETTINGS].keys, {})
+    job = await cache.get(job_id)
+    # A completed render is still waiting for its mint: that part is in PostgreSQL.
+    if job is None or (job["status"] == "completed" and job["mintTxHash"] is None):
+        row = await jobs.load(app[POOL], job_id)
+        if row is None:
+            raise ApiError("not_found", f"no render job {job_id}", 404)
+        job = jobs.job_json(row)
+    return web.json_response({"success": True, **job})

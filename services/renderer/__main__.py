@@ -1,0 +1,57 @@
+import asyncio
+import logging
+
+from redis.asyncio import Redis
+
+from services.renderer.pinning import LocalPinStore, gateway_routes, make_pinner
+from services.renderer.sandbox import Sandbox
+from services.renderer.settings import RendererSettings
+from services.renderer.worker import RenderWorker
+from shared import db, metrics, service
+
+log = logging.getLogger("services.renderer")
+
+
+async def main(stop: asyncio.Event) -> None:
+    settings = RendererSettings()
+    pinner = make_pinner(
+        settings.pin_backend,
+        settings.pin_dir,
+        settings.gateway_url,
+        settings.pinata_jwt,
+        settings.pinata_requests_per_second,
+        settings.pinata_burst,
+        pinata_api_url=settings.pinata_api_url,
+        pinata_gateway_base_url=settings.pinata_gateway_url,
+        pinata_max_attempts=settings.pinata_max_attempts,
+    )
+    pool = await db.create_pool(settings.database_url, max_size=settings.concurrency + 4)
+    redis = Redis.from_url(settings.redis_url)
+    sandbox = Sandbox(settings.concurrency, settings.max_job_memory_mb * 2**20)
+    try:
+        worker = RenderWorker(settings, pool, redis, pinner, sandbox)
+
+        async def health() -> dict:
+            try:
+                redis_ok = bool(await redis.ping())
+            except (OSError, ConnectionError):
+                redis_ok = False
+            return {"postgres": await service.database_reachable(pool), "redis": redis_ok}
+
+        # The local pin store is served as an IPFS gateway on the same port as /metrics.
+        routes = gateway_routes(pinner) if isinstance(pinner, LocalPinStore) else []
+        runner = await metrics.serve(settings.metrics_host, settings.metrics_port, health, routes)
+        try:
+            await worker.run(stop)
+        finally:
+            await runner.cleanup()
+    finally:
+        sandbox.close()
+        await pinner.close()
+        await redis.aclose()
+        await pool.close()
+
+
+if __name__ == "__main__":
+    service.configure_logging()
+    service.run(main)

@@ -35,6 +35,7 @@ lint: $(VENV)/.installed
 
 bench: install
 	$(PY) bench/pipeline.py
+	$(PY) bench/render.py
 
 contracts: node_modules/.installed
 	node contracts/build.js

@@ -30,7 +30,7 @@ from shared.deploy import Deployment, deploy_local
 log = logging.getLogger("mintline.run")
 
 RUN_DIR = Path(".run")
-SERVICES = ("intake", "batcher", "confirmer")
+SERVICES = ("intake", "renderer", "batcher", "confirmer")
 
 
 def _deployment_on_chain(path: Path, rpc_url: str) -> Deployment | None:
@@ -112,6 +112,8 @@ def main() -> None:
             # Local dev values only; a real deployment sets its own.
             "BATCHER_PRIVATE_KEY": os.environ.get("BATCHER_PRIVATE_KEY", DEV_KEYS[1]),
             "WEBHOOK_SECRET": os.environ.get("WEBHOOK_SECRET", "local-dev-webhook-secret"),
+            # NFT images and metadata: the local IPFS store, served by the renderer on :9103/ipfs/.
+            "RENDERER_PIN_DIR": str((RUN_DIR / "ipfs").resolve()),
         }
         (RUN_DIR / "env").write_text(
             "".join(
@@ -137,7 +139,8 @@ def supervise(env: dict[str, str], deployment: Deployment) -> None:
         procs[name] = subprocess.Popen([sys.executable, "-m", f"services.{name}"], env=_service_env(env))
     print(
         f"\nmintline is running: intake at http://127.0.0.1:{port}  (chain {deployment.chain_id}, "
-        f"token {deployment.token}, USDC {deployment.usdc}, price {deployment.price / 1e6:g} USDC)\n"
+        f"token {deployment.token}, USDC {deployment.usdc}, price {deployment.price / 1e6:g} USDC; "
+        f"NFT {deployment.nft}, price {deployment.nft_price / 1e6:g} USDC)\n"
         f"deployment: {RUN_DIR / 'deployment.json'}; connection URLs: {RUN_DIR / 'env'}; Ctrl-C stops.\n",
         flush=True,
     )

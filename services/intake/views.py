@@ -8,7 +8,7 @@ from aiohttp import web
 from services.intake import queue
 from services.intake.errors import ApiError, BadRequest
 from services.intake.payments import parse_address
-from services.intake.resources import CHAIN, PAYWALL, POOL, REDIS, SETTINGS, TERMS, THROUGHPUT
+from services.intake.resources import CHAIN, NFT_PAYWALL, PAYWALL, POOL, REDIS, SETTINGS, TERMS, THROUGHPUT
 from shared.metrics import metrics_response
 
 PAYER_ITEMS_LIMIT = 100
@@ -65,6 +65,11 @@ async def info(request: web.Request) -> web.Response:
             "treasury": terms.treasury,
             "price": str(terms.price),
             "mintAmount": str(deployment.mint_amount),
+            "nft": {
+                "contract": deployment.nft,
+                "price": str(deployment.nft_price),
+                "x402": request.app[NFT_PAYWALL].offer()[1],
+            },
             "paymentTypes": PAYMENT_TYPES,
             "customPaymentConfirmations": request.app[SETTINGS].custom_payment_confirmations,
             "x402": request.app[PAYWALL].offer()[1],

@@ -447,6 +447,8 @@ async def test_status_pages(intake: Intake, fund_payers: Fund) -> None:
         body["paymentTypes"] == ["x402", "gasless", "custom"]
         and body["x402"]["accepts"][0]["scheme"] == "exact"
     )
+    assert body["nft"]["contract"] == deployment.nft
+    assert body["nft"]["price"] == body["nft"]["x402"]["accepts"][0]["amount"] == str(deployment.nft_price)
 
     async with intake.client.get("/metrics") as response:
         text = await response.text()

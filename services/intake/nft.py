@@ -57,13 +57,14 @@ def _render_settings(data: dict[str, Any] | None) -> RenderSettings:
     try:
         return RenderSettings.model_validate(raw)
     except ValidationError as exc:
+        # A limit on the settings as a whole (total pixels) has no field of its own: it is `render`.
         problems = [
-            {"field": ".".join(str(part) for part in error["loc"]) or "render", "message": error["msg"]}
+            {"field": ".".join(["render", *map(str, error["loc"])]), "message": error["msg"]}
             for error in exc.errors(include_url=False, include_input=False)
         ]
         first = problems[0]
         raise ApiError(
-            "invalid_render_settings", f"render.{first['field']}: {first['message']}", 422, errors=problems
+            "invalid_render_settings", f"{first['field']}: {first['message']}", 422, errors=problems
         ) from None
 
 

@@ -8,7 +8,9 @@ blown budget cannot reach the next job.
 import asyncio
 import logging
 import multiprocessing
+import os
 import resource
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -23,6 +25,7 @@ DEFAULT_MAX_BUDGET_BYTES = 1 << 30
 DEFAULT_SAFETY_FACTOR = 1.5
 # On top of the estimate: the interpreter's own heap growth and allocator slack, whatever the job's size.
 DEFAULT_ALLOWANCE_BYTES = 64 << 20
+PARENT_CHECK_SECONDS = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +77,11 @@ class Sandbox:
 
     def _new_pool(self) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(
-            max_workers=self.concurrency, mp_context=self._context, max_tasks_per_child=1
+            max_workers=self.concurrency,
+            mp_context=self._context,
+            max_tasks_per_child=1,
+            initializer=_exit_with_parent,
+            initargs=(os.getpid(),),
         )
 
     def budget_bytes(self, settings: RenderSettings) -> int:
@@ -131,6 +138,21 @@ class Sandbox:
 
     async def aclose(self) -> None:
         await asyncio.to_thread(self.close)
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    """A render process whose service was killed (SIGKILL: no shutdown code ran) would wait forever on
+    its task queue, and keep the forkserver alive with it: exit once the service is gone."""
+
+    def watch() -> None:
+        while True:
+            time.sleep(PARENT_CHECK_SECONDS)
+            try:
+                os.kill(parent_pid, 0)
+            except ProcessLookupError:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def _render_in_child(settings: RenderSettings, budget_bytes: int) -> RenderResult:

@@ -61,7 +61,9 @@ async def render_gasless(
 
 async def stream_ids(intake: Intake, stream: str) -> list[str]:
     """The request ids on this test's `stream`, in order."""
-    entries = await intake.redis.xrange(intake.settings.keys.stream(stream))
+    entries: list[tuple[bytes, dict[bytes, bytes]]] = await intake.redis.xrange(  # type: ignore[assignment]
+        intake.settings.keys.stream(stream)
+    )
     return [decode(fields[b"event"]).request_id for _, fields in entries]  # type: ignore[union-attr]
 
 
@@ -188,17 +190,17 @@ async def test_queued_renders_reserve_the_payers_balance(intake: Intake, fund_pa
 @pytest.mark.parametrize(
     ("body_render", "status", "code", "field", "reason"),
     [
-        pytest.param({**RENDER, "frameCount": 128, "size": 1024}, 422, "invalid_render_settings", None,
+        pytest.param({**RENDER, "frameCount": 128, "size": 1024}, 422, "invalid_render_settings", "render",
                      str(MAX_PIXELS), id="too-many-pixels"),
-        pytest.param({**RENDER, "palette": "rainbow"}, 422, "invalid_render_settings", "palette",
+        pytest.param({**RENDER, "palette": "rainbow"}, 422, "invalid_render_settings", "render.palette",
                      "'sunset', 'ocean', 'forest', 'mono', 'neon' or 'candy'", id="unknown-palette"),
-        pytest.param({**RENDER, "shape": "hexagon"}, 422, "invalid_render_settings", "shape",
+        pytest.param({**RENDER, "shape": "hexagon"}, 422, "invalid_render_settings", "render.shape",
                      "'circle'", id="unknown-shape"),
-        pytest.param({**RENDER, "name": "bell\x07"}, 422, "invalid_render_settings", "name",
+        pytest.param({**RENDER, "name": "bell\x07"}, 422, "invalid_render_settings", "render.name",
                      "U+0007", id="control-character-in-name"),
-        pytest.param({**RENDER, "colour": "red"}, 422, "invalid_render_settings", "colour",
+        pytest.param({**RENDER, "colour": "red"}, 422, "invalid_render_settings", "render.colour",
                      "Extra inputs are not permitted", id="unknown-field"),
-        pytest.param({**RENDER, "frameCount": "8"}, 422, "invalid_render_settings", "frameCount",
+        pytest.param({**RENDER, "frameCount": "8"}, 422, "invalid_render_settings", "render.frameCount",
                      "valid integer", id="frame-count-as-string"),
         pytest.param(..., 400, "invalid_body", None, "render", id="render-missing"),
         pytest.param(["sunset", "star"], 400, "invalid_body", None, "render", id="render-not-an-object"),
@@ -220,7 +222,7 @@ async def test_bad_render_settings_are_refused_before_anything_is_stored(
     assert (got_status, got["error"]) == (status, code), got
     assert got["success"] is False and reason in got["message"]
     if field is not None:
-        assert got["message"].startswith(f"render.{field}: ")
+        assert got["message"].startswith(f"{field}: ")
         assert got["errors"][0]["field"] == field and reason in got["errors"][0]["message"]
     assert await intake.pool.fetchval("SELECT count(*) FROM mint_requests") == 0
     assert await intake.pool.fetchval("SELECT count(*) FROM render_jobs") == 0

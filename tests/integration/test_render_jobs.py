@@ -47,6 +47,12 @@ def job(status: str) -> dict[str, Any]:
     }
 
 
+async def members(redis: Redis, key: str) -> list[str]:
+    """A sorted set's members, oldest first."""
+    found: list[bytes] = await redis.zrange(key, 0, -1)  # type: ignore[assignment]
+    return [member.decode() for member in found]
+
+
 async def test_cache_keeps_the_latest_finished_jobs_per_state(redis_client: Redis, names: Keys) -> None:
     cache = jobs.JobCache(redis_client, names, {"completed": 3, "failed": 1}, ttl_seconds=600)
     completed = [job("completed") for _ in range(5)]
@@ -56,8 +62,7 @@ async def test_cache_keeps_the_latest_finished_jobs_per_state(redis_client: Redi
     ids = [str(j["request_id"]) for j in completed]
     failed_ids = [str(j["request_id"]) for j in failed]
 
-    kept = await redis_client.zrange(names.render_finished("completed"), 0, -1)
-    assert [member.decode() for member in kept] == ids[2:]
+    assert await members(redis_client, names.render_finished("completed")) == ids[2:]
     for dropped in ids[:2]:
         assert await redis_client.exists(names.render_job(dropped)) == 0
         assert await cache.get(dropped) is None
@@ -66,8 +71,7 @@ async def test_cache_keeps_the_latest_finished_jobs_per_state(redis_client: Redi
         assert cached is not None and (cached["jobId"], cached["status"]) == (newest, "completed")
         assert await redis_client.ttl(names.render_job(newest)) == -1  # finished ones stay until trimmed
     # The failed jobs are kept (and trimmed) on their own.
-    kept_failed = await redis_client.zrange(names.render_finished("failed"), 0, -1)
-    assert [member.decode() for member in kept_failed] == failed_ids[1:]
+    assert await members(redis_client, names.render_finished("failed")) == failed_ids[1:]
     assert await cache.get(failed_ids[0]) is None
     assert (await cache.get(failed_ids[1]) or {}).get("error") == "boom"
 
@@ -106,13 +110,13 @@ async def history(pool: asyncpg.Pool, request_id: str) -> list[tuple[str, str | 
 async def test_a_job_is_leased_to_one_renderer_until_it_completes(pg_pool: asyncpg.Pool) -> None:
     job_id = await insert_request(pg_pool)
 
-    first = await jobs.claim(pg_pool, job_id, "renderer-a", lease_seconds=0.2)
+    first = await jobs.claim(pg_pool, job_id, "renderer-a", lease_seconds=0.5)
     assert first.job is not None and first.reason == ""
     assert (first.job["status"], first.job["attempts"], first.job["settings"]) == ("active", 1, SETTINGS)
     assert first.job["mint_status"] == "rendering"
     assert await jobs.claim(pg_pool, job_id, "renderer-b", lease_seconds=30) == jobs.Claim(None, "leased")
 
-    await asyncio.sleep(0.3)  # renderer A's lease lapses
+    await asyncio.sleep(0.6)  # renderer A's lease lapses
     taken_over = await jobs.claim(pg_pool, job_id, "renderer-b", lease_seconds=30)
     assert taken_over.job is not None and taken_over.job["attempts"] == 2
     assert await jobs.claim(pg_pool, job_id, "renderer-a", lease_seconds=30) == jobs.Claim(None, "leased")

@@ -4,6 +4,9 @@ budget, or its process killed) that leaves the renderer working for the next one
 import asyncio
 import os
 import signal
+import subprocess
+import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -114,3 +117,51 @@ def cmdline(pid: int) -> bytes:
         return Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return b""
+
+
+SERVICE_SCRIPT = """
+import asyncio, sys
+from services.renderer.sandbox import Sandbox
+from shared.render_settings import RenderSettings
+
+async def main():
+    sandbox = Sandbox(2)
+    await sandbox.render(RenderSettings.model_validate(
+        {"name": "x", "palette": "ocean", "shape": "star", "seed": 1, "frameCount": 4, "size": 32}))
+    print(" ".join(str(pid) for pid in sandbox._pool._processes), flush=True)
+    await asyncio.sleep(600)
+
+if __name__ == "__main__":
+    asyncio.run(main())
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_render_processes_exit_when_their_service_is_killed(tmp_path: Path) -> None:
+    script = tmp_path / "service.py"
+    script.write_text(SERVICE_SCRIPT)
+    service = subprocess.Popen(
+        [sys.executable, str(script)],
+        cwd=Path(__file__).resolve().parents[2],
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert service.stdout is not None
+    workers = [int(pid) for pid in service.stdout.readline().split()]
+    assert workers and all(_alive(pid) for pid in workers)
+
+    service.send_signal(signal.SIGKILL)  # no shutdown code runs
+    service.wait()
+
+    deadline = time.monotonic() + 15
+    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(pid) for pid in workers)

@@ -1,0 +1,1 @@
+"""The operator's commands behind `mintline` (shared/cli.py): one module per command."""

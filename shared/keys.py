@@ -8,6 +8,8 @@ TX_SENT = "tx.sent"
 TX_STUCK = "tx.stuck"
 MINT_COMPLETED = "mint.completed"
 MINT_FAILED = "mint.failed"
+# Every stream above, for whatever looks at all of them (the queue-depth gauges).
+STREAMS = (RENDER_REQUESTED, MINT_REQUESTED, TX_SENT, TX_STUCK, MINT_COMPLETED, MINT_FAILED)
 
 # Consumer groups are named after the service that reads.
 INTAKE = "intake"

@@ -3,9 +3,7 @@
 import asyncio
 import contextlib
 import logging
-import os
 import signal
-import sys
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
@@ -52,14 +50,6 @@ async def resources(settings: Settings, pool_size: int = 10) -> AsyncIterator[Re
         await redis.aclose()
         await pool.close()
         await w3.provider.disconnect()
-
-
-def configure_logging(level: str | None = None) -> None:
-    logging.basicConfig(
-        level=(level or os.environ.get("LOG_LEVEL", "INFO")).upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
 
 
 def run(main: Callable[[asyncio.Event], Coroutine[Any, Any, None]], grace_seconds: float = 10.0) -> None:

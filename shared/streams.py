@@ -15,6 +15,7 @@ from redis.exceptions import ResponseError
 
 from shared import events
 from shared.events import FIELD, DecodeError, Event
+from shared.stream_metrics import DEAD_LETTERED, stream_label
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,8 @@ class Consumer:
         self.claim_idle_ms = claim_idle_ms
         self.max_deliveries = max_deliveries
         self.dead_lettered = 0
+        # Exported from 0, so an alert on its increase sees the first dead letter.
+        self._dead_counter = DEAD_LETTERED.labels(stream_label(stream))
 
     async def start(self) -> None:
         await ensure_group(self.redis, self.stream, self.group)
@@ -167,6 +170,7 @@ class Consumer:
         await self.redis.xadd(self.dead_stream, payload, maxlen=100_000, approximate=True)
         await self.redis.xack(self.stream, self.group, entry_id)
         self.dead_lettered += 1
+        self._dead_counter.inc()
 
     async def consume(
         self,

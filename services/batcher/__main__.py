@@ -3,7 +3,7 @@ import logging
 
 from services.batcher.settings import BatcherSettings
 from services.batcher.worker import Batcher
-from shared import metrics, service
+from shared import logs, metrics, service
 
 log = logging.getLogger("services.batcher")
 
@@ -26,5 +26,5 @@ async def main(stop: asyncio.Event) -> None:
 
 
 if __name__ == "__main__":
-    service.configure_logging()
+    logs.configure("batcher")
     service.run(main)

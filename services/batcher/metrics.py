@@ -12,3 +12,18 @@ EXPIRED_BEFORE_BATCH = Counter(
 NEXT_NONCE = Gauge("mintline_batcher_next_nonce", "Next nonce the batcher will assign")
 IN_FLIGHT = Gauge("mintline_batches_in_flight", "Batches signed or sent, not yet confirmed")
 ACTIVE = Gauge("mintline_batcher_active", "1 when this batcher holds the wallet lock, 0 on standby")
+# Wallet health, labelled by wallet and exported only by the active batcher (a standby has no values).
+WALLET_BALANCE = Gauge("mintline_wallet_balance_wei", "The wallet's balance at the latest block", ["wallet"])
+CHAIN_NONCE = Gauge(
+    "mintline_wallet_chain_nonce", "The wallet's transaction count at the latest block", ["wallet"]
+)
+NONCE_LAG = Gauge(
+    "mintline_nonce_lag_transactions",
+    "Nonces the batcher assigned that the chain has not mined yet (next nonce minus chain nonce)",
+    ["wallet"],
+)
+OLDEST_IN_FLIGHT = Gauge(
+    "mintline_oldest_in_flight_batch_age_seconds",
+    "How long the oldest batch signed or sent and not yet confirmed has waited (0 with none)",
+    ["wallet"],
+)

@@ -19,12 +19,12 @@ from redis.asyncio import Redis
 from web3 import AsyncWeb3
 from web3.exceptions import Web3Exception
 
-from services.batcher import metrics
+from services.batcher import metrics, wallet_health
 from services.batcher.batching import PendingBuffer, Waiting, entries_per_batch
 from services.batcher.lock import WalletLock
 from services.batcher.settings import TUNABLE, BatcherSettings
 from services.batcher.transactions import Fees, encode_batch_mint, mint_entry, sign
-from shared import keys
+from shared import keys, logs
 from shared.backoff import exponential_backoff
 from shared.events import Event, MintFailed, MintRequested, TxSent, TxStuck
 from shared.loops import pause
@@ -296,6 +296,7 @@ class Batcher:
             kind,
             gas,
             signed.tx_hash,
+            extra={"batch_id": batch_id, "nonce": nonce, "tx_hash": signed.tx_hash},
         )
         return batch_id, nonce, signed.tx_hash, signed.raw
 
@@ -319,6 +320,10 @@ class Batcher:
         return self._fees[1]
 
     async def _broadcast(self, batch_id: int, nonce: int, tx_hash: str, raw: bytes) -> bool:
+        with logs.bind(batch_id=batch_id, nonce=nonce, tx_hash=tx_hash):
+            return await self._send(batch_id, nonce, tx_hash, raw)
+
+    async def _send(self, batch_id: int, nonce: int, tx_hash: str, raw: bytes) -> bool:
         try:
             await self.w3.eth.send_raw_transaction(raw)
         except (Web3Exception, ValueError) as exc:
@@ -406,6 +411,7 @@ class Batcher:
             old.max_fee_per_gas,
             fees.max_fee_per_gas,
             signed.tx_hash,
+            extra={"batch_id": batch["id"], "nonce": batch["nonce"], "tx_hash": signed.tx_hash},
         )
         await self._broadcast(batch["id"], batch["nonce"], signed.tx_hash, signed.raw)
 
@@ -416,7 +422,8 @@ class Batcher:
         metrics.IN_FLIGHT.set(self.in_flight)
 
     async def _maintenance_loop(self, stop: asyncio.Event) -> None:
-        """Lock health, run-time settings, in-flight count, and rebroadcast of unsent transactions."""
+        """Lock health, run-time settings, in-flight count, rebroadcast of unsent transactions, and
+        the wallet gauges (balance, nonce lag)."""
         next_refresh = 0.0
         while not stop.is_set():
             if not await self.lock.still_held():
@@ -435,6 +442,7 @@ class Batcher:
                 )
                 for batch in unsent:
                     await self._broadcast(batch["id"], batch["nonce"], batch["tx_hash"], batch["raw_tx"])
+                await wallet_health.observe(self.w3, self.pool, self.wallet, lambda: self.next_nonce)
             except Exception:
                 log.exception("batcher maintenance failed; going on")
             await pause(stop, 1.0)

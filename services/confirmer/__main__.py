@@ -2,7 +2,7 @@ import asyncio
 
 from services.confirmer.settings import ConfirmerSettings
 from services.confirmer.worker import Confirmer, replay
-from shared import keys, metrics, service
+from shared import keys, logs, metrics, service
 from shared import replay as stream_replay
 
 
@@ -29,5 +29,5 @@ async def main(stop: asyncio.Event) -> None:
 
 
 if __name__ == "__main__":
-    service.configure_logging()
+    logs.configure("confirmer")
     service.run(main)

@@ -23,7 +23,7 @@ from services.confirmer.receipts import (
     outcomes,
 )
 from services.confirmer.settings import TUNABLE, ConfirmerSettings
-from shared import keys
+from shared import keys, logs
 from shared.events import Event, MintCompleted, MintFailed, MintRequested, TxStuck
 from shared.jsonrpc import JsonRpc
 from shared.loops import pause
@@ -158,21 +158,33 @@ class Confirmer:
         }
         canonical = await self._block_hashes({int(r["blockNumber"], 16) for r in deep.values()})
         for batch in batches:
-            try:
-                if batch.id not in receipts:
-                    await self._not_mined(batch, head, mined_nonces[batch.wallet])
-                elif batch.id in deep:
-                    receipt = deep[batch.id]
-                    if canonical.get(int(receipt["blockNumber"], 16)) != receipt["blockHash"]:
-                        # The receipt's block left the canonical chain: wait for the transaction again.
-                        metrics.REORGS.inc()
-                        log.warning(
-                            "batch %d: block %s reorged away; waiting again", batch.id, receipt["blockNumber"]
-                        )
-                        continue
-                    await self._settle_mined(batch, receipt)
-            except Exception:
-                log.exception("checking batch %d failed; will look again", batch.id)
+            with logs.bind(batch_id=batch.id, nonce=batch.nonce, tx_hash=batch.latest_hash):
+                await self._check(batch, head, mined_nonces, receipts, deep, canonical)
+
+    async def _check(
+        self,
+        batch: Watched,
+        head: int,
+        mined_nonces: dict[str, int],
+        receipts: dict[int, dict],
+        deep: dict[int, dict],
+        canonical: dict[int, str | None],
+    ) -> None:
+        try:
+            if batch.id not in receipts:
+                await self._not_mined(batch, head, mined_nonces[batch.wallet])
+            elif batch.id in deep:
+                receipt = deep[batch.id]
+                if canonical.get(int(receipt["blockNumber"], 16)) != receipt["blockHash"]:
+                    # The receipt's block left the canonical chain: wait for the transaction again.
+                    metrics.REORGS.inc()
+                    log.warning(
+                        "batch %d: block %s reorged away; waiting again", batch.id, receipt["blockNumber"]
+                    )
+                    return
+                await self._settle_mined(batch, receipt)
+        except Exception:
+            log.exception("checking batch %d failed; will look again", batch.id)
 
     async def _block_hashes(self, numbers: set[int]) -> dict[int, str | None]:
         if not numbers:

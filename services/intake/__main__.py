@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from services.intake.app import create_app
 from services.intake.settings import IntakeSettings
+from shared import logs
 
 log = logging.getLogger("services.intake")
 
@@ -43,7 +44,7 @@ def main() -> None:
         names = ", ".join(str(error["loc"][0]) for error in exc.errors())
         print(f"intake: invalid or missing settings: {names}\n{exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure("intake", settings.log_level)
     asyncio.run(serve(settings))
 
 

@@ -2,18 +2,30 @@
 
 from aiohttp import web
 
+from services.intake import live, openapi
 from services.intake.background import run_background
-from services.intake.middleware import count_requests, json_errors
+from services.intake.middleware import count_requests, json_errors, request_ids
 from services.intake.payments import PaymentTerms
 from services.intake.paywall import Paywall
-from services.intake.resources import NFT_PAYWALL, PAYWALL, SETTINGS, TERMS, THROUGHPUT, open_resources
+from services.intake.resources import (
+    NFT_PAYWALL,
+    PAYWALL,
+    SETTINGS,
+    TERMS,
+    THROUGHPUT,
+    WATCHER,
+    open_resources,
+)
 from services.intake.routes import setup_routes
 from services.intake.settings import IntakeSettings
 from services.intake.throughput import Throughput
+from services.intake.watcher import Watcher
 
 
 def create_app(settings: IntakeSettings) -> web.Application:
-    app = web.Application(middlewares=[count_requests, json_errors], client_max_size=settings.max_body_bytes)
+    app = web.Application(
+        middlewares=[request_ids, count_requests, json_errors], client_max_size=settings.max_body_bytes
+    )
     terms = PaymentTerms.for_deployment(settings.deployment)
     app[SETTINGS] = settings
     app[TERMS] = terms
@@ -22,7 +34,16 @@ def create_app(settings: IntakeSettings) -> web.Application:
         PaymentTerms.for_deployment(settings.deployment, "nft"), settings.max_timeout_seconds
     )
     app[THROUGHPUT] = Throughput(settings.fallback_mints_per_second, settings.throughput_min_sample)
+    app[WATCHER] = Watcher(
+        app[THROUGHPUT],
+        poll_seconds=settings.live_poll_seconds,
+        queue_seconds=settings.live_queue_seconds,
+        max_streams=settings.live_max_streams,
+    )
     setup_routes(app)
+    app[openapi.SPEC] = openapi.document()
+    # Before aiohttp waits for open handlers: the live streams end instead of holding shutdown up.
+    app.on_shutdown.append(live.close_streams)
     # Opened in this order, closed in reverse: the loops stop before the pools they use close.
     app.cleanup_ctx.append(open_resources)
     app.cleanup_ctx.append(run_background)

@@ -1,5 +1,6 @@
 """The loops intake runs beside its HTTP handlers (aiohttp's background-task cleanup_ctx pattern):
-callback consumers, webhook delivery, stream replay, the stale-publish sweep and the throughput reader.
+callback consumers, webhook delivery, stream replay, the stale-publish sweep, the throughput reader and
+the queue-depth gauges.
 """
 
 import asyncio
@@ -11,8 +12,8 @@ from collections.abc import AsyncIterator, Coroutine
 from aiohttp import web
 
 from services.intake.replay import replay_pending, republish_stale
-from services.intake.resources import CALLBACKS, POOL, REDIS, SETTINGS, THROUGHPUT
-from shared import keys
+from services.intake.resources import CALLBACKS, POOL, REDIS, SETTINGS, THROUGHPUT, WATCHER
+from shared import keys, stream_metrics
 from shared.replay import watch
 from shared.streams import Consumer
 
@@ -43,6 +44,9 @@ async def run_background(app: web.Application) -> AsyncIterator[None]:
         "replay": watch(redis, settings.keys.alive(keys.INTAKE), replay, stop),
         "republish-sweep": republish_stale(pool, redis, settings, stop),
         "throughput": app[THROUGHPUT].run(pool, stop, settings.throughput_refresh_seconds),
+        "live-watcher": app[WATCHER].run(pool, stop),
+        # Queue depth of every stream, read here only (see shared/stream_metrics.py).
+        "stream-metrics": stream_metrics.run(redis, settings.keys, stop, settings.stream_metrics_seconds),
     }
     tasks = {asyncio.create_task(coro, name=f"intake-{name}") for name, coro in loops.items()}
     try:

@@ -93,7 +93,13 @@ class Callbacks:
         at = datetime.fromtimestamp(event.created_ms / 1000, UTC).isoformat()
         delivery_id = await self.pool.fetchval(ADD_DELIVERY, request_id, name, status, tx_hash, error, at)
         if delivery_id is not None:
-            log.info("webhook %d queued: %s for request %s", delivery_id, name, request_id)
+            log.info(
+                "webhook %d queued: %s for request %s",
+                delivery_id,
+                name,
+                request_id,
+                extra={"queue_id": str(request_id)},
+            )
             self._wake.set()
 
     async def deliver_due(self, stop: asyncio.Event) -> None:
@@ -186,6 +192,7 @@ class Callbacks:
                 row["event"],
                 row["request_id"],
                 attempt,
+                extra={"queue_id": str(row["request_id"])},
             )
         elif attempt >= self.settings.webhook_max_attempts:
             outcome = "failed"
@@ -196,6 +203,7 @@ class Callbacks:
                 row["request_id"],
                 attempt,
                 error,
+                extra={"queue_id": str(row["request_id"])},
             )
         else:
             outcome = "retry"
@@ -206,6 +214,7 @@ class Callbacks:
                 row["request_id"],
                 attempt,
                 error,
+                extra={"queue_id": str(row["request_id"])},
             )
         metrics.WEBHOOK_ATTEMPTS.labels(outcome).inc()
         if outcome != "retry":

@@ -1,7 +1,10 @@
 """Middlewares: every error becomes JSON {"success": false, "error", "message"}; every request is counted."""
 
+import asyncio
 import logging
+import re
 import time
+import uuid
 from collections.abc import Mapping
 from typing import Any
 
@@ -13,6 +16,8 @@ from x402.http.constants import PAYMENT_REQUIRED_HEADER
 from services.intake import metrics
 from services.intake.errors import ApiError
 from services.intake.resources import NFT_PAYWALL, PAYWALL
+from services.intake.schemas import ApiErrorBody, PaymentRequiredBody
+from shared import logs
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +28,8 @@ HTTP_ERROR_CODES = {
     413: "payload_too_large",
     415: "unsupported_media_type",
 }
+REQUEST_ID_HEADER = "X-Request-Id"
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
@@ -34,16 +41,21 @@ def error_response(
     headers: Mapping[str, str] | None = None,
     details: Mapping[str, Any] | None = None,
 ) -> web.Response:
-    body = {"success": False, "error": code, "message": message, **(details or {})}
     headers = dict(headers or {})
+    fields = {"error": code, "message": message, **(details or {})}
+    body: ApiErrorBody | PaymentRequiredBody
     if status == 402:
         # x402: every 402 carries the offer of what was asked for, so a client can (re)pay; the body
         # holds it too.
         paywall = request.app[NFT_PAYWALL if request.path.startswith("/nft/") else PAYWALL]
         header, offer = paywall.offer(code)
         headers.setdefault(PAYMENT_REQUIRED_HEADER, header)
-        body = {**offer, **body}
-    return web.json_response(body, status=status, headers=headers)
+        body = PaymentRequiredBody.model_validate({**offer, **fields})
+    else:
+        body = ApiErrorBody.model_validate(fields)
+    return web.json_response(
+        body.model_dump(mode="json", by_alias=True, exclude_none=True), status=status, headers=headers
+    )
 
 
 @web.middleware
@@ -85,6 +97,23 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
 
 
 @web.middleware
+async def request_ids(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every log line written while answering carries the request id (the caller's X-Request-Id if
+    it is a sane one), and the response names it, so a client's report can be found in the logs."""
+    given = request.headers.get(REQUEST_ID_HEADER, "")
+    request_id = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+    with logs.bind(request_id=request_id):
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            exc.headers[REQUEST_ID_HEADER] = request_id
+            raise
+    if not response.prepared:
+        response.headers[REQUEST_ID_HEADER] = request_id
+    return response
+
+
+@web.middleware
 async def count_requests(request: web.Request, handler: Handler) -> web.StreamResponse:
     started = time.perf_counter()
     status = 500
@@ -94,6 +123,11 @@ async def count_requests(request: web.Request, handler: Handler) -> web.StreamRe
         return response
     except web.HTTPException as exc:
         status = exc.status
+        raise
+    except asyncio.CancelledError:
+        # The client left before the answer (a closed event stream, say): not a server error. 499 as
+        # nginx counts it.
+        status = 499
         raise
     finally:
         resource = request.match_info.route.resource

@@ -19,6 +19,7 @@ from services.intake.payments import check_expiry
 from services.intake.paywall import Paywall
 from services.intake.queue import NewRequest, Queued
 from services.intake.resources import CHAIN, PAYWALL, POOL, REDIS, SETTINGS, THROUGHPUT
+from services.intake.schemas import MintAccepted
 from services.intake.verify import verify
 from shared import keys
 from shared.events import BaseEvent, MintRequested, RenderRequested
@@ -106,6 +107,7 @@ async def accept_paid(
             order.payment_id,
             queued.payer,
             queued.position,
+            extra={"queue_id": queued.id},
         )
         if render_settings is None:
             event: BaseEvent = MintRequested(request_id=queued.id, kind=kind, valid_before=valid_before)
@@ -131,14 +133,13 @@ async def _announce(app: web.Application, stream: str, event: BaseEvent, request
 
 def _answer(app: web.Application, queued: Queued) -> web.Response:
     """202 for a new request; 200 with `Idempotent-Replayed` for one an Idempotency-Key found."""
-    body = {
-        "success": True,
-        "queueId": queued.id,
-        "queuePosition": queued.position,
-        "payer": queued.payer,
-        "estimatedWaitSeconds": app[THROUGHPUT].wait_seconds(queued.position),
-        "paymentType": queued.payment_type,
-    }
+    body = MintAccepted(
+        queue_id=queued.id,
+        queue_position=queued.position,
+        payer=queued.payer,
+        estimated_wait_seconds=app[THROUGHPUT].wait_seconds(queued.position),
+        payment_type=queued.payment_type,
+    ).model_dump(mode="json", by_alias=True)
     if queued.created:
         return web.json_response(body, status=202)
     return web.json_response(body, status=200, headers={"Idempotent-Replayed": "true"})

@@ -14,10 +14,30 @@ from pydantic import ValidationError
 from services.intake import metrics
 from services.intake.errors import ApiError, BadRequest
 from services.intake.mint import accept_paid
-from services.intake.orders import read_body
+from services.intake.orders import CustomBody, GaslessBody, X402Body, read_body
 from services.intake.resources import NFT_PAYWALL, POOL, REDIS, SETTINGS, THROUGHPUT
+from services.intake.schemas import RenderAccepted, RenderJob
 from services.renderer import jobs
 from shared.render_settings import RenderSettings
+
+
+class X402Render(X402Body):
+    """The x402 payment travels in the PAYMENT-SIGNATURE / X-PAYMENT header."""
+
+    render: RenderSettings
+
+
+class GaslessRender(GaslessBody):
+    render: RenderSettings
+
+
+class CustomRender(CustomBody):
+    render: RenderSettings
+
+
+# What the API description shows a body as; the handler validates `render` and the payment apart so
+# each gets its own error (422 invalid_render_settings with every field, 400 invalid_body).
+RENDER_BODIES = (X402Render, GaslessRender, CustomRender)
 
 
 async def post_render(request: web.Request) -> web.Response:
@@ -34,14 +54,13 @@ async def post_render(request: web.Request) -> web.Response:
     except ApiError as exc:
         metrics.PAYMENTS_REJECTED.labels(exc.code).inc()
         raise
-    body = {
-        "success": True,
-        "jobId": queued.id,
-        "queuePosition": queued.position,
-        "estimatedWaitSeconds": request.app[THROUGHPUT].wait_seconds(queued.position),
-        "payer": queued.payer,
-        "paymentType": queued.payment_type,
-    }
+    body = RenderAccepted(
+        job_id=queued.id,
+        queue_position=queued.position,
+        estimated_wait_seconds=request.app[THROUGHPUT].wait_seconds(queued.position),
+        payer=queued.payer,
+        payment_type=queued.payment_type,
+    ).model_dump(mode="json", by_alias=True)
     if queued.created:
         return web.json_response(body, status=202)
     return web.json_response(body, status=200, headers={"Idempotent-Replayed": "true"})
@@ -83,4 +102,4 @@ async def get_job(request: web.Request) -> web.Response:
         if row is None:
             raise ApiError("not_found", f"no render job {job_id}", 404)
         job = jobs.job_json(row)
-    return web.json_response({"success": True, **job})
+    return web.json_response(RenderJob.model_validate(job).model_dump(mode="json", by_alias=True))

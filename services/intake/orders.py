@@ -11,11 +11,18 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from yarl import URL
 
 from services.intake.errors import ApiError, BadRequest
-from services.intake.payments import Authorization, parse_address, parse_authorization
+from services.intake.payments import (
+    ADDRESS_RE,
+    AUTHORIZATION_SCHEMA,
+    SIGNATURE_SCHEMA,
+    Authorization,
+    parse_address,
+    parse_authorization,
+)
 from services.intake.paywall import Paywall
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
-_IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
+IDEMPOTENCY_KEY_RE = re.compile(r"[\x21-\x7e]{1,255}")
 _TX_HASH = r"^0x[0-9a-fA-F]{64}$"
 MAX_URL_CHARS = 2048
 
@@ -32,7 +39,14 @@ def _callback_url(value: str) -> str:
     return value
 
 
-CallbackUrl = Annotated[str, AfterValidator(_callback_url)]
+CallbackUrl = Annotated[
+    str,
+    AfterValidator(_callback_url),
+    Field(
+        description="an absolute http(s) URL POSTed the outcome (signed webhook)",
+        json_schema_extra={"format": "uri", "maxLength": MAX_URL_CHARS},
+    ),
+]
 
 
 class _Body(BaseModel):
@@ -51,14 +65,15 @@ class X402Body(_Body):
 class GaslessBody(_Body):
     paymentType: Literal["gasless"]
     # Checked field by field by payments.parse_authorization, which x402 payloads go through too.
-    authorization: dict[str, Any]
-    signature: str
+    authorization: Annotated[dict[str, Any], Field(json_schema_extra=AUTHORIZATION_SCHEMA)]
+    signature: Annotated[str, Field(json_schema_extra=SIGNATURE_SCHEMA)]
 
 
 class CustomBody(_Body):
     paymentType: Literal["custom"]
     paymentTxHash: str = Field(pattern=_TX_HASH)
-    payer: str | None = None
+    # The sender of the transfer; checked by payments.parse_address (for its own error code).
+    payer: Annotated[str, Field(json_schema_extra={"pattern": f"^{ADDRESS_RE.pattern}$"})] | None = None
 
 
 BODIES: dict[str, type[_Body]] = {"x402": X402Body, "gasless": GaslessBody, "custom": CustomBody}
@@ -120,7 +135,7 @@ def idempotency_key(request: web.Request) -> str | None:
     key = request.headers.get(IDEMPOTENCY_HEADER)
     if key is None:
         return None
-    if not _IDEMPOTENCY_KEY.fullmatch(key):
+    if not IDEMPOTENCY_KEY_RE.fullmatch(key):
         raise BadRequest(
             "invalid_idempotency_key",
             "Idempotency-Key must be 1 to 255 visible ASCII characters without spaces",

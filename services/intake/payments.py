@@ -29,11 +29,33 @@ TRANSFER_WITH_AUTHORIZATION_TYPEHASH = keccak(
 SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 UINT256_MAX = 2**256 - 1
 
-_ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
-_BYTES32 = re.compile(r"0x[0-9a-fA-F]{64}")
-_SIGNATURE = re.compile(r"0x[0-9a-fA-F]{130}")
-_UINT = re.compile(r"[0-9]{1,78}")
+ADDRESS_RE = re.compile(r"0x[0-9a-fA-F]{40}")
+BYTES32_RE = re.compile(r"0x[0-9a-fA-F]{64}")
+SIGNATURE_RE = re.compile(r"0x[0-9a-fA-F]{130}")
+UINT_RE = re.compile(r"[0-9]{1,78}")
 AUTHORIZATION_FIELDS = ("from", "to", "value", "validAfter", "validBefore", "nonce")
+
+
+def _matching(regex: re.Pattern[str]) -> dict[str, str]:
+    return {"type": "string", "pattern": f"^{regex.pattern}$"}
+
+
+_UINT_SCHEMA = {"anyOf": [_matching(UINT_RE), {"type": "integer", "minimum": 0}]}
+# What parse_authorization accepts, as JSON Schema for the API description.
+AUTHORIZATION_SCHEMA = {
+    "description": "an EIP-3009 TransferWithAuthorization to the treasury, in USDC base units",
+    "type": "object",
+    "required": list(AUTHORIZATION_FIELDS),
+    "properties": {
+        "from": _matching(ADDRESS_RE),
+        "to": _matching(ADDRESS_RE),
+        "value": _UINT_SCHEMA,
+        "validAfter": _UINT_SCHEMA,
+        "validBefore": _UINT_SCHEMA,
+        "nonce": _matching(BYTES32_RE),
+    },
+}
+SIGNATURE_SCHEMA = _matching(SIGNATURE_RE)
 
 
 @dataclass(frozen=True)
@@ -112,7 +134,7 @@ def payment_id(payer: str, nonce: str) -> str:
 
 def parse_address(value: Any, field: str) -> str:
     """A 0x address as its checksummed form; a mixed-case one must carry a valid EIP-55 checksum."""
-    if not isinstance(value, str) or not _ADDRESS.fullmatch(value):
+    if not isinstance(value, str) or not ADDRESS_RE.fullmatch(value):
         raise BadRequest("invalid_address", f"{field} must be a 0x-prefixed 20-byte hex address")
     checksummed = to_checksum_address(value)
     body = value[2:]
@@ -122,7 +144,7 @@ def parse_address(value: Any, field: str) -> str:
 
 
 def parse_bytes32(value: Any, field: str, code: str = "invalid_authorization") -> str:
-    if not isinstance(value, str) or not _BYTES32.fullmatch(value):
+    if not isinstance(value, str) or not BYTES32_RE.fullmatch(value):
         raise BadRequest(code, f"{field} must be 0x-prefixed 32-byte hex")
     return value.lower()
 
@@ -131,7 +153,7 @@ def _parse_uint(value: Any, field: str) -> int:
     # JSON numbers or decimal strings (x402 clients send strings); never bools or floats.
     if isinstance(value, int) and not isinstance(value, bool):
         number = value
-    elif isinstance(value, str) and _UINT.fullmatch(value):
+    elif isinstance(value, str) and UINT_RE.fullmatch(value):
         number = int(value)
     else:
         raise BadRequest("invalid_authorization", f"authorization.{field} must be a non-negative integer")
@@ -147,7 +169,7 @@ def parse_authorization(raw: Any, signature: Any) -> Authorization:
     missing = [name for name in AUTHORIZATION_FIELDS if name not in raw]
     if missing:
         raise BadRequest("invalid_authorization", f"authorization is missing {', '.join(missing)}")
-    if not isinstance(signature, str) or not _SIGNATURE.fullmatch(signature):
+    if not isinstance(signature, str) or not SIGNATURE_RE.fullmatch(signature):
         raise BadRequest("invalid_signature", "signature must be a 0x-prefixed 65-byte hex string")
     return Authorization(
         payer=parse_address(raw["from"], "authorization.from"),

@@ -20,7 +20,8 @@ from services.intake.errors import BadRequest, PaymentRejected
 from services.intake.payments import Authorization, PaymentTerms, parse_authorization
 
 SCHEME = "exact"
-MAX_HEADER_CHARS = 8192
+# aiohttp's parser refuses a longer header value itself (its max_field_size), with a plain-text 400.
+MAX_HEADER_CHARS = 8190
 
 
 @dataclass(frozen=True)

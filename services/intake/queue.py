@@ -9,6 +9,7 @@ from typing import Any
 import asyncpg
 
 from services.intake.errors import ApiError, PaymentRejected, PaymentReplayed, Unavailable
+from services.intake.schemas import QueueItem
 
 # Requests on their way to the chain; NFT requests wait for their render first, and while they do
 # they hold their place in the queue and their payer's balance.
@@ -172,14 +173,12 @@ async def _existing(conn: asyncpg.Connection, row: asyncpg.Record, payment_id: s
     return Queued(str(row["id"]), position, row["payer_address"], row["payment_type"], False)
 
 
-async def item(pool: asyncpg.Pool, request_id: uuid.UUID) -> dict[str, Any] | None:
+async def item(pool: asyncpg.Pool, request_id: uuid.UUID) -> QueueItem | None:
     row = await pool.fetchrow(f"SELECT {ITEM_COLUMNS} FROM mint_requests m WHERE id = $1", request_id)
-    return None if row is None else item_json(row)
+    return None if row is None else item_from_row(row)
 
 
-async def payer_items(
-    pool: asyncpg.Pool, payer: str, limit: int
-) -> tuple[list[dict[str, Any]], dict[str, int]]:
+async def payer_items(pool: asyncpg.Pool, payer: str, limit: int) -> tuple[list[QueueItem], dict[str, int]]:
     """The payer's latest requests, newest first, and their count per status."""
     async with pool.acquire() as conn:
         rows = await conn.fetch(
@@ -190,7 +189,7 @@ async def payer_items(
         counts = await conn.fetch(
             "SELECT status, count(*) AS n FROM mint_requests WHERE payer_address = $1 GROUP BY status", payer
         )
-    return [item_json(row) for row in rows], {row["status"]: row["n"] for row in counts}
+    return [item_from_row(row) for row in rows], {row["status"]: row["n"] for row in counts}
 
 
 async def status_counts(pool: asyncpg.Pool) -> dict[str, int]:
@@ -198,20 +197,20 @@ async def status_counts(pool: asyncpg.Pool) -> dict[str, int]:
     return {row["status"]: row["n"] for row in rows}
 
 
-def item_json(row: asyncpg.Record) -> dict[str, Any]:
-    return {
-        "id": str(row["id"]),
-        "payer_address": row["payer_address"],
-        "status": row["status"],
-        "queue_position": row["queue_position"],
-        "created_at": _iso(row["created_at"]),
-        "updated_at": _iso(row["updated_at"]),
-        "processed_at": _iso(row["processed_at"]),
-        "mint_tx_hash": row["mint_tx_hash"],
-        "error_message": row["error_message"],
-        "retry_count": row["retry_count"],
-        "payment_type": row["payment_type"],
-    }
+def item_from_row(row: asyncpg.Record) -> QueueItem:
+    return QueueItem(
+        id=row["id"],
+        payer_address=row["payer_address"],
+        status=row["status"],
+        queue_position=row["queue_position"],
+        created_at=_iso(row["created_at"]),
+        updated_at=_iso(row["updated_at"]),
+        processed_at=_iso(row["processed_at"]),
+        mint_tx_hash=row["mint_tx_hash"],
+        error_message=row["error_message"],
+        retry_count=row["retry_count"],
+        payment_type=row["payment_type"],
+    )
 
 
 def _iso(value: Any) -> str | None:

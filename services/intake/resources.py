@@ -15,6 +15,7 @@ from services.intake.payments import PaymentTerms
 from services.intake.paywall import Paywall
 from services.intake.settings import IntakeSettings
 from services.intake.throughput import Throughput
+from services.intake.watcher import Watcher
 from shared.db import create_pool
 from shared.jsonrpc import JsonRpc
 
@@ -28,6 +29,8 @@ POOL = web.AppKey("pool", asyncpg.Pool)
 REDIS = web.AppKey("redis", Redis)
 CHAIN = web.AppKey("chain", ChainReader)
 CALLBACKS = web.AppKey("callbacks", Callbacks)
+# The live status streams' one PostgreSQL poller.
+WATCHER = web.AppKey("watcher", Watcher)
 
 
 async def open_resources(app: web.Application) -> AsyncIterator[None]:

@@ -2,7 +2,7 @@
 
 from aiohttp import web
 
-from services.intake import nft, views
+from services.intake import live, nft, openapi, views
 from services.intake.mint import post_mint
 
 
@@ -16,3 +16,9 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/info", views.info)
     app.router.add_get("/health", views.health)
     app.router.add_get("/metrics", views.metrics)
+    app.router.add_get("/openapi.json", openapi.serve)
+    # The live status page and its Server-Sent Event streams.
+    app.router.add_get("/", live.status_page)
+    app.router.add_get("/static/{filename}", live.static_file)
+    app.router.add_get("/events/item/{queueId}", live.item_events, allow_head=False)
+    app.router.add_get("/events/queue", live.queue_events, allow_head=False)

@@ -36,6 +36,8 @@ class IntakeSettings(Settings):
     # Fewer completions than this in the last minute count as no history (they show demand, not capacity).
     throughput_min_sample: int = Field(default=100, ge=1)
     throughput_refresh_seconds: float = Field(default=2.0, gt=0)
+    # How often the queue-depth gauges (every stream's length, pending and lag) are read from Redis.
+    stream_metrics_seconds: float = Field(default=5.0, gt=0)
 
     # Pending rows published longer ago than this are published again (a lost XADD never strands one).
     republish_after_seconds: float = Field(default=120.0, gt=0)
@@ -48,3 +50,12 @@ class IntakeSettings(Settings):
     webhook_backoff_max_seconds: float = Field(default=600.0, gt=0)
     webhook_concurrency: int = Field(default=16, ge=1)
     webhook_poll_seconds: float = Field(default=1.0, gt=0)
+
+    # The status page's live streams (GET /events/...): one watcher reads the watched requests every
+    # poll interval and the queue's counts and batches every queue interval, for all streams at once.
+    live_poll_seconds: float = Field(default=1.0, gt=0)
+    live_queue_seconds: float = Field(default=2.0, gt=0)
+    # A `: ping` comment on a stream idle this long, so proxies keep it open.
+    live_keepalive_seconds: float = Field(default=15.0, gt=0)
+    # Open streams at most (a status page holds two); more get 503 too_many_streams.
+    live_max_streams: int = Field(default=2000, ge=1)

@@ -9,6 +9,17 @@ from services.intake import queue
 from services.intake.errors import ApiError, BadRequest
 from services.intake.payments import parse_address
 from services.intake.resources import CHAIN, NFT_PAYWALL, PAYWALL, POOL, REDIS, SETTINGS, TERMS, THROUGHPUT
+from services.intake.schemas import (
+    Health,
+    HealthChecks,
+    Info,
+    NftTerms,
+    PayerQueue,
+    QueueItemAnswer,
+    QueueStatus,
+    RecentThroughput,
+    Unhealthy,
+)
 from shared.metrics import metrics_response
 
 PAYER_ITEMS_LIMIT = 100
@@ -20,24 +31,23 @@ async def queue_status(request: web.Request) -> web.Response:
     counts = await queue.status_counts(request.app[POOL])
     throughput = request.app[THROUGHPUT]
     depth = sum(counts.get(status, 0) for status in queue.ACTIVE)
-    return web.json_response(
-        {
-            "success": True,
-            "counts": counts,
-            "queueDepth": depth,
-            "throughput": {
-                "completedLastMinute": throughput.completed_last_minute,
-                "mintsPerSecond": round(throughput.per_second, 3),
-            },
-            "estimatedWaitSeconds": throughput.wait_seconds(depth + 1),
-        }
+    body = QueueStatus(
+        counts=counts,
+        queue_depth=depth,
+        throughput=RecentThroughput(
+            completed_last_minute=throughput.completed_last_minute,
+            mints_per_second=round(throughput.per_second, 3),
+        ),
+        estimated_wait_seconds=throughput.wait_seconds(depth + 1),
     )
+    return web.json_response(body.model_dump(mode="json", by_alias=True))
 
 
 async def payer_queue(request: web.Request) -> web.Response:
     payer = parse_address(request.match_info["address"], "address")
     items, counts = await queue.payer_items(request.app[POOL], payer, PAYER_ITEMS_LIMIT)
-    return web.json_response({"success": True, "payer": payer, "counts": counts, "items": items})
+    body = PayerQueue(payer=payer, counts=counts, items=items)
+    return web.json_response(body.model_dump(mode="json", by_alias=True))
 
 
 async def queue_item(request: web.Request) -> web.Response:
@@ -49,32 +59,30 @@ async def queue_item(request: web.Request) -> web.Response:
     item = await queue.item(request.app[POOL], request_id)
     if item is None:
         raise ApiError("not_found", f"no queue item {request_id}", 404)
-    return web.json_response({"success": True, "item": item})
+    return web.json_response(QueueItemAnswer(item=item).model_dump(mode="json", by_alias=True))
 
 
 async def info(request: web.Request) -> web.Response:
     terms = request.app[TERMS]
     deployment = request.app[SETTINGS].deployment
-    return web.json_response(
-        {
-            "success": True,
-            "chainId": terms.chain_id,
-            "network": terms.network,
-            "token": deployment.token,
-            "usdc": terms.usdc,
-            "treasury": terms.treasury,
-            "price": str(terms.price),
-            "mintAmount": str(deployment.mint_amount),
-            "nft": {
-                "contract": deployment.nft,
-                "price": str(deployment.nft_price),
-                "x402": request.app[NFT_PAYWALL].offer()[1],
-            },
-            "paymentTypes": PAYMENT_TYPES,
-            "customPaymentConfirmations": request.app[SETTINGS].custom_payment_confirmations,
-            "x402": request.app[PAYWALL].offer()[1],
-        }
+    body = Info(
+        chain_id=terms.chain_id,
+        network=terms.network,
+        token=deployment.token,
+        usdc=terms.usdc,
+        treasury=terms.treasury,
+        price=str(terms.price),
+        mint_amount=str(deployment.mint_amount),
+        nft=NftTerms(
+            contract=deployment.nft,
+            price=str(deployment.nft_price),
+            x402=request.app[NFT_PAYWALL].offer()[1],
+        ),
+        payment_types=PAYMENT_TYPES,
+        custom_payment_confirmations=request.app[SETTINGS].custom_payment_confirmations,
+        x402=request.app[PAYWALL].offer()[1],
     )
+    return web.json_response(body.model_dump(mode="json", by_alias=True, exclude_none=True))
 
 
 async def health(request: web.Request) -> web.Response:
@@ -92,17 +100,11 @@ async def health(request: web.Request) -> web.Response:
         for name, result in zip(checks, results, strict=True)
     }
     failing = [name for name, state in status.items() if state != "ok"]
+    states = HealthChecks.model_validate(status)
     if failing:
-        return web.json_response(
-            {
-                "success": False,
-                "error": "unhealthy",
-                "message": f"failing: {', '.join(failing)}",
-                "checks": status,
-            },
-            status=503,
-        )
-    return web.json_response({"success": True, "status": "ok", "checks": status})
+        body = Unhealthy(error="unhealthy", message=f"failing: {', '.join(failing)}", checks=states)
+        return web.json_response(body.model_dump(mode="json", by_alias=True, exclude_none=True), status=503)
+    return web.json_response(Health(checks=states).model_dump(mode="json", by_alias=True))
 
 
 async def metrics(_: web.Request) -> web.Response:

@@ -7,7 +7,7 @@ from services.renderer.pinning import LocalPinStore, gateway_routes, make_pinner
 from services.renderer.sandbox import Sandbox
 from services.renderer.settings import RendererSettings
 from services.renderer.worker import RenderWorker
-from shared import db, metrics, service
+from shared import db, logs, metrics, service
 
 log = logging.getLogger("services.renderer")
 
@@ -53,5 +53,5 @@ async def main(stop: asyncio.Event) -> None:
 
 
 if __name__ == "__main__":
-    service.configure_logging()
+    logs.configure("renderer")
     service.run(main)

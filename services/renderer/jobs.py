@@ -39,6 +39,9 @@ UPDATE render_jobs SET lease_until = now() + make_interval(secs => $3)
 WHERE request_id = ANY($1::uuid[]) AND leased_by = $2 AND status = 'active'
 """
 
+# Served by the partial index on open jobs, so it stays cheap however many jobs finished.
+OPEN_COUNTS = "SELECT status, count(*) FROM render_jobs WHERE status IN ('waiting', 'active') GROUP BY status"
+
 
 @dataclass(frozen=True)
 class Claim:
@@ -60,6 +63,11 @@ async def claim(pool: asyncpg.Pool, job_id: str, renderer: str, lease_seconds: f
     if state is None:
         return Claim(None, "missing")
     return Claim(None, "finished" if state["status"] in ("completed", "failed") else "leased")
+
+
+async def open_counts(pool: asyncpg.Pool) -> dict[str, int]:
+    """How many jobs wait and how many run, over every renderer."""
+    return {row["status"]: row["count"] for row in await pool.fetch(OPEN_COUNTS)}
 
 
 async def renew(pool: asyncpg.Pool, job_ids: list[str], renderer: str, lease_seconds: float) -> None:

@@ -14,3 +14,6 @@ JOBS_FINISHED = Counter("mintline_render_jobs_total", "Render jobs finished, by 
 JOBS_ACTIVE = Gauge("mintline_render_jobs_active", "Render jobs this renderer is working on")
 ATTEMPTS_FAILED = Counter("mintline_render_attempts_failed_total", "Render attempts that failed")
 PINS = Counter("mintline_pins_total", "Objects pinned to IPFS, by kind", ["kind"])
+# From PostgreSQL, so every renderer exports the same values: dashboards take `max by (state)`.
+JOBS_OPEN = Gauge("mintline_render_queue_jobs", "Render jobs waiting or active (all renderers)", ["state"])
+OPEN_STATES = ("waiting", "active")

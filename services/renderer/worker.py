@@ -24,10 +24,10 @@ from services.renderer.metadata import nft_metadata
 from services.renderer.pinning import Pinner
 from services.renderer.sandbox import Sandbox
 from services.renderer.settings import RendererSettings
-from shared import keys
+from shared import keys, logs
 from shared.backoff import exponential_backoff
 from shared.events import MintFailed, MintRequested, RenderRequested
-from shared.loops import pause
+from shared.loops import every, pause
 from shared.render_settings import RenderSettings
 from shared.streams import Consumer, Message, publish
 
@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 # Entries are dead-lettered by the job's attempt count in PostgreSQL, not by how often the stream
 # delivered them (a duplicate entry waits, redelivered, while another renderer holds the job).
 MAX_DELIVERIES = 1000
+# How often the open-jobs gauge is read from PostgreSQL.
+OPEN_JOBS_REFRESH_SECONDS = 5.0
 
 
 class RenderWorker:
@@ -70,6 +72,9 @@ class RenderWorker:
     async def run(self, stop: asyncio.Event) -> None:
         await self.requests.start()
         heartbeat = asyncio.create_task(self._heartbeat_loop(stop))
+        counts = asyncio.create_task(
+            every(OPEN_JOBS_REFRESH_SECONDS, stop, self._count_open_jobs, "counting render jobs")
+        )
         try:
             await self._read_loop(stop)
         finally:
@@ -79,7 +84,8 @@ class RenderWorker:
                     task.cancel()
                 await asyncio.gather(*self.tasks, return_exceptions=True)
             heartbeat.cancel()
-            await asyncio.gather(heartbeat, return_exceptions=True)
+            counts.cancel()
+            await asyncio.gather(heartbeat, counts, return_exceptions=True)
 
     async def _read_loop(self, stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
@@ -117,6 +123,11 @@ class RenderWorker:
             except Exception:
                 log.exception("renewing render leases failed; going on")
 
+    async def _count_open_jobs(self) -> None:
+        counts = await jobs.open_counts(self.pool)
+        for state in metrics.OPEN_STATES:
+            metrics.JOBS_OPEN.labels(state).set(counts.get(state, 0))
+
     async def _handle(self, message: Message, stop: asyncio.Event) -> None:
         event = message.event
         if not isinstance(event, RenderRequested):
@@ -128,7 +139,8 @@ class RenderWorker:
             return
         self.working[job_id] = message
         try:
-            await self._run_job(job_id, message, stop)
+            with logs.bind(job_id=job_id, queue_id=job_id):
+                await self._run_job(job_id, message, stop)
         except Exception:
             # Left pending: the entry is reclaimed once the lease lapses.
             log.exception("render job %s: unexpected failure; it will be taken up again", job_id)

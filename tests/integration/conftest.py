@@ -27,10 +27,10 @@ from devstack.process import log_tail, stop_process
 from devstack.redis_server import RedisServer
 from shared import db
 from shared.deploy import Deployment, deploy_local, load_artifact
+from tests.support.browser import ARTIFACTS, CHROMIUM
 from tests.support.intake import wait_healthy
 
 REPO = Path(__file__).resolve().parents[2]
-ARTIFACTS = REPO / "test-artifacts"
 # Local-chain dev values only.
 WEBHOOK_SECRET = "test-webhook-secret"
 
@@ -214,3 +214,12 @@ def intake_url(services: Callable[..., ServiceProcess]) -> Callable[[], Awaitabl
         return url
 
     return start
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Path:
+    """Debian's Chromium, for Playwright to launch (it downloads no browser of its own)."""
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: run `make install` (devstack/install.sh installs chromium)")
+    ARTIFACTS.mkdir(exist_ok=True)
+    return CHROMIUM

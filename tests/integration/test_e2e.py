@@ -1,6 +1,7 @@
 """The whole pipeline as processes (intake, batcher, confirmer) on real Redis, PostgreSQL and anvil."""
 
 import asyncio
+import json
 import time
 
 import aiohttp
@@ -79,6 +80,21 @@ async def test_concurrent_paid_mints_of_all_three_types_each_mint_exactly_once(
     for process in services.started:
         text = process.log_path.read_text()
         assert text and not any(secret in text for secret in secrets), process.name
+    # Structured logs: every line one JSON object naming its service, with the ids of its event.
+    lines = {
+        process.name: [json.loads(line) for line in process.log_path.read_text().splitlines()]
+        for process in services.started
+    }
+    for name, entries in lines.items():
+        assert {entry["service"] for entry in entries} == {name}
+    signed = [e for e in lines["batcher"] if e["message"].startswith("batch ") and "signed" in e["message"]]
+    assert signed and all({"batch_id", "nonce", "tx_hash"} <= entry.keys() for entry in signed)
+    confirmed = [e for e in lines["confirmer"] if "confirmed in block" in e["message"]]
+    assert confirmed and all({"batch_id", "nonce", "tx_hash"} <= entry.keys() for entry in confirmed)
+    accepted = [e for e in lines["intake"] if e["message"].startswith("accepted token request")]
+    assert len(accepted) == 200
+    assert {entry["queue_id"] for entry in accepted} == set(ids)
+    assert all(entry["request_id"] for entry in accepted)
 
 
 async def test_redis_flushed_while_requests_are_in_flight_loses_nothing(

@@ -9,24 +9,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import pytest
 from aiohttp import web
 from playwright.async_api import async_playwright
 
 from services.renderer.gif import render_gif
 from shared.render_settings import RenderSettings
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+from tests.support.browser import ARTIFACTS, CHROMIUM_ARGS
 
 PAGE = """<!doctype html>
 <html><body style="margin: 0; background: #111">
@@ -83,14 +71,6 @@ async def serve(gif: bytes) -> AsyncIterator[str]:
             yield f"http://127.0.0.1:{sock.getsockname()[1]}/"
         finally:
             await runner.cleanup()
-
-
-@pytest.fixture(scope="module")
-def chromium() -> Path:
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: run `make install` (devstack/install.sh installs chromium)")
-    ARTIFACTS.mkdir(exist_ok=True)
-    return CHROMIUM
 
 
 async def test_chromium_decodes_every_frame_at_the_asked_size(chromium: Path) -> None:

@@ -128,7 +128,8 @@ async def main():
     sandbox = Sandbox(2)
     await sandbox.render(RenderSettings.model_validate(
         {"name": "x", "palette": "ocean", "shape": "star", "seed": 1, "frameCount": 4, "size": 32}))
-    print(" ".join(str(pid) for pid in sandbox._pool._processes), flush=True)
+    await asyncio.sleep(0.5)  # the pool has replaced the process that rendered
+    print("ready", flush=True)
     await asyncio.sleep(600)
 
 if __name__ == "__main__":
@@ -144,6 +145,23 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _descendants(root: int) -> list[int]:
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                # The parent pid is the 4th field, after the parenthesised command name.
+                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    found, frontier = [], [root]
+    while frontier:
+        children = [pid for pid, parent in parents.items() if parent in frontier]
+        found += children
+        frontier = children
+    return found
+
+
 def test_render_processes_exit_when_their_service_is_killed(tmp_path: Path) -> None:
     script = tmp_path / "service.py"
     script.write_text(SERVICE_SCRIPT)
@@ -155,11 +173,14 @@ def test_render_processes_exit_when_their_service_is_killed(tmp_path: Path) -> N
         text=True,
     )
     assert service.stdout is not None
-    workers = [int(pid) for pid in service.stdout.readline().split()]
-    assert workers and all(_alive(pid) for pid in workers)
+    assert service.stdout.readline().strip() == "ready"
+    # The forkserver, the idle render process waiting for work, the resource tracker.
+    workers = _descendants(service.pid)
+    assert workers
 
     service.send_signal(signal.SIGKILL)  # no shutdown code runs
     service.wait()
+    service.stdout.close()
 
     deadline = time.monotonic() + 15
     while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:

@@ -1,0 +1,135 @@
+"""compose.yaml as docker-compose resolves it agrees with the code and with deploy/: each service runs
+its package on the port its settings default to, Prometheus scrapes exactly those ports, every
+long-running container has a health check, and Grafana finds its provisioned dashboards."""
+
+import importlib.util
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pydantic_settings import BaseSettings
+
+from services.batcher.settings import BatcherSettings
+from services.confirmer.settings import ConfirmerSettings
+from services.intake.settings import IntakeSettings
+from services.renderer.settings import RendererSettings
+
+REPO = Path(__file__).resolve().parents[2]
+# service -> (its settings, the port field, the host field)
+SERVICES: dict[str, tuple[type[BaseSettings], str, str]] = {
+    "intake": (IntakeSettings, "port", "host"),
+    "renderer": (RendererSettings, "metrics_port", "metrics_host"),
+    "batcher": (BatcherSettings, "metrics_port", "metrics_host"),
+    "confirmer": (ConfirmerSettings, "metrics_port", "metrics_host"),
+}
+ONE_SHOT = {"deployer"}
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    binary = shutil.which("docker-compose")
+    assert binary, "docker-compose not found: run `make install` (devstack/install.sh installs it)"
+    # Without the password variable, so the resolved file shows the local default, not a secret.
+    env = {k: v for k, v in os.environ.items() if k != "GRAFANA_ADMIN_PASSWORD"}
+    result = subprocess.run(
+        [binary, "-f", "compose.yaml", "config"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return yaml.safe_load(result.stdout)["services"]
+
+
+def default_port(name: str) -> int:
+    settings, port_field, _ = SERVICES[name]
+    return settings.model_fields[port_field].default
+
+
+def env_name(name: str, field: str) -> str:
+    settings, _, _ = SERVICES[name]
+    return f"{settings.model_config.get('env_prefix', '')}{field}".upper()
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_each_service_runs_its_package_on_its_default_port(compose: dict[str, Any], name: str) -> None:
+    service = compose[name]
+    _, port_field, host_field = SERVICES[name]
+    port = default_port(name)
+
+    assert service["command"] == ["python", "-m", f"services.{name}"]
+    assert importlib.util.find_spec(f"services.{name}.__main__") is not None
+    environment = service.get("environment", {})
+    # Any port setting in compose is the default; Prometheus and the health check rely on it.
+    assert int(environment.get(env_name(name, port_field), port)) == port
+    # Listening on loopback only, Prometheus in its own container could not scrape it.
+    assert environment.get(env_name(name, host_field)) == "0.0.0.0"
+    for published in service.get("ports", []):
+        assert published["target"] == port
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_each_service_waits_for_what_it_needs(compose: dict[str, Any], name: str) -> None:
+    depends_on = compose[name]["depends_on"]
+    assert depends_on["deployer"]["condition"] == "service_completed_successfully"
+    for server in ("redis", "postgres", "anvil"):
+        assert depends_on[server]["condition"] == "service_healthy"
+
+
+def test_every_long_running_service_has_a_health_check(compose: dict[str, Any]) -> None:
+    assert {"prometheus", "grafana"} <= set(compose)
+    for name, service in compose.items():
+        if name in ONE_SHOT:
+            continue
+        assert service.get("healthcheck", {}).get("test"), f"{name} has no health check"
+    for name in SERVICES:
+        check = " ".join(compose[name]["healthcheck"]["test"])
+        assert f"http://127.0.0.1:{default_port(name)}/health" in check, name
+
+
+def test_prometheus_scrapes_every_service_on_its_port_and_loads_the_alerts(compose: dict[str, Any]) -> None:
+    config = yaml.safe_load((REPO / "deploy/prometheus/prometheus.yml").read_text())
+    scraped = {
+        job["job_name"]: target
+        for job in config["scrape_configs"]
+        for static in job["static_configs"]
+        for target in static["targets"]
+    }
+    assert scraped == {name: f"{name}:{default_port(name)}" for name in SERVICES}
+    assert config["rule_files"] == ["alerts.yml"]
+    # The config's directory is /etc/prometheus in the container, so alerts.yml resolves beside it.
+    assert mounts(compose["prometheus"])["/etc/prometheus"] == REPO / "deploy/prometheus"
+    assert (REPO / "deploy/prometheus/alerts.yml").is_file()
+
+
+def test_grafana_is_provisioned_with_prometheus_and_the_dashboards(compose: dict[str, Any]) -> None:
+    grafana = mounts(compose["grafana"])
+    assert grafana["/etc/grafana/provisioning"] == REPO / "deploy/grafana/provisioning"
+    provisioning = REPO / "deploy/grafana/provisioning"
+    datasources = yaml.safe_load((provisioning / "datasources/prometheus.yml").read_text())["datasources"]
+    assert [(d["type"], d["uid"], d["url"]) for d in datasources] == [
+        ("prometheus", "prometheus", "http://prometheus:9090")
+    ]
+    providers = yaml.safe_load((provisioning / "dashboards/mintline.yml").read_text())["providers"]
+    dashboards_path = providers[0]["options"]["path"]
+    assert grafana[dashboards_path] == REPO / "deploy/grafana/dashboards"
+    home = compose["grafana"]["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert (REPO / "deploy/grafana/dashboards" / Path(home).relative_to(dashboards_path)).is_file()
+    assert "prometheus" in compose["grafana"]["depends_on"]
+
+
+def mounts(service: dict[str, Any]) -> dict[str, Path]:
+    """Container path -> host path of a service's bind mounts."""
+    found = {}
+    for volume in service.get("volumes", []):
+        source, target = volume.split(":")[:2]
+        if source.startswith("/"):
+            found[target] = Path(source)
+    return found

@@ -73,6 +73,9 @@ function main() {
     if (!contract) {
       throw new Error(`contracts/${file} must define a contract named ${name}`);
     }
+    if (!contract.evm.bytecode.object) {
+      continue; // an abstract base (PaidMint): nothing to deploy
+    }
     const artifact = { contractName: name, abi: contract.abi, bytecode: "0x" + contract.evm.bytecode.object };
     fs.writeFileSync(path.join(out, `${name}.json`), JSON.stringify(artifact, null, 2) + "\n");
     process.stdout.write(`wrote ${path.relative(process.cwd(), path.join(out, name + ".json"))}\n`);

@@ -11,6 +11,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -22,14 +23,21 @@ from redis import Redis
 from web3 import HTTPProvider, Web3
 
 from devstack.anvil import DEV_ADDRESSES, DEV_KEYS, Anvil
+from devstack.ports import free_port
 from devstack.postgres_server import PostgresServer
+from devstack.prometheus_server import PrometheusServer
 from devstack.redis_server import RedisServer
+from services.batcher.settings import BatcherSettings
+from services.confirmer.settings import ConfirmerSettings
+from services.intake.settings import IntakeSettings
+from services.renderer.settings import RendererSettings
 from shared import db
 from shared.deploy import Deployment, deploy_local
 
 log = logging.getLogger("mintline.run")
 
 RUN_DIR = Path(".run")
+ALERT_RULES = Path(__file__).resolve().parents[1] / "deploy" / "prometheus" / "alerts.yml"
 SERVICES = ("intake", "renderer", "batcher", "confirmer")
 
 
@@ -56,6 +64,40 @@ async def _reset_database(dsn: str) -> None:
         await conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public;")
     finally:
         await conn.close()
+
+
+def _scrape_targets(env: dict[str, str]) -> dict[str, str]:
+    """Where each service serves /metrics, as its settings will read it (environment, else default)."""
+    ports = {
+        "intake": ("INTAKE_PORT", IntakeSettings.model_fields["port"].default),
+        "renderer": ("RENDERER_METRICS_PORT", RendererSettings.model_fields["metrics_port"].default),
+        "batcher": ("BATCHER_METRICS_PORT", BatcherSettings.model_fields["metrics_port"].default),
+        "confirmer": ("CONFIRMER_METRICS_PORT", ConfirmerSettings.model_fields["metrics_port"].default),
+    }
+    return {
+        name: f"127.0.0.1:{env.get(var) or os.environ.get(var) or port}"
+        for name, (var, port) in ports.items()
+    }
+
+
+def _start_prometheus(stack: contextlib.ExitStack, env: dict[str, str]) -> str | None:
+    """Prometheus scraping every service with the alert rules of deploy/; the system runs without it."""
+    wanted = int(os.environ.get("PROMETHEUS_PORT", "9090"))
+    with socket.socket() as probe:
+        taken = probe.connect_ex(("127.0.0.1", wanted)) == 0
+    try:
+        prometheus = stack.enter_context(
+            PrometheusServer(
+                _scrape_targets(env),
+                rule_files=[ALERT_RULES],
+                scrape_interval="5s",
+                port=free_port() if taken else wanted,
+            )
+        )
+    except (OSError, RuntimeError) as exc:
+        log.warning("prometheus not started (%s); the system runs without it", exc)
+        return None
+    return prometheus.url
 
 
 def _service_env(env: dict[str, str]) -> dict[str, str]:
@@ -120,10 +162,11 @@ def main() -> None:
                 f"{k}={v}\n" for k, v in env.items() if k not in ("BATCHER_PRIVATE_KEY", "WEBHOOK_SECRET")
             )
         )
-        supervise(env, deployment)
+        prometheus_url = _start_prometheus(stack, env)
+        supervise(env, deployment, prometheus_url)
 
 
-def supervise(env: dict[str, str], deployment: Deployment) -> None:
+def supervise(env: dict[str, str], deployment: Deployment, prometheus_url: str | None) -> None:
     stopping = False
 
     def request_stop(*_: object) -> None:
@@ -141,6 +184,9 @@ def supervise(env: dict[str, str], deployment: Deployment) -> None:
         f"\nmintline is running: intake at http://127.0.0.1:{port}  (chain {deployment.chain_id}, "
         f"token {deployment.token}, USDC {deployment.usdc}, price {deployment.price / 1e6:g} USDC; "
         f"NFT {deployment.nft}, price {deployment.nft_price / 1e6:g} USDC)\n"
+        f"status page: http://127.0.0.1:{port}/?id=<queueId>; NFT images: "
+        f"http://{_scrape_targets(env)['renderer']}/ipfs/<cid>; "
+        f"Prometheus: {prometheus_url or 'not running'}\n"
         f"deployment: {RUN_DIR / 'deployment.json'}; connection URLs: {RUN_DIR / 'env'}; Ctrl-C stops.\n",
         flush=True,
     )

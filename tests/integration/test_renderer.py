@@ -199,6 +199,8 @@ async def test_a_renderer_killed_mid_job_is_recovered_with_one_pin_set_and_one_m
     assert nft.functions.balanceOf(payer.address).call() == 1
     names = Keys(settings_env["MINTLINE_NAMESPACE"])
     assert await redis_client.xlen(names.dead(keys.RENDER_REQUESTED)) == 0
+    # The Pinata JWT is in no service's log, the killed renderer's included.
+    assert all(PINATA_TEST_JWT not in process.log_path.read_text() for process in services.started)
 
 
 async def test_a_job_that_always_fails_ends_failed_after_three_attempts(
@@ -249,3 +251,4 @@ async def test_a_job_that_always_fails_ends_failed_after_three_attempts(
     # Never minted, never charged.
     assert nft_contract(anvil, deployment).functions.totalSupply().call() == 0
     assert usdc.functions.balanceOf(payer.address).call() == balance_before
+    assert all(PINATA_TEST_JWT not in process.log_path.read_text() for process in services.started)

@@ -28,7 +28,7 @@ from devstack.redis_server import RedisServer
 from shared import db
 from shared.deploy import Deployment, deploy_local, load_artifact
 from tests.support.browser import ARTIFACTS, CHROMIUM
-from tests.support.intake import wait_healthy
+from tests.support.intake import Intake, running_intake, wait_healthy
 
 REPO = Path(__file__).resolve().parents[2]
 # Local-chain dev values only.
@@ -223,3 +223,16 @@ def chromium() -> Path:
         pytest.fail(f"{CHROMIUM} is missing: run `make install` (devstack/install.sh installs chromium)")
     ARTIFACTS.mkdir(exist_ok=True)
     return CHROMIUM
+
+
+@pytest.fixture
+async def intake(settings_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Intake]:
+    """Intake in this process on a real loopback port (tests/support/intake.py)."""
+    async with running_intake(settings_env, monkeypatch) as running:
+        yield running
+
+
+@pytest.fixture
+def payer(fund_payers: Callable[..., list[LocalAccount]]) -> LocalAccount:
+    """One fresh payer holding mock USDC."""
+    return fund_payers(1)[0]

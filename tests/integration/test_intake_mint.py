@@ -5,7 +5,7 @@ import asyncio
 import base64
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import asyncpg
@@ -32,17 +32,6 @@ from tests.support.intake import Intake, running_intake
 from tests.support.payments import settle_directly, transfer_usdc
 
 Fund = Callable[[int], list[LocalAccount]]
-
-
-@pytest.fixture
-async def intake(settings_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Intake]:
-    async with running_intake(settings_env, monkeypatch) as running:
-        yield running
-
-
-@pytest.fixture
-def payer(fund_payers: Fund) -> LocalAccount:
-    return fund_payers(1)[0]
 
 
 async def row(pool: asyncpg.Pool, queue_id: str) -> asyncpg.Record:

@@ -5,7 +5,7 @@ NFT's price whichever way it is paid, and bad render settings are refused before
 import base64
 import json
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -20,7 +20,7 @@ from services.renderer import jobs
 from shared import keys
 from shared.events import decode
 from shared.render_settings import MAX_PIXELS
-from tests.support.intake import Intake, running_intake
+from tests.support.intake import Intake
 from tests.support.payments import pay_by_transfer
 
 Fund = Callable[..., list[LocalAccount]]
@@ -34,17 +34,6 @@ RENDER = {
     "size": 64,
     "frameDurationMs": 80,
 }
-
-
-@pytest.fixture
-async def intake(settings_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Intake]:
-    async with running_intake(settings_env, monkeypatch) as running:
-        yield running
-
-
-@pytest.fixture
-def payer(fund_payers: Fund) -> LocalAccount:
-    return fund_payers(1)[0]
 
 
 def nft_payment(intake: Intake, payer: LocalAccount) -> dict[str, Any]:

@@ -7,10 +7,9 @@ serves them. Failures are collected rather than raised, so one run reports every
 """
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
-import pytest
 import requests
 import schemathesis
 from eth_account.signers.local import LocalAccount
@@ -28,7 +27,7 @@ from schemathesis.specs.openapi.checks import (
 
 from services.intake import metrics
 from services.intake.openapi import build
-from tests.support.intake import Intake, running_intake
+from tests.support.intake import Intake
 
 # Per operation and generation mode; deterministic (derandomized), so a failure repeats.
 EXAMPLES = 30
@@ -46,12 +45,6 @@ TIMEOUT = 10.0
 RENDER = {"name": "Openapi", "palette": "ocean", "shape": "ring", "seed": 1, "frameCount": 2, "size": 32}
 
 Fund = Callable[..., list[LocalAccount]]
-
-
-@pytest.fixture
-async def intake(settings_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Intake]:
-    async with running_intake(settings_env, monkeypatch) as running:
-        yield running
 
 
 async def test_openapi_json_is_the_prebuilt_document(intake: Intake) -> None:

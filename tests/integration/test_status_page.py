@@ -287,12 +287,6 @@ async def test_streams_are_capped_kept_alive_and_freed_quietly_when_clients_leav
 # --- the streams' edges, intake in-process -------------------------------------------------------------
 
 
-@pytest.fixture
-async def intake(settings_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Intake]:
-    async with running_intake(settings_env, monkeypatch) as running:
-        yield running
-
-
 async def test_page_and_its_assets_are_served(intake: Intake) -> None:
     async with intake.client.get("/?id=whatever") as response:
         assert response.status == 200

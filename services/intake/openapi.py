@@ -26,6 +26,8 @@ from services.intake.schemas import (
     ApiErrorBody,
     Health,
     Info,
+    LiveItem,
+    LiveQueue,
     MintAccepted,
     PayerQueue,
     PaymentRequiredBody,
@@ -59,6 +61,9 @@ class Reply:
     headers: dict[str, dict[str, Any]] = field(default_factory=dict)
     # Also possible: a plain-text body from aiohttp's parser, which answers before the app does.
     or_plain_text: bool = False
+    # A Server-Sent Events stream: the model of each event's JSON data (OpenAPI 3.1 has no field for
+    # it, hence the `x-event-data` extension beside the media type).
+    event: type[BaseModel] | None = None
 
 
 @dataclass(frozen=True)
@@ -258,6 +263,7 @@ OPERATIONS = (
             200: Reply(
                 "event `item` (JSON data) at once and on every change; ends once completed or failed",
                 media_type=STREAM,
+                event=LiveItem,
             ),
             **errors(400, 404, 503),
         },
@@ -270,7 +276,9 @@ OPERATIONS = (
         "live",
         "The queue's counts, throughput and recent batches as they change (Server-Sent Events)",
         {
-            200: Reply("event `queue` (JSON data) at once and on every change", media_type=STREAM),
+            200: Reply(
+                "event `queue` (JSON data) at once and on every change", media_type=STREAM, event=LiveQueue
+            ),
             **errors(503),
         },
     ),
@@ -279,7 +287,8 @@ OPERATIONS = (
 
 def build() -> dict[str, Any]:
     """The OpenAPI document, its schemas generated from the models in one pass."""
-    answers = {reply.model for operation in OPERATIONS for reply in operation.replies.values() if reply.model}
+    replies = [reply for operation in OPERATIONS for reply in operation.replies.values()]
+    answers = {model for reply in replies for model in (reply.model, reply.event) if model}
     serialization: JsonSchemaMode = "serialization"
     validation: JsonSchemaMode = "validation"
     inputs = [(model.__name__, serialization, TypeAdapter(model)) for model in answers]
@@ -296,7 +305,9 @@ def build() -> dict[str, Any]:
             "summary": operation.summary,
             "responses": {
                 str(status): _reply(
-                    reply, schemas[(reply.model.__name__, serialization)] if reply.model else None
+                    reply,
+                    schemas[(reply.model.__name__, serialization)] if reply.model else None,
+                    schemas[(reply.event.__name__, serialization)] if reply.event else None,
                 )
                 for status, reply in sorted(operation.replies.items())
             },
@@ -322,10 +333,12 @@ def build() -> dict[str, Any]:
     }
 
 
-def _reply(reply: Reply, schema: dict[str, Any] | None) -> dict[str, Any]:
+def _reply(reply: Reply, schema: dict[str, Any] | None, event: dict[str, Any] | None) -> dict[str, Any]:
     if schema is None:
         schema = {"type": "object" if reply.media_type == JSON else "string"}
-    content = {reply.media_type: {"schema": schema}}
+    content: dict[str, dict[str, Any]] = {reply.media_type: {"schema": schema}}
+    if event is not None:
+        content[reply.media_type]["x-event-data"] = event
     if reply.or_plain_text:
         content["text/plain"] = {"schema": {"type": "string"}}
     answer: dict[str, Any] = {"description": reply.description, "content": content}

@@ -196,3 +196,54 @@ class PaymentRequiredBody(PaymentRequired):
     success: Literal[False] = False
     error: str
     message: str
+
+
+class RenderProgress(CamelModel):
+    status: JobStatus
+    progress: Literal[0, 33, 66, 100]
+
+
+class HistoryEntry(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    status: RequestStatus
+    at: Timestamp
+    reason: str | None = None
+
+
+class LiveItem(CamelModel):
+    """The data of an `item` event on GET /events/item/{queueId}."""
+
+    id: UUID
+    kind: Literal["token", "nft"]
+    status: RequestStatus
+    queue_position: Count | None = Field(description="null once the request left the queue")
+    estimated_wait_seconds: Count | None
+    mint_tx_hash: str | None
+    token_id: str | None = Field(description="an NFT's token id, once minted")
+    error: str | None
+    updated_at: Timestamp | None
+    render: RenderProgress | None = Field(description="an NFT request's render job")
+    history: list[HistoryEntry]
+
+
+class LiveBatch(CamelModel):
+    id: int
+    nonce: int
+    kind: Literal["token", "nft"]
+    status: Literal["signed", "sent", "confirmed", "reverted"]
+    entries: Count
+    tx_hash: str
+    block_number: int | None
+    created_at: Timestamp | None
+    confirmed_at: Timestamp | None
+
+
+class LiveQueue(CamelModel):
+    """The data of a `queue` event on GET /events/queue."""
+
+    counts: StatusCounts
+    queue_depth: Count = Field(description="requests pending, batched or sent")
+    throughput: RecentThroughput
+    estimated_wait_seconds: Count = Field(description="for a request queued now")
+    batches: list[LiveBatch] = Field(description="the most recent batches, newest first")

@@ -22,6 +22,7 @@ import asyncpg
 
 from services.intake import queue
 from services.intake.errors import Unavailable
+from services.intake.schemas import LiveBatch, LiveItem, LiveQueue, RecentThroughput, RenderProgress
 from services.intake.throughput import Throughput
 from shared.loops import every, pause
 
@@ -190,50 +191,50 @@ class Watcher:
         counts = await queue.status_counts(pool)
         batches = await pool.fetch(BATCHES, RECENT_BATCHES)
         depth = sum(counts.get(status, 0) for status in queue.ACTIVE)
-        self._queue = {
-            "counts": counts,
-            "queueDepth": depth,
-            "throughput": {
-                "completedLastMinute": self.throughput.completed_last_minute,
-                "mintsPerSecond": round(self.throughput.per_second, 3),
-            },
-            "estimatedWaitSeconds": self.throughput.wait_seconds(depth + 1),
-            "batches": [_batch_json(row) for row in batches],
-        }
+        self._queue = LiveQueue(
+            counts=counts,
+            queue_depth=depth,
+            throughput=RecentThroughput(
+                completed_last_minute=self.throughput.completed_last_minute,
+                mints_per_second=round(self.throughput.per_second, 3),
+            ),
+            estimated_wait_seconds=self.throughput.wait_seconds(depth + 1),
+            batches=[_batch(row) for row in batches],
+        ).model_dump(mode="json")
         self._queue_read_at = started
 
     def _item_json(self, row: asyncpg.Record) -> dict[str, Any]:
         position = row["position"]
         render = None
         if row["render_status"] is not None:
-            render = {"status": row["render_status"], "progress": row["render_progress"]}
-        return {
-            "id": str(row["id"]),
-            "kind": row["kind"],
-            "status": row["status"],
-            "queuePosition": position,
-            "estimatedWaitSeconds": None if position is None else self.throughput.wait_seconds(position),
-            "mintTxHash": row["mint_tx_hash"],
-            "tokenId": None if row["token_id"] is None else str(row["token_id"]),
-            "error": row["error_message"],
-            "updatedAt": _iso(row["updated_at"]),
-            "render": render,
-            "history": row["history"] or [],
-        }
+            render = RenderProgress(status=row["render_status"], progress=row["render_progress"])
+        return LiveItem(
+            id=row["id"],
+            kind=row["kind"],
+            status=row["status"],
+            queue_position=position,
+            estimated_wait_seconds=None if position is None else self.throughput.wait_seconds(position),
+            mint_tx_hash=row["mint_tx_hash"],
+            token_id=None if row["token_id"] is None else str(row["token_id"]),
+            error=row["error_message"],
+            updated_at=_iso(row["updated_at"]),
+            render=render,
+            history=row["history"] or [],
+        ).model_dump(mode="json")
 
 
-def _batch_json(row: asyncpg.Record) -> dict[str, Any]:
-    return {
-        "id": row["id"],
-        "nonce": row["nonce"],
-        "kind": row["kind"],
-        "status": row["status"],
-        "entries": row["entries"],
-        "txHash": row["tx_hash"],
-        "blockNumber": row["block_number"],
-        "createdAt": _iso(row["created_at"]),
-        "confirmedAt": _iso(row["confirmed_at"]),
-    }
+def _batch(row: asyncpg.Record) -> LiveBatch:
+    return LiveBatch(
+        id=row["id"],
+        nonce=row["nonce"],
+        kind=row["kind"],
+        status=row["status"],
+        entries=row["entries"],
+        tx_hash=row["tx_hash"],
+        block_number=row["block_number"],
+        created_at=_iso(row["created_at"]),
+        confirmed_at=_iso(row["confirmed_at"]),
+    )
 
 
 def _iso(value: Any) -> str | None:

@@ -19,6 +19,7 @@ import aiohttp
 import asyncpg
 import pytest
 from eth_account.signers.local import LocalAccount
+from jsonschema import Draft202012Validator
 from playwright.async_api import async_playwright
 
 from devstack.ports import free_port
@@ -153,6 +154,11 @@ async def test_page_follows_a_mint_to_completed_without_reloading(
 # --- the streams over HTTP, the whole pipeline as processes ------------------------------------------
 
 
+def event_validator(spec: dict[str, Any], schema: dict[str, Any]) -> Draft202012Validator:
+    """A JSON Schema validator for `schema`, its `#/components/...` $refs resolved in the spec."""
+    return Draft202012Validator({**schema, "components": spec["components"]})
+
+
 async def test_item_stream_starts_at_once_and_ends_after_completed(
     intake_url, services, pg_pool, deployment, fund_payers
 ) -> None:
@@ -226,6 +232,15 @@ async def test_item_stream_starts_at_once_and_ends_after_completed(
             async with asyncio.timeout(5):
                 replay = [event async for event in sse_events(response)]
         assert [state["status"] for _, state in replay] == ["completed"]
+
+        # Every event's data is what GET /openapi.json describes for the stream (x-event-data).
+        async with session.get(f"{url}/openapi.json") as response:
+            spec = await response.json()
+        for operation, states in (("/events/item/{queueId}", seen), ("/events/queue", [first_queue, state])):
+            described = spec["paths"][operation]["get"]["responses"]["200"]["content"]["text/event-stream"]
+            validator = event_validator(spec, described["x-event-data"])
+            for each in states:
+                validator.validate(each)
 
 
 async def test_streams_are_capped_kept_alive_and_freed_quietly_when_clients_leave(

@@ -11,15 +11,15 @@ the server never waits for open pages.
 import json
 import logging
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
-from services.intake.errors import ApiError, BadRequest
+from services.intake.errors import ApiError
 from services.intake.resources import POOL, SETTINGS, WATCHER
+from services.intake.views import queue_id
 from services.intake.watcher import FINAL, Subscription
 
 log = logging.getLogger(__name__)
@@ -52,11 +52,7 @@ async def static_file(request: web.Request) -> web.FileResponse:
 
 
 async def item_events(request: web.Request) -> web.StreamResponse:
-    raw_id = request.match_info["queueId"]
-    try:
-        request_id = uuid.UUID(raw_id)
-    except ValueError:
-        raise BadRequest("invalid_queue_id", "queueId must be a UUID") from None
+    request_id = queue_id(request)
     watcher = request.app[WATCHER]
     with watcher.admit(), watcher.watch_item(request_id) as subscription:
         # Watched before the first read: a change after it reaches the subscription.

@@ -203,9 +203,9 @@ def item_from_row(row: asyncpg.Record) -> QueueItem:
         payer_address=row["payer_address"],
         status=row["status"],
         queue_position=row["queue_position"],
-        created_at=_iso(row["created_at"]),
-        updated_at=_iso(row["updated_at"]),
-        processed_at=_iso(row["processed_at"]),
+        created_at=iso(row["created_at"]),
+        updated_at=iso(row["updated_at"]),
+        processed_at=iso(row["processed_at"]),
         mint_tx_hash=row["mint_tx_hash"],
         error_message=row["error_message"],
         retry_count=row["retry_count"],
@@ -213,5 +213,6 @@ def item_from_row(row: asyncpg.Record) -> QueueItem:
     )
 
 
-def _iso(value: Any) -> str | None:
+def iso(value: Any) -> str | None:
+    """A timestamp as PostgreSQL gave it, in ISO 8601 (None stays None)."""
     return None if value is None else value.isoformat()

@@ -50,12 +50,16 @@ async def payer_queue(request: web.Request) -> web.Response:
     return web.json_response(body.model_dump(mode="json", by_alias=True))
 
 
-async def queue_item(request: web.Request) -> web.Response:
-    raw_id = request.match_info["queueId"]
+def queue_id(request: web.Request) -> uuid.UUID:
+    """The `{queueId}` of the path: 400 invalid_queue_id unless it is a UUID."""
     try:
-        request_id = uuid.UUID(raw_id)
+        return uuid.UUID(request.match_info["queueId"])
     except ValueError:
         raise BadRequest("invalid_queue_id", "queueId must be a UUID") from None
+
+
+async def queue_item(request: web.Request) -> web.Response:
+    request_id = queue_id(request)
     item = await queue.item(request.app[POOL], request_id)
     if item is None:
         raise ApiError("not_found", f"no queue item {request_id}", 404)

@@ -217,7 +217,7 @@ class Watcher:
             mint_tx_hash=row["mint_tx_hash"],
             token_id=None if row["token_id"] is None else str(row["token_id"]),
             error=row["error_message"],
-            updated_at=_iso(row["updated_at"]),
+            updated_at=queue.iso(row["updated_at"]),
             render=render,
             history=row["history"] or [],
         ).model_dump(mode="json")
@@ -232,10 +232,6 @@ def _batch(row: asyncpg.Record) -> LiveBatch:
         entries=row["entries"],
         tx_hash=row["tx_hash"],
         block_number=row["block_number"],
-        created_at=_iso(row["created_at"]),
-        confirmed_at=_iso(row["confirmed_at"]),
+        created_at=queue.iso(row["created_at"]),
+        confirmed_at=queue.iso(row["confirmed_at"]),
     )
-
-
-def _iso(value: Any) -> str | None:
-    return None if value is None else value.isoformat()

@@ -2,7 +2,8 @@
 
 import time
 import uuid
-from typing import Annotated, Literal
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
 
 import msgpack
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
@@ -30,6 +31,11 @@ class MintRequested(BaseEvent):
     kind: Literal["token", "nft"] = "token"
     # The authorization's validBefore (unix seconds), so the batcher can take the soonest-expiring first.
     valid_before: int | None = None
+
+    @classmethod
+    def of_row(cls, row: Mapping[str, Any]) -> "MintRequested":
+        """The event for a mint_requests row (its id, kind and valid_before)."""
+        return cls(request_id=str(row["id"]), kind=row["kind"], valid_before=row["valid_before"])
 
 
 class RenderRequested(BaseEvent):

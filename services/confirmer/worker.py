@@ -369,10 +369,7 @@ class Confirmer:
                 )
                 again = {str(r["id"]) for r in retried}
                 metrics.RETRIES.inc(len(again))
-                events["requested"] = [
-                    MintRequested(request_id=str(r["id"]), kind=r["kind"], valid_before=r["valid_before"])
-                    for r in retried
-                ]
+                events["requested"] = [MintRequested.of_row(r) for r in retried]
                 failed.update(
                     {
                         i: f"{reason} (retries exhausted)"

@@ -46,11 +46,7 @@ async def replay_pending(
         rows = await pool.fetch(PENDING, after_seq, settings.replay_chunk, older_than_seconds)
         if not rows:
             break
-        mints = [
-            MintRequested(request_id=str(row["id"]), kind=row["kind"], valid_before=row["valid_before"])
-            for row in rows
-            if row["status"] == "pending"
-        ]
+        mints = [MintRequested.of_row(row) for row in rows if row["status"] == "pending"]
         renders = [RenderRequested(request_id=str(row["id"])) for row in rows if row["status"] == "rendering"]
         await publish_many(redis, mint_stream, mints, maxlen=settings.stream_maxlen)
         await publish_many(redis, render_stream, renders, maxlen=settings.stream_maxlen)

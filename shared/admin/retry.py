@@ -140,10 +140,7 @@ async def _retry(
     await publish_many(
         admin.redis,
         names.stream(keys.MINT_REQUESTED),
-        [
-            MintRequested(request_id=str(r["id"]), kind=r["kind"], valid_before=r["valid_before"])
-            for r in pending
-        ],
+        [MintRequested.of_row(r) for r in pending],
         settings.stream_maxlen,
     )
     await publish_many(

@@ -112,10 +112,7 @@ async def _requeue(admin: Admin, rows: list) -> list:
     await publish_many(
         admin.redis,
         admin.settings.keys.stream(keys.MINT_REQUESTED),
-        [
-            MintRequested(request_id=str(r["id"]), kind=r["kind"], valid_before=r["valid_before"])
-            for r in requeued
-        ],
+        [MintRequested.of_row(r) for r in requeued],
         admin.settings.stream_maxlen,
     )
     moved = {r["id"] for r in requeued}

@@ -20,6 +20,7 @@ import asyncpg
 
 from services.intake import metrics
 from services.intake.settings import IntakeSettings
+from shared import logs
 from shared.backoff import exponential_backoff
 from shared.events import Event, MintCompleted, MintFailed
 
@@ -184,38 +185,36 @@ class Callbacks:
                     self.settings.webhook_backoff_max_seconds,
                 )
                 await conn.execute(RETRY, delivery_id, attempt, delay)
-        if ok:
-            outcome = "delivered"
-            log.info(
-                "webhook %d (%s, request %s) delivered on attempt %d",
-                delivery_id,
-                row["event"],
-                row["request_id"],
-                attempt,
-                extra={"queue_id": str(row["request_id"])},
-            )
-        elif attempt >= self.settings.webhook_max_attempts:
-            outcome = "failed"
-            log.warning(
-                "webhook %d (%s, request %s) failed for good after %d attempts: %s",
-                delivery_id,
-                row["event"],
-                row["request_id"],
-                attempt,
-                error,
-                extra={"queue_id": str(row["request_id"])},
-            )
-        else:
-            outcome = "retry"
-            log.info(
-                "webhook %d (%s, request %s) attempt %d failed (%s); retrying",
-                delivery_id,
-                row["event"],
-                row["request_id"],
-                attempt,
-                error,
-                extra={"queue_id": str(row["request_id"])},
-            )
+        with logs.bind(queue_id=str(row["request_id"])):
+            if ok:
+                outcome = "delivered"
+                log.info(
+                    "webhook %d (%s, request %s) delivered on attempt %d",
+                    delivery_id,
+                    row["event"],
+                    row["request_id"],
+                    attempt,
+                )
+            elif attempt >= self.settings.webhook_max_attempts:
+                outcome = "failed"
+                log.warning(
+                    "webhook %d (%s, request %s) failed for good after %d attempts: %s",
+                    delivery_id,
+                    row["event"],
+                    row["request_id"],
+                    attempt,
+                    error,
+                )
+            else:
+                outcome = "retry"
+                log.info(
+                    "webhook %d (%s, request %s) attempt %d failed (%s); retrying",
+                    delivery_id,
+                    row["event"],
+                    row["request_id"],
+                    attempt,
+                    error,
+                )
         metrics.WEBHOOK_ATTEMPTS.labels(outcome).inc()
         if outcome != "retry":
             metrics.WEBHOOK_DELIVERIES.labels(outcome).inc()

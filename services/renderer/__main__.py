@@ -3,7 +3,7 @@ import logging
 
 from redis.asyncio import Redis
 
-from services.renderer.pinning import LocalPinStore, gateway_routes, make_pinner
+from services.renderer.pinstore import LocalPinStore, gateway_routes
 from services.renderer.sandbox import Sandbox
 from services.renderer.settings import RendererSettings
 from services.renderer.worker import RenderWorker
@@ -14,17 +14,7 @@ log = logging.getLogger("services.renderer")
 
 async def main(stop: asyncio.Event) -> None:
     settings = RendererSettings()
-    pinner = make_pinner(
-        settings.pin_backend,
-        settings.pin_dir,
-        settings.gateway_url,
-        settings.pinata_jwt,
-        settings.pinata_requests_per_second,
-        settings.pinata_burst,
-        pinata_api_url=settings.pinata_api_url,
-        pinata_gateway_base_url=settings.pinata_gateway_url,
-        pinata_max_attempts=settings.pinata_max_attempts,
-    )
+    pinner = settings.pinner()
     pool = await db.create_pool(settings.database_url, max_size=settings.concurrency + 4)
     redis = Redis.from_url(settings.redis_url)
     sandbox = Sandbox(settings.concurrency, settings.max_job_memory_mb * 2**20)

@@ -4,6 +4,9 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
+from services.renderer.pinata import PINATA_API_URL, PINATA_GATEWAY_URL, PinataPinner
+from services.renderer.pinning import Pinner
+from services.renderer.pinstore import LocalPinStore
 from shared.settings import Settings
 
 
@@ -33,8 +36,23 @@ class RendererSettings(Settings):
     # How clients reach the local gateway (this service's HTTP port).
     gateway_url: str = "http://127.0.0.1:9103"
     pinata_jwt: SecretStr | None = Field(None, validation_alias=AliasChoices("RENDERER_PINATA_JWT"))
-    pinata_api_url: str = "https://api.pinata.cloud"
-    pinata_gateway_url: str = "https://gateway.pinata.cloud"
+    pinata_api_url: str = PINATA_API_URL
+    pinata_gateway_url: str = PINATA_GATEWAY_URL
     pinata_requests_per_second: float = Field(2.0, gt=0)
     pinata_burst: int = Field(4, ge=1)
     pinata_max_attempts: int = Field(5, ge=1)
+
+    def pinner(self) -> Pinner:
+        """The pinning backend these settings choose."""
+        if self.pin_backend == "local":
+            return LocalPinStore(self.pin_dir, self.gateway_url)
+        if self.pinata_jwt is None or not self.pinata_jwt.get_secret_value():
+            raise ValueError("the pinata pinning backend needs a JWT: set RENDERER_PINATA_JWT")
+        return PinataPinner(
+            self.pinata_jwt,
+            api_url=self.pinata_api_url,
+            gateway_base_url=self.pinata_gateway_url,
+            requests_per_second=self.pinata_requests_per_second,
+            burst=self.pinata_burst,
+            max_attempts=self.pinata_max_attempts,
+        )

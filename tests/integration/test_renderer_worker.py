@@ -11,7 +11,7 @@ import pytest
 from redis.asyncio import Redis
 
 from services.renderer.cid import cid_v1
-from services.renderer.pinning import LocalPinStore
+from services.renderer.pinstore import LocalPinStore
 from services.renderer.sandbox import Sandbox
 from services.renderer.settings import RendererSettings
 from services.renderer.worker import RenderWorker

@@ -13,21 +13,16 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 from yarl import URL
 
 from devstack.ports import free_port
 from services.renderer.cid import InvalidCid, cid_v0, cid_v1
-from services.renderer.pinning import (
-    IMMUTABLE_CACHE_CONTROL,
-    LocalPinStore,
-    PinataError,
-    PinataPinner,
-    canonical_json,
-    gateway_routes,
-    make_pinner,
-)
+from services.renderer.pinata import PinataError, PinataPinner
+from services.renderer.pinning import canonical_json
+from services.renderer.pinstore import IMMUTABLE_CACHE_CONTROL, LocalPinStore, gateway_routes
 from services.renderer.ratelimit import TokenBucket
+from services.renderer.settings import RendererSettings
 from tests.support.pinata import FakePinata
 
 # The head of a 1x1 GIF: enough to be told apart from JSON.
@@ -357,21 +352,38 @@ async def test_a_token_bucket_lets_a_burst_through_then_paces() -> None:
     assert time.monotonic() - burst_done >= 0.04
 
 
-def test_make_pinner_picks_the_backend(tmp_path: Path) -> None:
-    local = make_pinner("local", tmp_path, "http://127.0.0.1:9103", None, 2.0, 4)
-    remote = make_pinner("pinata", tmp_path, "http://127.0.0.1:9103", SecretStr(JWT), 2.0, 4)
+def renderer_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, **env: str) -> RendererSettings:
+    """The renderer's settings from the environment, as `python -m services.renderer` reads them."""
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1")
+    monkeypatch.setenv("DATABASE_URL", "postgresql://127.0.0.1:1/none")
+    monkeypatch.setenv("RENDERER_PIN_DIR", str(tmp_path))
+    monkeypatch.delenv("RENDERER_PINATA_JWT", raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return RendererSettings()  # type: ignore[call-arg]
+
+
+def test_the_settings_pick_the_pinning_backend(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    local = renderer_settings(monkeypatch, tmp_path).pinner()
+    remote = renderer_settings(
+        monkeypatch, tmp_path, RENDERER_PIN_BACKEND="pinata", RENDERER_PINATA_JWT=JWT
+    ).pinner()
 
     assert isinstance(local, LocalPinStore)
     assert isinstance(remote, PinataPinner)
     assert JWT not in repr(vars(remote))
 
 
-@pytest.mark.parametrize("jwt", [None, SecretStr("")])
-def test_pinata_without_a_jwt_names_the_setting(tmp_path: Path, jwt: SecretStr | None) -> None:
+@pytest.mark.parametrize("jwt", [None, ""])
+def test_pinata_without_a_jwt_names_the_setting(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, jwt: str | None
+) -> None:
+    env = {"RENDERER_PIN_BACKEND": "pinata"} | ({} if jwt is None else {"RENDERER_PINATA_JWT": jwt})
+    settings = renderer_settings(monkeypatch, tmp_path, **env)
     with pytest.raises(ValueError, match="RENDERER_PINATA_JWT"):
-        make_pinner("pinata", tmp_path, "http://127.0.0.1:9103", jwt, 2.0, 4)
+        settings.pinner()
 
 
-def test_an_unknown_backend_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="'ipfs-node'"):
-        make_pinner("ipfs-node", tmp_path, "http://127.0.0.1:9103", None, 2.0, 4)
+def test_an_unknown_backend_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match="'ipfs-node'"):
+        renderer_settings(monkeypatch, tmp_path, RENDERER_PIN_BACKEND="ipfs-node")

@@ -29,9 +29,11 @@ def create_app(settings: IntakeSettings) -> web.Application:
     terms = PaymentTerms.for_deployment(settings.deployment)
     app[SETTINGS] = settings
     app[TERMS] = terms
-    app[PAYWALL] = Paywall(terms, settings.max_timeout_seconds)
+    app[PAYWALL] = Paywall(terms, settings.max_timeout_seconds, "a mint of the token, queued for a batch")
     app[NFT_PAYWALL] = Paywall(
-        PaymentTerms.for_deployment(settings.deployment, "nft"), settings.max_timeout_seconds
+        PaymentTerms.for_deployment(settings.deployment, "nft"),
+        settings.max_timeout_seconds,
+        "an NFT: its animated GIF rendered and pinned to IPFS, then minted",
     )
     app[THROUGHPUT] = Throughput(settings.fallback_mints_per_second, settings.throughput_min_sample)
     app[WATCHER] = Watcher(

@@ -15,6 +15,7 @@ from x402.http.constants import PAYMENT_REQUIRED_HEADER
 
 from services.intake import metrics
 from services.intake.errors import ApiError
+from services.intake.paywall import request_url
 from services.intake.resources import NFT_PAYWALL, PAYWALL
 from services.intake.schemas import ApiErrorBody, PaymentRequiredBody
 from shared import logs
@@ -48,7 +49,7 @@ def error_response(
         # x402: every 402 carries the offer of what was asked for, so a client can (re)pay; the body
         # holds it too.
         paywall = request.app[NFT_PAYWALL if request.path.startswith("/nft/") else PAYWALL]
-        header, offer = paywall.offer(code)
+        header, offer = paywall.offer(request_url(request), code)
         headers.setdefault(PAYMENT_REQUIRED_HEADER, header)
         body = PaymentRequiredBody.model_validate({**offer, **fields})
     else:

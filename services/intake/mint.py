@@ -13,8 +13,8 @@ from typing import Any
 from aiohttp import web
 
 from services.intake import metrics, queue
-from services.intake.errors import ApiError, PaymentRejected
-from services.intake.orders import idempotency_key, parse_order, read_body
+from services.intake.errors import ApiError
+from services.intake.orders import idempotency_key, idempotency_key_of, parse_order, read_body
 from services.intake.payments import check_expiry
 from services.intake.paywall import Paywall
 from services.intake.queue import NewRequest, Queued
@@ -59,11 +59,8 @@ async def accept_paid(
     key = idempotency_key(request)
     order = parse_order(request, data, paywall)
     if order is None:
-        raise PaymentRejected(
-            "payment_required",
-            f"this costs {terms.price} USDC units: pay with x402 (PAYMENT-SIGNATURE header), a gasless "
-            "EIP-3009 authorization or a custom transfer",
-        )
+        raise paywall.payment_required()
+    key = idempotency_key_of(key, order)
     if key is not None:
         earlier = await queue.find_by_idempotency_key(pool, key, order.payment_id)
         if earlier is not None:

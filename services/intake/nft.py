@@ -1,8 +1,10 @@
 """POST /nft/render: a paid NFT render (then mint), and GET /nft/job/{jobId}: its progress.
 
 The body is `{"render": {...render settings...}, ...the payment fields of POST /mint...}`; the job id
-is the request's queue id. A render job's status comes from Redis while the renderer keeps it there
-(recent jobs), else from PostgreSQL; the mint's outcome always from PostgreSQL once it is known.
+is the request's queue id. A request without a payment gets the 402 offer whatever its body (missing,
+not JSON, no or invalid `render`): an x402 client asks first and pays after, and only a paid request's
+body is validated. A render job's status comes from Redis while the renderer keeps it there (recent
+jobs), else from PostgreSQL; the mint's outcome always from PostgreSQL once it is known.
 """
 
 import uuid
@@ -15,6 +17,7 @@ from services.intake import metrics
 from services.intake.errors import ApiError, BadRequest
 from services.intake.mint import accept_paid
 from services.intake.orders import CustomBody, GaslessBody, X402Body, read_body
+from services.intake.paywall import payment_header
 from services.intake.resources import NFT_PAYWALL, POOL, REDIS, SETTINGS, THROUGHPUT
 from services.intake.schemas import RenderAccepted, RenderJob
 from services.renderer import jobs
@@ -38,11 +41,13 @@ class CustomRender(CustomBody):
 # What the API description shows a body as; the handler validates `render` and the payment apart so
 # each gets its own error (422 invalid_render_settings with every field, 400 invalid_body).
 RENDER_BODIES = (X402Render, GaslessRender, CustomRender)
+# The paymentTypes whose body carries the payment itself.
+PAID_BODIES = ("gasless", "custom")
 
 
 async def post_render(request: web.Request) -> web.Response:
     try:
-        data = await read_body(request)
+        data = await _paid_body(request)
         render = _render_settings(data)
         queued = await accept_paid(
             request,
@@ -64,6 +69,21 @@ async def post_render(request: web.Request) -> web.Response:
     if queued.created:
         return web.json_response(body, status=202)
     return web.json_response(body, status=200, headers={"Idempotent-Replayed": "true"})
+
+
+async def _paid_body(request: web.Request) -> dict[str, Any] | None:
+    """The body of a request that carries a payment (an x402 header, or a gasless or custom body);
+    402 with the offer for one that does not, before anything in the body is checked."""
+    paid_by_header = payment_header(request.headers) is not None
+    try:
+        data = await read_body(request)
+    except ApiError:
+        if paid_by_header:
+            raise
+        data = None
+    if not paid_by_header and (data is None or data.get("paymentType") not in PAID_BODIES):
+        raise request.app[NFT_PAYWALL].payment_required()
+    return data
 
 
 def _render_settings(data: dict[str, Any] | None) -> RenderSettings:

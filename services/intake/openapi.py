@@ -129,7 +129,8 @@ PAYMENT_HEADERS = (
     header(X_PAYMENT_HEADER, "an x402 v1 payment, base64 JSON", maxLength=MAX_HEADER_CHARS),
     header(
         IDEMPOTENCY_HEADER,
-        "a retry with the same key and payment answers 200 with the same request",
+        "a retry with the same key and payment answers 200 with the same request; an x402 payment may "
+        "carry the key as its payment-identifier extension's id instead (if both, the same key)",
         pattern=f"^{IDEMPOTENCY_KEY_RE.pattern}$",
     ),
 )
@@ -160,7 +161,7 @@ OPERATIONS = (
         "/nft/render",
         "postRender",
         "nft",
-        "Pay for an NFT render and mint, and queue it",
+        "Pay for an NFT render and mint, and queue it; unpaid, the 402 offer whatever the body",
         {
             202: Reply("queued: committed in PostgreSQL with its render job", RenderAccepted),
             200: Reply("an Idempotency-Key found the job queued earlier", RenderAccepted, headers=REPLAYED),

@@ -86,6 +86,8 @@ class Order:
     authorization: Authorization | None = None
     tx_hash: str | None = None
     claimed_payer: str | None = None
+    # x402: the payment-identifier extension's id, which counts as an Idempotency-Key.
+    payment_identifier: str | None = None
 
     @property
     def payment_id(self) -> str:
@@ -143,6 +145,19 @@ def idempotency_key(request: web.Request) -> str | None:
     return key
 
 
+def idempotency_key_of(header_key: str | None, order: Order) -> str | None:
+    """The request's idempotency key: the Idempotency-Key header or the x402 payment-identifier,
+    which x402 clients send in the payment instead. Sent in both, it must be the same key."""
+    identifier = order.payment_identifier
+    if header_key is not None and identifier is not None and header_key != identifier:
+        raise BadRequest(
+            "conflicting_idempotency_key",
+            "the Idempotency-Key header and the x402 payment-identifier id differ: send one key, or "
+            "the same in both",
+        )
+    return header_key if header_key is not None else identifier
+
+
 def parse_order(request: web.Request, data: dict[str, Any] | None, paywall: Paywall) -> Order | None:
     """The order in this request, or None when it carries no payment at all (answered with 402)."""
     body = validate_body(data)
@@ -152,7 +167,12 @@ def parse_order(request: web.Request, data: dict[str, Any] | None, paywall: Payw
             raise BadRequest(
                 "conflicting_payment", "send either an x402 payment header or a paymentType body"
             )
-        return Order("x402", body.callbackUrl, authorization=x402.authorization)
+        return Order(
+            "x402",
+            body.callbackUrl,
+            authorization=x402.authorization,
+            payment_identifier=x402.payment_identifier,
+        )
     if isinstance(body, GaslessBody):
         return Order(
             "gasless", body.callbackUrl, authorization=parse_authorization(body.authorization, body.signature)

@@ -10,7 +10,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
-from x402.schemas import PaymentRequired
+from x402.schemas import PaymentRequired, ResourceInfo
 
 ADDRESS_PATTERN = r"^0x[0-9a-fA-F]{40}$"
 TX_HASH_PATTERN = r"^0x[0-9a-fA-F]{64}$"
@@ -193,6 +193,8 @@ class Unhealthy(ApiErrorBody):
 class PaymentRequiredBody(PaymentRequired):
     """A 402: the x402 PaymentRequired offer (also in the PAYMENT-REQUIRED header) and the error."""
 
+    # Optional in the SDK's model, required by the v2 spec (§5.1): the url is the request's.
+    resource: ResourceInfo
     success: Literal[False] = False
     error: str
     message: str

@@ -8,6 +8,7 @@ from aiohttp import web
 from services.intake import queue
 from services.intake.errors import ApiError, BadRequest
 from services.intake.payments import parse_address
+from services.intake.paywall import request_url
 from services.intake.resources import CHAIN, NFT_PAYWALL, PAYWALL, POOL, REDIS, SETTINGS, TERMS, THROUGHPUT
 from services.intake.schemas import (
     Health,
@@ -80,11 +81,11 @@ async def info(request: web.Request) -> web.Response:
         nft=NftTerms(
             contract=deployment.nft,
             price=str(deployment.nft_price),
-            x402=request.app[NFT_PAYWALL].offer()[1],
+            x402=request.app[NFT_PAYWALL].offer(request_url(request, "/nft/render"))[1],
         ),
         payment_types=PAYMENT_TYPES,
         custom_payment_confirmations=request.app[SETTINGS].custom_payment_confirmations,
-        x402=request.app[PAYWALL].offer()[1],
+        x402=request.app[PAYWALL].offer(request_url(request, "/mint"))[1],
     )
     return web.json_response(body.model_dump(mode="json", by_alias=True, exclude_none=True))
 

@@ -241,7 +241,8 @@ def test_authorization_data_is_what_the_batcher_settles_with() -> None:
 
 # --- x402 headers ---------------------------------------------------------------------------------
 
-PAYWALL = Paywall(TERMS, max_timeout_seconds=900)
+PAYWALL = Paywall(TERMS, max_timeout_seconds=900, description="a mint")
+URL = "https://mint.example/mint"
 
 
 class Headers(dict):
@@ -256,7 +257,7 @@ def v2_header(wire: dict[str, Any], signature: str, **accepted: Any) -> str:
 
 
 def test_offer_is_an_sdk_readable_payment_required() -> None:
-    header, body = PAYWALL.offer()
+    header, body = PAYWALL.offer(URL)
     required = decode_payment_required_header(header)
     assert isinstance(required, PaymentRequired)
     assert required.x402_version == 2
@@ -271,7 +272,7 @@ def test_offer_is_an_sdk_readable_payment_required() -> None:
         extra={"name": "USD Coin", "version": "2"},
     )
     assert body == json.loads(base64.b64decode(header))
-    assert decode_payment_required_header(PAYWALL.offer("underpaid")[0]).error == "underpaid"
+    assert decode_payment_required_header(PAYWALL.offer(URL, "underpaid")[0]).error == "underpaid"
 
 
 def test_v2_payment_signature_header_decodes() -> None:

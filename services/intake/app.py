@@ -4,13 +4,18 @@ from aiohttp import web
 
 from services.intake import live, openapi
 from services.intake.background import run_background
-from services.intake.middleware import count_requests, json_errors, request_ids
+from services.intake.counts import StatusCounts
+from services.intake.middleware import count_requests, json_errors, limit_clients, request_ids
 from services.intake.payments import PaymentTerms
 from services.intake.paywall import Paywall
+from services.intake.ratelimit import TokenBuckets
 from services.intake.resources import (
+    CLIENT_LIMITS,
     NFT_PAYWALL,
+    PAYER_LIMITS,
     PAYWALL,
     SETTINGS,
+    STATUS_COUNTS,
     TERMS,
     THROUGHPUT,
     WATCHER,
@@ -24,7 +29,8 @@ from services.intake.watcher import Watcher
 
 def create_app(settings: IntakeSettings) -> web.Application:
     app = web.Application(
-        middlewares=[request_ids, count_requests, json_errors], client_max_size=settings.max_body_bytes
+        middlewares=[request_ids, count_requests, json_errors, limit_clients],
+        client_max_size=settings.max_body_bytes,
     )
     terms = PaymentTerms.for_deployment(settings.deployment)
     app[SETTINGS] = settings
@@ -36,11 +42,20 @@ def create_app(settings: IntakeSettings) -> web.Application:
         "an NFT: its animated GIF rendered and pinned to IPFS, then minted",
     )
     app[THROUGHPUT] = Throughput(settings.fallback_mints_per_second, settings.throughput_min_sample)
+    app[CLIENT_LIMITS] = TokenBuckets(
+        settings.rate_client_per_second, settings.rate_client_burst, settings.rate_max_tracked
+    )
+    app[PAYER_LIMITS] = TokenBuckets(
+        settings.rate_payer_per_second, settings.rate_payer_burst, settings.rate_max_tracked
+    )
+    app[STATUS_COUNTS] = StatusCounts(settings.queue_counts_seconds)
     app[WATCHER] = Watcher(
         app[THROUGHPUT],
+        app[STATUS_COUNTS],
         poll_seconds=settings.live_poll_seconds,
         queue_seconds=settings.live_queue_seconds,
         max_streams=settings.live_max_streams,
+        max_streams_per_client=settings.live_max_streams_per_client,
     )
     setup_routes(app)
     app[openapi.SPEC] = openapi.document()

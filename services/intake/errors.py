@@ -55,3 +55,13 @@ class Unavailable(ApiError):
     """A dependency (RPC node, database) did not answer; the client may retry."""
 
     status = 503
+
+
+class RateLimited(ApiError):
+    """Too many requests from one client or payer (or too many open streams): retry after the header's
+    seconds."""
+
+    status = 429
+
+    def __init__(self, code: str, message: str, retry_after: int) -> None:
+        super().__init__(code, message, headers={"Retry-After": str(retry_after)})

@@ -18,6 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from services.intake.errors import ApiError
+from services.intake.limits import limited_client
 from services.intake.resources import POOL, SETTINGS, WATCHER
 from services.intake.views import queue_id
 from services.intake.watcher import FINAL, Subscription
@@ -54,7 +55,7 @@ async def static_file(request: web.Request) -> web.FileResponse:
 async def item_events(request: web.Request) -> web.StreamResponse:
     request_id = queue_id(request)
     watcher = request.app[WATCHER]
-    with watcher.admit(), watcher.watch_item(request_id) as subscription:
+    with watcher.admit(limited_client(request)), watcher.watch_item(request_id) as subscription:
         # Watched before the first read: a change after it reaches the subscription.
         first = await watcher.item_state(request.app[POOL], request_id)
         if first is None:
@@ -64,7 +65,7 @@ async def item_events(request: web.Request) -> web.StreamResponse:
 
 async def queue_events(request: web.Request) -> web.StreamResponse:
     watcher = request.app[WATCHER]
-    with watcher.admit(), watcher.watch_queue() as subscription:
+    with watcher.admit(limited_client(request)), watcher.watch_queue() as subscription:
         first = await watcher.queue_state(request.app[POOL])
         return await _stream(request, "queue", first, subscription, lambda _: False)
 

@@ -1,4 +1,5 @@
-"""Middlewares: every error becomes JSON {"success": false, "error", "message"}; every request is counted."""
+"""Middlewares: every error becomes JSON {"success": false, "error", "message"}; every request is counted;
+every client is held to its rate limit."""
 
 import asyncio
 import logging
@@ -14,9 +15,11 @@ from aiohttp.typedefs import Handler
 from x402.http.constants import PAYMENT_REQUIRED_HEADER
 
 from services.intake import metrics
-from services.intake.errors import ApiError
+from services.intake.errors import ApiError, RateLimited
+from services.intake.limits import limited_client
 from services.intake.paywall import request_url
-from services.intake.resources import NFT_PAYWALL, PAYWALL
+from services.intake.ratelimit import UNLIMITED_PATHS, retry_after
+from services.intake.resources import CLIENT_LIMITS, NFT_PAYWALL, PAYWALL
 from services.intake.schemas import ApiErrorBody, PaymentRequiredBody
 from shared import logs
 
@@ -136,3 +139,19 @@ async def count_requests(request: web.Request, handler: Handler) -> web.StreamRe
         method = request.method if request.method in METHODS else "other"
         metrics.HTTP_REQUESTS.labels(route, method, str(status)).inc()
         metrics.HTTP_DURATION.labels(route).observe(time.perf_counter() - started)
+
+
+@web.middleware
+async def limit_clients(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A token bucket per client address on every route but /health and /metrics, taken before the
+    handler reads anything (the database, the chain)."""
+    if request.path not in UNLIMITED_PATHS:
+        client = limited_client(request)
+        if client is not None:
+            wait = request.app[CLIENT_LIMITS].take(client)
+            if wait > 0:
+                seconds = retry_after(wait)
+                raise RateLimited(
+                    "rate_limited", f"too many requests from {client}; retry in {seconds} s", seconds
+                )
+    return await handler(request)

@@ -14,6 +14,7 @@ from aiohttp import web
 
 from services.intake import metrics, queue
 from services.intake.errors import ApiError
+from services.intake.limits import limit_payer
 from services.intake.orders import idempotency_key, idempotency_key_of, parse_order, read_body
 from services.intake.payments import check_expiry
 from services.intake.paywall import Paywall
@@ -61,6 +62,8 @@ async def accept_paid(
     if order is None:
         raise paywall.payment_required()
     key = idempotency_key_of(key, order)
+    # Before any read for it: a payer over their rate costs neither the database nor the chain.
+    limit_payer(app, terms, order.authorization, order.claimed_payer)
     if key is not None:
         earlier = await queue.find_by_idempotency_key(pool, key, order.payment_id)
         if earlier is not None:

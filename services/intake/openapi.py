@@ -20,6 +20,7 @@ from x402.http.constants import PAYMENT_REQUIRED_HEADER, PAYMENT_SIGNATURE_HEADE
 from services.intake.nft import CustomRender, GaslessRender, X402Render
 from services.intake.orders import IDEMPOTENCY_HEADER, IDEMPOTENCY_KEY_RE, CustomBody, GaslessBody, X402Body
 from services.intake.paywall import MAX_HEADER_CHARS
+from services.intake.ratelimit import UNLIMITED_PATHS
 from services.intake.schemas import (
     ADDRESS_PATTERN,
     UUID_PATTERN,
@@ -87,6 +88,7 @@ ERRORS = {
     413: "payload_too_large: the body is over the size limit",
     415: "unsupported_media_type: the body must be application/json",
     422: "idempotency_key_reused with another payment, or invalid_render_settings with every field",
+    429: "rate_limited (this client or payer), or too_many_streams open by this client; see Retry-After",
     503: "a dependency (PostgreSQL, the RPC node) did not answer, or too many streams; retry shortly",
 }
 
@@ -100,6 +102,9 @@ def errors(*statuses: int) -> dict[int, Reply]:
             "schema": {"type": "string"},
         }
         replies[402] = Reply(ERRORS[402], PaymentRequiredBody, headers={PAYMENT_REQUIRED_HEADER: header})
+    if 429 in replies:
+        retry = {"description": "whole seconds to wait", "required": True, "schema": {"type": "string"}}
+        replies[429] = Reply(ERRORS[429], ApiErrorBody, headers={"Retry-After": retry})
     return replies
 
 
@@ -300,6 +305,8 @@ def build() -> dict[str, Any]:
 
     paths: dict[str, dict[str, Any]] = {}
     for operation in OPERATIONS:
+        # Every route but the monitoring ones is rate limited per client.
+        limited = {} if operation.path in UNLIMITED_PATHS else errors(429)
         description: dict[str, Any] = {
             "operationId": operation.operation_id,
             "tags": [operation.tag],
@@ -310,7 +317,7 @@ def build() -> dict[str, Any]:
                     schemas[(reply.model.__name__, serialization)] if reply.model else None,
                     schemas[(reply.event.__name__, serialization)] if reply.event else None,
                 )
-                for status, reply in sorted(operation.replies.items())
+                for status, reply in sorted({**operation.replies, **limited}.items())
             },
         }
         if operation.parameters:

@@ -1,7 +1,6 @@
 """What a POST /mint asks for: the JSON body (validated with pydantic), the payment it carries (x402
 header, gasless authorization or custom transaction hash), the callback URL and the Idempotency-Key."""
 
-import json
 import re
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
@@ -10,6 +9,7 @@ from aiohttp import web
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 from yarl import URL
 
+from services.intake import safejson
 from services.intake.errors import ApiError, BadRequest
 from services.intake.payments import (
     ADDRESS_RE,
@@ -109,7 +109,7 @@ async def read_body(request: web.Request) -> dict[str, Any] | None:
             "unsupported_media_type", f"the body must be application/json, not {request.content_type!r}", 415
         )
     try:
-        data = json.loads(raw)
+        data = safejson.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest("invalid_json", f"the body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):

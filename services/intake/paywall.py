@@ -24,6 +24,7 @@ from x402.http.constants import PAYMENT_SIGNATURE_HEADER, X_PAYMENT_HEADER
 from x402.mechanisms.evm.v1.constants import V1_NETWORK_CHAIN_IDS
 from x402.schemas import PaymentRequired, PaymentRequirements, ResourceInfo
 
+from services.intake import safejson
 from services.intake.errors import BadRequest, PaymentRejected
 from services.intake.payments import Authorization, PaymentTerms, parse_authorization
 
@@ -179,7 +180,7 @@ def decode_header(value: str) -> dict[str, Any]:
     if len(value) > MAX_HEADER_CHARS:
         raise BadRequest("invalid_payment_header", "the payment header is too long")
     try:
-        data = json.loads(base64.b64decode(value, validate=True))
+        data = safejson.loads(base64.b64decode(value, validate=True))
     except (binascii.Error, ValueError) as exc:
         raise BadRequest("invalid_payment_header", f"the payment header is not base64 JSON: {exc}") from None
     if not isinstance(data, dict):

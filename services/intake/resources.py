@@ -10,9 +10,11 @@ from aiohttp import web
 from redis.asyncio import Redis
 
 from services.intake.callbacks import Callbacks
+from services.intake.counts import StatusCounts
 from services.intake.onchain import ChainReader
 from services.intake.payments import PaymentTerms
 from services.intake.paywall import Paywall
+from services.intake.ratelimit import TokenBuckets
 from services.intake.settings import IntakeSettings
 from services.intake.throughput import Throughput
 from services.intake.watcher import Watcher
@@ -31,6 +33,11 @@ CHAIN = web.AppKey("chain", ChainReader)
 CALLBACKS = web.AppKey("callbacks", Callbacks)
 # The live status streams' one PostgreSQL poller.
 WATCHER = web.AppKey("watcher", Watcher)
+# The queue's counts per status, read at most once per INTAKE_QUEUE_COUNTS_SECONDS.
+STATUS_COUNTS = web.AppKey("status_counts", StatusCounts)
+# Token buckets per client address and per payer (services/intake/ratelimit.py).
+CLIENT_LIMITS = web.AppKey("client_limits", TokenBuckets)
+PAYER_LIMITS = web.AppKey("payer_limits", TokenBuckets)
 
 
 async def open_resources(app: web.Application) -> AsyncIterator[None]:

@@ -1,5 +1,8 @@
-from pydantic import Field, SecretStr
-from pydantic_settings import SettingsConfigDict
+from ipaddress import ip_network
+from typing import Annotated, Any
+
+from pydantic import Field, IPvAnyNetwork, SecretStr, field_validator
+from pydantic_settings import NoDecode, SettingsConfigDict
 
 from shared.settings import Settings
 
@@ -59,3 +62,35 @@ class IntakeSettings(Settings):
     live_keepalive_seconds: float = Field(default=15.0, gt=0)
     # Open streams at most (a status page holds two); more get 503 too_many_streams.
     live_max_streams: int = Field(default=2000, ge=1)
+    # Open streams per client address (see the rate limits below for who the client is); more get 429.
+    live_max_streams_per_client: int = Field(default=20, ge=1)
+
+    # Rate limits (token buckets: `burst` requests at once, refilled at `per_second`), answered 429 with
+    # Retry-After. Per client address on every route but /health and /metrics; per payer (the signer of
+    # an authorization, or the `payer` a custom payment claims) on every paid request, before any chain
+    # read. An IPv6 client counts per /64.
+    rate_client_per_second: float = Field(default=20.0, gt=0)
+    rate_client_burst: int = Field(default=100, ge=1)
+    rate_payer_per_second: float = Field(default=2.0, gt=0)
+    rate_payer_burst: int = Field(default=20, ge=1)
+    # Clients in these networks skip the per-client limits (not the per-payer one): by default this
+    # machine, where the benchmark, health checks and a local reverse proxy connect from. Behind a
+    # proxy on this machine, list it in trusted_proxies so its clients count by their own address.
+    # Comma-separated; empty exempts nobody.
+    rate_exempt_networks: Annotated[list[IPvAnyNetwork], NoDecode] = Field(
+        default_factory=lambda: [ip_network("127.0.0.0/8"), ip_network("::1/128")]
+    )
+    # Peers whose X-Forwarded-For is believed: the client is the nearest forwarded address that is not
+    # one of them. Empty (the default): the client is the connection's peer.
+    trusted_proxies: Annotated[list[IPvAnyNetwork], NoDecode] = Field(default_factory=list)
+    # Buckets kept per limit; idle ones (full again) are dropped first, past this the least recent.
+    rate_max_tracked: int = Field(default=100_000, ge=100)
+    # GET /queue/status and the live queue stream read the counts at most this often.
+    queue_counts_seconds: float = Field(default=1.0, gt=0)
+
+    @field_validator("rate_exempt_networks", "trusted_proxies", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value

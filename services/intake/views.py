@@ -9,7 +9,17 @@ from services.intake import queue
 from services.intake.errors import ApiError, BadRequest
 from services.intake.payments import parse_address
 from services.intake.paywall import request_url
-from services.intake.resources import CHAIN, NFT_PAYWALL, PAYWALL, POOL, REDIS, SETTINGS, TERMS, THROUGHPUT
+from services.intake.resources import (
+    CHAIN,
+    NFT_PAYWALL,
+    PAYWALL,
+    POOL,
+    REDIS,
+    SETTINGS,
+    STATUS_COUNTS,
+    TERMS,
+    THROUGHPUT,
+)
 from services.intake.schemas import (
     Health,
     HealthChecks,
@@ -29,7 +39,7 @@ PAYMENT_TYPES = ["x402", "gasless", "custom"]
 
 
 async def queue_status(request: web.Request) -> web.Response:
-    counts = await queue.status_counts(request.app[POOL])
+    counts = await request.app[STATUS_COUNTS].get(request.app[POOL])
     throughput = request.app[THROUGHPUT]
     depth = sum(counts.get(status, 0) for status in queue.ACTIVE)
     body = QueueStatus(

@@ -21,7 +21,8 @@ from typing import Any
 import asyncpg
 
 from services.intake import queue
-from services.intake.errors import Unavailable
+from services.intake.counts import StatusCounts
+from services.intake.errors import RateLimited, Unavailable
 from services.intake.schemas import LiveBatch, LiveItem, LiveQueue, RecentThroughput, RenderProgress
 from services.intake.throughput import Throughput
 from shared.loops import every, pause
@@ -80,13 +81,24 @@ class Subscription:
 
 class Watcher:
     def __init__(
-        self, throughput: Throughput, *, poll_seconds: float, queue_seconds: float, max_streams: int
+        self,
+        throughput: Throughput,
+        counts: StatusCounts,
+        *,
+        poll_seconds: float,
+        queue_seconds: float,
+        max_streams: int,
+        max_streams_per_client: int,
     ) -> None:
         self.throughput = throughput
+        self.counts = counts
         self.poll_seconds = poll_seconds
         self.queue_seconds = queue_seconds
         self.max_streams = max_streams
+        self.max_streams_per_client = max_streams_per_client
         self.streams = 0
+        # Open streams per limited client (no entry at 0, so departed clients cost no memory).
+        self.client_streams: dict[str, int] = {}
         # Set at shutdown: every stream ends, so the server does not wait for them.
         self.closing = asyncio.Event()
         self._items: dict[uuid.UUID, set[Subscription]] = {}
@@ -99,8 +111,9 @@ class Watcher:
         self._queue_lock = asyncio.Lock()
 
     @contextmanager
-    def admit(self) -> Iterator[None]:
-        """Holds one of `max_streams` places, or refuses with 503 when none is free."""
+    def admit(self, client: str | None = None) -> Iterator[None]:
+        """Holds one of `max_streams` places, or refuses with 503 when none is free; and one of the
+        `max_streams_per_client` of `client` (None: a client without a cap), else 429."""
         if self.closing.is_set():
             raise Unavailable(
                 "shutting_down", "intake is stopping; reconnect shortly", headers={"Retry-After": "5"}
@@ -111,11 +124,23 @@ class Watcher:
                 f"{self.max_streams} live streams are open; retry shortly",
                 headers={"Retry-After": "10"},
             )
+        if client is not None and self.client_streams.get(client, 0) >= self.max_streams_per_client:
+            raise RateLimited(
+                "too_many_streams",
+                f"{client} has {self.max_streams_per_client} live streams open; close one or retry later",
+                10,
+            )
         self.streams += 1
+        if client is not None:
+            self.client_streams[client] = self.client_streams.get(client, 0) + 1
         try:
             yield
         finally:
             self.streams -= 1
+            if client is not None:
+                left = self.client_streams.pop(client) - 1
+                if left:
+                    self.client_streams[client] = left
 
     @contextmanager
     def watch_item(self, request_id: uuid.UUID) -> Iterator[Subscription]:
@@ -188,7 +213,7 @@ class Watcher:
 
     async def _refresh_queue(self, pool: asyncpg.Pool) -> None:
         started = time.monotonic()
-        counts = await queue.status_counts(pool)
+        counts = await self.counts.get(pool)
         batches = await pool.fetch(BATCHES, RECENT_BATCHES)
         depth = sum(counts.get(status, 0) for status in queue.ACTIVE)
         self._queue = LiveQueue(

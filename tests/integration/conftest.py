@@ -187,6 +187,9 @@ def services(settings_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[
         env.setdefault("BATCHER_METRICS_PORT", str(free_port()))
         env.setdefault("CONFIRMER_METRICS_PORT", str(free_port()))
         env.setdefault("RENDERER_METRICS_PORT", str(free_port()))
+        # As running_intake: tests paying many times from one payer are not about its rate limit.
+        env.setdefault("INTAKE_RATE_PAYER_PER_SECOND", "10000")
+        env.setdefault("INTAKE_RATE_PAYER_BURST", "10000")
         # The renderer's local pin store, served as a gateway on its HTTP port.
         env.setdefault("RENDERER_PIN_DIR", str(tmp_path / "ipfs"))
         env.setdefault("RENDERER_GATEWAY_URL", f"http://127.0.0.1:{env['RENDERER_METRICS_PORT']}")

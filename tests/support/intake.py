@@ -82,8 +82,13 @@ class Intake:
 async def running_intake(
     settings_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, **overrides: Any
 ) -> AsyncIterator[Intake]:
-    """Intake on a free loopback port, configured from the environment like `python -m services.intake`."""
-    for name, value in {**settings_env, **{k.upper(): str(v) for k, v in overrides.items()}}.items():
+    """Intake on a free loopback port, configured from the environment like `python -m services.intake`.
+
+    The tests send from loopback, which is exempt from the per-client limits by default; the per-payer
+    limit is raised out of the way here, and a test of the limits sets its own."""
+    limits = {"INTAKE_RATE_PAYER_PER_SECOND": "10000", "INTAKE_RATE_PAYER_BURST": "10000"}
+    overridden = {k.upper(): str(v) for k, v in overrides.items()}
+    for name, value in {**limits, **settings_env, **overridden}.items():
         monkeypatch.setenv(name, value)
     settings = IntakeSettings()  # type: ignore[call-arg]
     client = TestClient(TestServer(create_app(settings)))

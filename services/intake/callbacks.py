@@ -4,6 +4,10 @@ and deliver those: signed POSTs, every attempt recorded, retried with backoff un
 Signature: hex HMAC-SHA256 with WEBHOOK_SECRET over f"{timestamp}.{body}", sent as
 `X-Mintline-Signature: sha256=<hex>` with `X-Mintline-Timestamp: <unix seconds>`; `body` is the exact
 request body. Receivers should also reject stale timestamps.
+
+Deliveries go only where callback_hosts allows: the URL's host is checked before each attempt and the
+session's resolver drops refused addresses (DNS rebinding), redirects are not followed and at most
+MAX_RESPONSE_BYTES of a response are read. A refused delivery fails at once, with the reason.
 """
 
 import asyncio
@@ -17,8 +21,11 @@ from datetime import UTC, datetime
 
 import aiohttp
 import asyncpg
+from aiohttp.abc import AbstractResolver
+from yarl import URL
 
 from services.intake import metrics
+from services.intake.callback_hosts import CallbackHosts, CallbackRefused, CallbackResolver
 from services.intake.settings import IntakeSettings
 from shared import logs
 from shared.backoff import exponential_backoff
@@ -28,6 +35,9 @@ log = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "X-Mintline-Signature"
 TIMESTAMP_HEADER = "X-Mintline-Timestamp"
+# Only the status matters; a receiver streaming a huge (or endless) body is not read further.
+MAX_RESPONSE_BYTES = 4096
+REFUSED = "callback_url_not_allowed"
 
 # One delivery per (request, outcome); a redelivered event inserts nothing.
 ADD_DELIVERY = """
@@ -60,6 +70,19 @@ UPDATE webhook_deliveries SET attempts = $2, next_attempt_at = now() + make_inte
 """
 
 
+def webhook_session(
+    settings: IntakeSettings, hosts: CallbackHosts, dns: AbstractResolver | None = None
+) -> aiohttp.ClientSession:
+    """The session webhooks are posted with: every name resolved through CallbackResolver (`dns`, or
+    the system's resolver, less refused addresses), no proxy from the environment."""
+    connector = aiohttp.TCPConnector(
+        resolver=CallbackResolver(hosts, dns), limit=settings.webhook_concurrency
+    )
+    return aiohttp.ClientSession(
+        connector=connector, timeout=aiohttp.ClientTimeout(total=settings.webhook_timeout_seconds)
+    )
+
+
 def sign(secret: bytes, timestamp: int, body: str) -> str:
     return "sha256=" + hmac.new(secret, f"{timestamp}.{body}".encode(), hashlib.sha256).hexdigest()
 
@@ -69,10 +92,18 @@ def encode_body(body: dict) -> str:
 
 
 class Callbacks:
-    def __init__(self, pool: asyncpg.Pool, session: aiohttp.ClientSession, settings: IntakeSettings) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        session: aiohttp.ClientSession,
+        settings: IntakeSettings,
+        hosts: CallbackHosts,
+    ) -> None:
+        """`session` must resolve through callback_hosts.CallbackResolver (see webhook_session)."""
         self.pool = pool
         self.session = session
         self.settings = settings
+        self.hosts = hosts
         self._secret = settings.webhook_secret.get_secret_value().encode()
         self._wake = asyncio.Event()
 
@@ -155,28 +186,47 @@ class Callbacks:
         }
         status_code: int | None = None
         error: str | None = None
-        try:
-            async with self.session.post(
-                row["url"], data=body, headers=headers, allow_redirects=False
-            ) as response:
-                status_code = response.status
-                await response.read()
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            error = f"{type(exc).__name__}: {exc}"[:500]
+        url = URL(row["url"])
+        # aiohttp does not ask the resolver about IP literals: the URL's spelling is checked here.
+        refused = self.hosts.host_refusal(url.raw_host or "")
+        if refused is not None:
+            error = f"{REFUSED}: callback host {url.raw_host} {refused}"
+        else:
+            try:
+                async with self.session.post(
+                    url, data=body, headers=headers, allow_redirects=False
+                ) as response:
+                    status_code = response.status
+                    await _read_capped(response, MAX_RESPONSE_BYTES)
+            except aiohttp.ClientConnectorError as exc:
+                if isinstance(exc.os_error, CallbackRefused):
+                    refused, error = str(exc.os_error), f"{REFUSED}: {exc.os_error}"
+                else:
+                    error = f"{type(exc).__name__}: {exc}"[:500]
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                error = f"{type(exc).__name__}: {exc}"[:500]
         ok = status_code is not None and 200 <= status_code < 300
         if not ok and error is None:
             error = f"HTTP {status_code}"
-        await self._record(row, attempt, ok, status_code, error)
+        await self._record(row, attempt, ok, status_code, error, final=refused is not None)
 
     async def _record(
-        self, row: asyncpg.Record, attempt: int, ok: bool, status_code: int | None, error: str | None
+        self,
+        row: asyncpg.Record,
+        attempt: int,
+        ok: bool,
+        status_code: int | None,
+        error: str | None,
+        final: bool = False,
     ) -> None:
+        """`final`: a failure not worth retrying (a refused host stays refused)."""
         delivery_id = row["id"]
+        give_up = not ok and (final or attempt >= self.settings.webhook_max_attempts)
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute(RECORD_ATTEMPT, delivery_id, attempt, status_code, None if ok else error)
             if ok:
                 await conn.execute(DELIVERED, delivery_id, attempt)
-            elif attempt >= self.settings.webhook_max_attempts:
+            elif give_up:
                 await conn.execute(GAVE_UP, delivery_id, attempt)
             else:
                 delay = exponential_backoff(
@@ -195,7 +245,7 @@ class Callbacks:
                     row["request_id"],
                     attempt,
                 )
-            elif attempt >= self.settings.webhook_max_attempts:
+            elif give_up:
                 outcome = "failed"
                 log.warning(
                     "webhook %d (%s, request %s) failed for good after %d attempts: %s",
@@ -218,3 +268,15 @@ class Callbacks:
         metrics.WEBHOOK_ATTEMPTS.labels(outcome).inc()
         if outcome != "retry":
             metrics.WEBHOOK_DELIVERIES.labels(outcome).inc()
+
+
+async def _read_capped(response: aiohttp.ClientResponse, limit: int) -> None:
+    """Read at most `limit` bytes of the body; past that the connection is closed, not drained."""
+    remaining = limit
+    while remaining > 0:
+        chunk = await response.content.read(remaining)
+        if not chunk:
+            return
+        remaining -= len(chunk)
+    if not response.content.at_eof():
+        response.close()

@@ -13,13 +13,14 @@ from typing import Any
 from aiohttp import web
 
 from services.intake import metrics, queue
+from services.intake.callback_hosts import check_callback_url
 from services.intake.errors import ApiError
 from services.intake.limits import limit_payer
 from services.intake.orders import idempotency_key, idempotency_key_of, parse_order, read_body
 from services.intake.payments import check_expiry
 from services.intake.paywall import Paywall
 from services.intake.queue import NewRequest, Queued
-from services.intake.resources import CHAIN, PAYWALL, POOL, REDIS, SETTINGS, THROUGHPUT
+from services.intake.resources import CALLBACKS, CHAIN, PAYWALL, POOL, REDIS, SETTINGS, THROUGHPUT
 from services.intake.schemas import MintAccepted
 from services.intake.verify import verify
 from shared import keys
@@ -68,6 +69,8 @@ async def accept_paid(
         earlier = await queue.find_by_idempotency_key(pool, key, order.payment_id)
         if earlier is not None:
             return earlier
+    if order.callback_url is not None:
+        await check_callback_url(app[CALLBACKS].hosts, order.callback_url)
 
     now = int(time.time())
     verified = await verify(order, terms, app[CHAIN], now, settings.custom_payment_confirmations)

@@ -110,7 +110,10 @@ def errors(*statuses: int) -> dict[int, Reply]:
 
 def payment_errors() -> dict[int, Reply]:
     replies = errors(400, 402, 409, 413, 415, 422, 503)
-    description = f"{ERRORS[400]}; a header over {MAX_HEADER_CHARS} bytes gets aiohttp's plain-text 400"
+    description = (
+        f"{ERRORS[400]}; callback_url_not_allowed: the callbackUrl host is or resolves to a non-public "
+        f"address; a header over {MAX_HEADER_CHARS} bytes gets aiohttp's plain-text 400"
+    )
     replies[400] = Reply(description, ApiErrorBody, or_plain_text=True)
     return replies
 

@@ -9,7 +9,7 @@ import asyncpg
 from aiohttp import web
 from redis.asyncio import Redis
 
-from services.intake.callbacks import Callbacks
+from services.intake.callbacks import Callbacks, webhook_session
 from services.intake.counts import StatusCounts
 from services.intake.onchain import ChainReader
 from services.intake.payments import PaymentTerms
@@ -57,11 +57,12 @@ async def open_resources(app: web.Application) -> AsyncIterator[None]:
             timeout=aiohttp.ClientTimeout(total=settings.rpc_timeout_seconds),
         )
         stack.push_async_callback(rpc_session.close)
-        session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=settings.webhook_timeout_seconds))
+        hosts = settings.callback_hosts()
+        session = webhook_session(settings, hosts)
         stack.push_async_callback(session.close)
 
         app[POOL] = pool
         app[REDIS] = redis
         app[CHAIN] = ChainReader(JsonRpc(settings.chain_rpc_url, rpc_session), app[TERMS].usdc)
-        app[CALLBACKS] = Callbacks(pool, session, settings)
+        app[CALLBACKS] = Callbacks(pool, session, settings, hosts)
         yield

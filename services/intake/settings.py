@@ -4,6 +4,7 @@ from typing import Annotated, Any
 from pydantic import Field, IPvAnyNetwork, SecretStr, field_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
+from services.intake.callback_hosts import CallbackHosts
 from shared.settings import Settings
 
 
@@ -53,6 +54,20 @@ class IntakeSettings(Settings):
     webhook_backoff_max_seconds: float = Field(default=600.0, gt=0)
     webhook_concurrency: int = Field(default=16, ge=1)
     webhook_poll_seconds: float = Field(default=1.0, gt=0)
+    # Webhooks go only to public addresses (services/intake/callback_hosts.py); these comma-separated
+    # host names (`*.name` for subdomains) and CIDR networks are allowed anyway, for local development
+    # ("localhost,127.0.0.0/8"). Empty (the default) allows nothing more.
+    callback_allow: str = ""
+
+    @field_validator("callback_allow")
+    @classmethod
+    def _callback_allow(cls, value: str) -> str:
+        CallbackHosts.parse(value)  # a bad entry stops start-up with its name
+        return value
+
+    def callback_hosts(self) -> CallbackHosts:
+        return CallbackHosts.parse(self.callback_allow)
+
 
     # The status page's live streams (GET /events/...): one watcher reads the watched requests every
     # poll interval and the queue's counts and batches every queue interval, for all streams at once.

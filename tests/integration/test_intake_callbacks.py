@@ -63,6 +63,8 @@ async def intake(settings_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) 
         "intake_webhook_backoff_max_seconds": 0.2,
         "intake_webhook_poll_seconds": 0.05,
         "intake_webhook_max_attempts": 3,
+        # The receivers listen on loopback, which webhooks may not reach unless allowed.
+        "intake_callback_allow": "127.0.0.1",
     }
     async with running_intake(settings_env, monkeypatch, **fast) as running:
         yield running

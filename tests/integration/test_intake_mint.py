@@ -90,7 +90,7 @@ async def test_official_x402_client_pays_unmodified(intake: Intake, payer: Local
     # The SDK pays only assets it knows by default; the local mock USDC must be allowed explicitly.
     client.set_spend_controls({"allowed_assets": True})
     async with httpx.AsyncClient(transport=x402_httpx_transport(client)) as http:
-        response = await http.post(intake.url + "mint", json={"callbackUrl": "http://127.0.0.1:9/hook"})
+        response = await http.post(intake.url + "mint", json={"callbackUrl": "https://93.184.215.14/hook"})
 
     assert response.status_code == 202, response.text
     body = response.json()
@@ -98,7 +98,7 @@ async def test_official_x402_client_pays_unmodified(intake: Intake, payer: Local
     stored = await row(intake.pool, body["queueId"])
     assert stored["payment_type"] == "x402" and stored["status"] == "pending"
     assert stored["authorization_data"]["from"] == payer.address
-    assert stored["callback_url"] == "http://127.0.0.1:9/hook"
+    assert stored["callback_url"] == "https://93.184.215.14/hook"
 
 
 async def test_x402_v1_x_payment_header_is_accepted(intake: Intake, payer: LocalAccount) -> None:

@@ -139,6 +139,7 @@ def service_env(
         "BATCHER_PRIVATE_KEY": DEV_KEYS[1],  # anvil's public dev key 1, the local minter
         "INTAKE_PORT": str(ports["intake"]),
         "INTAKE_STREAM_METRICS_SECONDS": "1",
+        "INTAKE_CALLBACK_ALLOW": "127.0.0.1",  # the webhook receiver
         "RENDERER_METRICS_PORT": str(ports["renderer"]),
         "RENDERER_PIN_DIR": str(tmp / "ipfs"),
         "RENDERER_GATEWAY_URL": f"http://127.0.0.1:{ports['renderer']}",

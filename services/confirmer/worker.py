@@ -15,13 +15,8 @@ import asyncpg
 from redis.asyncio import Redis
 
 from services.confirmer import metrics
-from services.confirmer.receipts import (
-    ALREADY_PROCESSED,
-    AUTHORIZATION_SPENT,
-    AUTHORIZATION_USED_TOPIC,
-    MINTED_TOPIC,
-    outcomes,
-)
+from services.confirmer.lookups import Lookups
+from services.confirmer.receipts import ALREADY_PROCESSED, AUTHORIZATION_SPENT, outcomes
 from services.confirmer.settings import TUNABLE, ConfirmerSettings
 from shared import keys, logs
 from shared.events import Event, MintCompleted, MintFailed, MintRequested, TxStuck
@@ -31,6 +26,11 @@ from shared.overrides import with_overrides
 from shared.streams import Consumer, publish, publish_many
 
 log = logging.getLogger(__name__)
+
+NOT_PAID = (
+    "not paid: the authorization's nonce was cancelled or spent by a different authorization, "
+    "so no payment reached the treasury"
+)
 
 OPEN_BATCHES = """
 SELECT b.id, b.kind, b.wallet, b.nonce, b.tx_hash, array_agg(t.tx_hash ORDER BY t.created_at) AS tx_hashes
@@ -70,6 +70,7 @@ class Confirmer:
         self.redis = redis
         self.rpc = rpc
         self.contracts = {"token": settings.deployment.token, "nft": settings.deployment.nft}
+        self.lookups = Lookups(rpc, settings.deployment, settings.rpc_max_log_range)
         names = settings.keys
         self.sent = Consumer(
             redis,
@@ -230,7 +231,7 @@ class Confirmer:
         succeeded = int(receipt["status"], 16) == 1
         block, gas_used = int(receipt["blockNumber"], 16), int(receipt["gasUsed"], 16)
         rows = await self.pool.fetch(
-            "SELECT id, payment_id, authorization_data FROM mint_requests"
+            "SELECT id, payment_id, authorization_data, accepted_block FROM mint_requests"
             " WHERE batch_id = $1 AND status IN ('batched', 'sent')",
             batch.id,
         )
@@ -250,18 +251,21 @@ class Confirmer:
                         settlement.token_ids[request_id] = outcome.value
                 elif outcome.reason == ALREADY_PROCESSED:
                     # Minted by an earlier transaction (a resend after a crash): find which one.
-                    earlier = await self._minted_in(contract, row["payment_id"])
+                    earlier = await self.lookups.minted_in(contract, row, block)
                     if earlier:
                         settlement.completed[request_id] = earlier["transactionHash"]
                         if batch.kind == "nft":
                             settlement.token_ids[request_id] = int(earlier["data"], 16)
                     else:
                         settlement.failed[request_id] = ALREADY_PROCESSED
-                elif AUTHORIZATION_SPENT in (outcome.reason or "") and await self._settled_elsewhere(row):
-                    # Someone submitted the payer's signed transfer before our batch: the treasury
-                    # is paid all the same, so mint without settling it again.
-                    settlement.retry[request_id] = "authorization settled outside the batch"
-                    settlement.paid_elsewhere.add(request_id)
+                elif AUTHORIZATION_SPENT in (outcome.reason or ""):
+                    if await self.lookups.authorization_paid(row, block):
+                        # Someone submitted the payer's own signed transfer before our batch: the
+                        # treasury is paid all the same, so mint without settling it again.
+                        settlement.retry[request_id] = "authorization settled outside the batch"
+                        settlement.paid_elsewhere.add(request_id)
+                    else:
+                        settlement.failed[request_id] = NOT_PAID
                 else:
                     settlement.failed[request_id] = outcome.reason or "skipped"
         minted = len(settlement.completed)
@@ -293,32 +297,6 @@ class Confirmer:
             batch, Settlement(retry={str(r["id"]): reason for r in rows}), "reverted", None, None
         )
         log.warning("batch %d (nonce %d) dropped; %d requests retried", batch.id, batch.nonce, len(rows))
-
-    async def _settled_elsewhere(self, row: asyncpg.Record) -> bool:
-        """Whether the row's EIP-3009 authorization was used (a transfer happened), not cancelled."""
-        auth = row["authorization_data"]
-        if not auth:
-            return False
-        logs = await self._logs(
-            {
-                "address": self.settings.deployment.usdc,
-                "toBlock": "latest",
-                "topics": [
-                    AUTHORIZATION_USED_TOPIC,
-                    "0x" + auth["from"].lower().removeprefix("0x").rjust(64, "0"),
-                    auth["nonce"].lower(),
-                ],
-            }
-        )
-        return bool(logs)
-
-    async def _logs(self, query: dict) -> list[dict]:
-        return await self.rpc.call("eth_getLogs", [{"fromBlock": "0x0", "toBlock": "latest", **query}])
-
-    async def _minted_in(self, contract: str, payment_id: str) -> dict | None:
-        """The Minted log of an earlier transaction for this payment, if any."""
-        logs = await self._logs({"address": contract, "topics": [MINTED_TOPIC, payment_id]})
-        return logs[0] if logs else None
 
     async def _commit(
         self, batch: Watched, settlement: Settlement, status: str, block: int | None, gas_used: int | None

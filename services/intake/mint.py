@@ -64,17 +64,28 @@ async def accept_paid(
         raise paywall.payment_required()
     key = idempotency_key_of(key, order)
     # Before any read for it: a payer over their rate costs neither the database nor the chain.
-    limit_payer(app, terms, order.authorization, order.claimed_payer)
+    limit_payer(app, terms, order.authorization, order.payer)
+    claim = order.claim
     if key is not None:
-        earlier = await queue.find_by_idempotency_key(pool, key, order.payment_id)
+        payment = queue.PaymentRef(order.payment_id)
+        if claim is not None:
+            payment = queue.PaymentRef(order.payment_id, claim.tx_hash, claim.log_index)
+        earlier = await queue.find_by_idempotency_key(pool, key, payment)
         if earlier is not None:
             return earlier
     if order.callback_url is not None:
         await check_callback_url(app[CALLBACKS].hosts, order.callback_url)
 
     now = int(time.time())
-    verified = await verify(order, terms, app[CHAIN], now, settings.custom_payment_confirmations)
     auth = order.authorization
+    verified = await verify(
+        order,
+        terms,
+        app[CHAIN],
+        now,
+        settings.custom_payment_confirmations,
+        queued_nonces=await queue.queued_nonces(pool, auth.payer) if auth is not None else (),
+    )
     valid_before = auth.valid_before if auth is not None else None
 
     def accept(position: int) -> None:
@@ -87,11 +98,14 @@ async def accept_paid(
         NewRequest(
             payer=verified.payer,
             payment_type=order.payment_type,
-            payment_id=order.payment_id,
+            payment_id=verified.payment_id,
             amount=verified.amount,
             authorization=auth.as_json() if auth is not None else None,
             valid_before=valid_before,
-            payment_tx_hash=order.tx_hash,
+            payment_tx_hash=claim.tx_hash if claim is not None else None,
+            payment_log_index=verified.log_index,
+            accepted_block=verified.block,
+            debited=verified.debited,
             idempotency_key=key,
             callback_url=order.callback_url,
             kind=kind,
@@ -107,7 +121,7 @@ async def accept_paid(
             kind,
             queued.id,
             queued.payment_type,
-            order.payment_id,
+            verified.payment_id,
             queued.payer,
             queued.position,
             extra={"queue_id": queued.id},

@@ -20,6 +20,7 @@ from services.intake.payments import (
     parse_authorization,
 )
 from services.intake.paywall import Paywall
+from services.intake.transfers import Claim, transfer_payment_id
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 IDEMPOTENCY_KEY_RE = re.compile(r"[\x21-\x7e]{1,255}")
@@ -49,11 +50,23 @@ CallbackUrl = Annotated[
 ]
 
 
+# The original queue server's front ends send the payer's address with every request; checked by
+# payments.parse_address (for its own error code) and against the payment's payer.
+Payer = Annotated[
+    str,
+    Field(
+        description="the payer's address; when given it must be the payment's payer",
+        json_schema_extra={"pattern": f"^{ADDRESS_RE.pattern}$"},
+    ),
+]
+
+
 class _Body(BaseModel):
     # Unknown fields are errors: a misspelt `callbackUrl` must not silently drop the callback.
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     callbackUrl: CallbackUrl | None = None
+    payer: Payer | None = None
 
 
 class X402Body(_Body):
@@ -72,8 +85,8 @@ class GaslessBody(_Body):
 class CustomBody(_Body):
     paymentType: Literal["custom"]
     paymentTxHash: str = Field(pattern=_TX_HASH)
-    # The sender of the transfer; checked by payments.parse_address (for its own error code).
-    payer: Annotated[str, Field(json_schema_extra={"pattern": f"^{ADDRESS_RE.pattern}$"})] | None = None
+    # Which USDC transfer of the transaction this request claims, where it has several to the treasury.
+    logIndex: int | None = Field(default=None, ge=0, le=2**31 - 1, strict=True)
 
 
 BODIES: dict[str, type[_Body]] = {"x402": X402Body, "gasless": GaslessBody, "custom": CustomBody}
@@ -84,17 +97,28 @@ class Order:
     payment_type: str
     callback_url: str | None
     authorization: Authorization | None = None
-    tx_hash: str | None = None
-    claimed_payer: str | None = None
+    # A custom payment: the transfer it claims (the payer, if the body named one, in any case).
+    claim: Claim | None = None
     # x402: the payment-identifier extension's id, which counts as an Idempotency-Key.
     payment_identifier: str | None = None
 
     @property
-    def payment_id(self) -> str:
+    def payer(self) -> str | None:
+        """Who pays, as far as is known before any chain read."""
+        if self.authorization is not None:
+            return self.authorization.payer
+        return self.claim.payer if self.claim is not None else None
+
+    @property
+    def payment_id(self) -> str | None:
+        """The paymentId, where it is known before the chain is read (not for a custom payment that
+        names no log: which transfer it claims comes from the receipt)."""
         if self.authorization is not None:
             return self.authorization.payment_id
-        assert self.tx_hash is not None
-        return self.tx_hash
+        assert self.claim is not None
+        if self.claim.log_index is None:
+            return None
+        return transfer_payment_id(self.claim.tx_hash, self.claim.log_index)
 
 
 async def read_body(request: web.Request) -> dict[str, Any] | None:
@@ -161,23 +185,31 @@ def idempotency_key_of(header_key: str | None, order: Order) -> str | None:
 def parse_order(request: web.Request, data: dict[str, Any] | None, paywall: Paywall) -> Order | None:
     """The order in this request, or None when it carries no payment at all (answered with 402)."""
     body = validate_body(data)
+    claimed = parse_address(body.payer, "payer", "invalid_payer") if body.payer is not None else None
     x402 = paywall.decode(request.headers)
     if x402 is not None:
         if not isinstance(body, X402Body):
             raise BadRequest(
                 "conflicting_payment", "send either an x402 payment header or a paymentType body"
             )
-        return Order(
+        order = Order(
             "x402",
             body.callbackUrl,
             authorization=x402.authorization,
             payment_identifier=x402.payment_identifier,
         )
+        return _checked(order, claimed)
     if isinstance(body, GaslessBody):
-        return Order(
-            "gasless", body.callbackUrl, authorization=parse_authorization(body.authorization, body.signature)
-        )
+        authorization = parse_authorization(body.authorization, body.signature)
+        return _checked(Order("gasless", body.callbackUrl, authorization=authorization), claimed)
     if isinstance(body, CustomBody):
-        claimed = parse_address(body.payer, "payer") if body.payer is not None else None
-        return Order("custom", body.callbackUrl, tx_hash=body.paymentTxHash.lower(), claimed_payer=claimed)
+        claim = Claim(body.paymentTxHash.lower(), body.logIndex, claimed)
+        return Order("custom", body.callbackUrl, claim=claim)
     return None
+
+
+def _checked(order: Order, claimed_payer: str | None) -> Order:
+    """An authorization order whose body also names a payer: it must be the authorization's signer."""
+    if claimed_payer is not None and claimed_payer != order.payer:
+        raise BadRequest("payer_mismatch", f"the payment is from {order.payer}, not {claimed_payer}")
+    return order

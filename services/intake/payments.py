@@ -68,6 +68,9 @@ class PaymentTerms:
     price: int
     domain_name: str
     domain_version: str
+    # mintline's mint contracts (lower-case): their transactions settle authorizations, so no transfer
+    # in one of them is ever a custom payment.
+    mint_contracts: frozenset[str] = frozenset()
 
     @classmethod
     def for_deployment(cls, deployment: Deployment, kind: str = "token") -> "PaymentTerms":
@@ -79,6 +82,7 @@ class PaymentTerms:
             price=deployment.nft_price if kind == "nft" else deployment.price,
             domain_name=deployment.usdc_name,
             domain_version=deployment.usdc_version,
+            mint_contracts=frozenset({deployment.token.lower(), deployment.nft.lower()}),
         )
 
     @property
@@ -132,14 +136,14 @@ def payment_id(payer: str, nonce: str) -> str:
     return "0x" + keccak(_word(payer) + bytes.fromhex(nonce[2:])).hex()
 
 
-def parse_address(value: Any, field: str) -> str:
+def parse_address(value: Any, field: str, code: str = "invalid_address") -> str:
     """A 0x address as its checksummed form; a mixed-case one must carry a valid EIP-55 checksum."""
     if not isinstance(value, str) or not ADDRESS_RE.fullmatch(value):
-        raise BadRequest("invalid_address", f"{field} must be a 0x-prefixed 20-byte hex address")
+        raise BadRequest(code, f"{field} must be a 0x-prefixed 20-byte hex address")
     checksummed = to_checksum_address(value)
     body = value[2:]
     if body != body.lower() and body != body.upper() and value != checksummed:
-        raise BadRequest("invalid_address", f"{field} has an invalid EIP-55 checksum")
+        raise BadRequest(code, f"{field} has an invalid EIP-55 checksum")
     return checksummed
 
 

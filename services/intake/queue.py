@@ -18,26 +18,43 @@ ACTIVE_SQL = "('pending', 'batched', 'sent')"
 QUEUED = ("rendering", "rendered", *ACTIVE)
 QUEUED_SQL = "('rendering', 'rendered', 'pending', 'batched', 'sent')"
 
-EXISTING = """
-SELECT id, kind, seq, status, payer_address, payment_type, payment_id, idempotency_key
-FROM mint_requests WHERE payment_id = $1 OR idempotency_key = $2
+# The rows a new request conflicts with: the same payment (paymentId; for a custom payment also its
+# transfer log, or a row that claimed its whole transaction) or the same Idempotency-Key.
+ROW_COLUMNS = (
+    "id, kind, seq, status, payer_address, payment_type, payment_id, payment_tx_hash, payment_log_index,"
+    " idempotency_key"
+)
+EXISTING = f"""
+SELECT {ROW_COLUMNS} FROM mint_requests
+WHERE payment_id = $1 OR idempotency_key = $2
+   OR (payment_tx_hash = $3 AND (payment_log_index IS NULL OR payment_log_index = $4))
 """
-BY_IDEMPOTENCY_KEY = """
-SELECT id, kind, seq, status, payer_address, payment_type, payment_id, idempotency_key
-FROM mint_requests WHERE idempotency_key = $1
+BY_IDEMPOTENCY_KEY = f"SELECT {ROW_COLUMNS} FROM mint_requests WHERE idempotency_key = $1"
+# The payer's queued authorizations that the chain may have executed already: those in a transaction
+# first (a batch mined but not yet confirmed), then those still waiting (someone else may submit a
+# signed authorization). Their state is read in the same block as the balance.
+MAX_CHECKED_NONCES = 64
+QUEUED_NONCES = f"""
+SELECT authorization_data->>'nonce' AS nonce FROM mint_requests
+WHERE payer_address = $1 AND status IN {QUEUED_SQL} AND authorization_data IS NOT NULL
+  AND NOT payment_settled
+ORDER BY status IN ('batched', 'sent') DESC, seq
+LIMIT {MAX_CHECKED_NONCES}
 """
-# What this payer's earlier, not yet settled authorizations will take from their balance.
+# What this payer's earlier authorizations will still take from their balance: those neither settled
+# elsewhere nor seen executed on-chain ($2) when the balance was read.
 RESERVED = f"""
 SELECT coalesce(sum(amount), 0) FROM mint_requests
 WHERE payer_address = $1 AND status IN {QUEUED_SQL} AND authorization_data IS NOT NULL
+  AND NOT payment_settled AND NOT (authorization_data->>'nonce' = ANY($2::text[]))
 """
 # The count runs on the statement's snapshot, which does not hold the new row: hence the + 1.
 INSERT = f"""
 WITH inserted AS (
     INSERT INTO mint_requests (id, kind, payer_address, payment_type, payment_id, amount,
-                               authorization_data, valid_before, payment_tx_hash, idempotency_key,
-                               callback_url, status)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                               authorization_data, valid_before, payment_tx_hash, payment_log_index,
+                               accepted_block, idempotency_key, callback_url, status)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
     ON CONFLICT DO NOTHING
     RETURNING seq
 )
@@ -58,6 +75,21 @@ END AS queue_position
 
 
 @dataclass(frozen=True)
+class PaymentRef:
+    """A payment as far as a request names it: its paymentId, or for a custom payment the transfer
+    (the paymentId is None while the log is not known yet)."""
+
+    payment_id: str | None
+    tx_hash: str | None = None
+    log_index: int | None = None
+
+    def matches(self, row: asyncpg.Record) -> bool:
+        if self.tx_hash is not None and row["payment_tx_hash"] == self.tx_hash:
+            return self.log_index is None or row["payment_log_index"] in (None, self.log_index)
+        return self.payment_id is not None and row["payment_id"] == self.payment_id
+
+
+@dataclass(frozen=True)
 class NewRequest:
     payer: str
     payment_type: str
@@ -71,6 +103,15 @@ class NewRequest:
     kind: str = "token"
     # NFT requests: the validated render settings; the request starts `rendering` with a render job.
     render_settings: dict[str, Any] | None = None
+    payment_log_index: int | None = None
+    # The block the payment's chain state was read in.
+    accepted_block: int | None = None
+    # Nonces of the payer's queued authorizations the chain had executed in that block.
+    debited: frozenset[str] = frozenset()
+
+    @property
+    def payment(self) -> PaymentRef:
+        return PaymentRef(self.payment_id, self.payment_tx_hash, self.payment_log_index)
 
 
 @dataclass(frozen=True)
@@ -83,10 +124,16 @@ class Queued:
     created: bool
 
 
-async def find_by_idempotency_key(pool: asyncpg.Pool, key: str, payment_id: str) -> Queued | None:
+async def find_by_idempotency_key(pool: asyncpg.Pool, key: str, payment: PaymentRef) -> Queued | None:
     async with pool.acquire() as conn:
         row = await conn.fetchrow(BY_IDEMPOTENCY_KEY, key)
-        return None if row is None else await _existing(conn, row, payment_id)
+        return None if row is None else await _existing(conn, row, payment)
+
+
+async def queued_nonces(pool: asyncpg.Pool, payer: str) -> tuple[str, ...]:
+    """Nonces of the payer's queued, unsettled authorizations whose chain state the balance check needs."""
+    rows = await pool.fetch(QUEUED_NONCES, payer)
+    return tuple(row["nonce"] for row in rows)
 
 
 async def enqueue(
@@ -113,7 +160,7 @@ async def enqueue(
             if found is not None:
                 return found
             if balance is not None:
-                reserved = int(await conn.fetchval(RESERVED, request.payer))
+                reserved = int(await conn.fetchval(RESERVED, request.payer, list(request.debited)))
                 if balance - reserved < request.amount:
                     raise PaymentRejected(
                         "insufficient_balance",
@@ -132,6 +179,8 @@ async def enqueue(
                 request.authorization,
                 request.valid_before,
                 request.payment_tx_hash,
+                request.payment_log_index,
+                request.accepted_block,
                 request.idempotency_key,
                 request.callback_url,
                 "pending" if request.render_settings is None else "rendering",
@@ -154,18 +203,24 @@ async def enqueue(
 
 
 async def _conflicting(conn: asyncpg.Connection, request: NewRequest) -> Queued | None:
-    rows = await conn.fetch(EXISTING, request.payment_id, request.idempotency_key)
+    rows = await conn.fetch(
+        EXISTING,
+        request.payment_id,
+        request.idempotency_key,
+        request.payment_tx_hash,
+        request.payment_log_index,
+    )
     for row in rows:
         if request.idempotency_key is not None and row["idempotency_key"] == request.idempotency_key:
-            return await _existing(conn, row, request.payment_id)
+            return await _existing(conn, row, request.payment)
     if rows:
         raise PaymentReplayed()
     return None
 
 
-async def _existing(conn: asyncpg.Connection, row: asyncpg.Record, payment_id: str) -> Queued:
+async def _existing(conn: asyncpg.Connection, row: asyncpg.Record, payment: PaymentRef) -> Queued:
     """The request an Idempotency-Key already names, if it is for the same payment."""
-    if row["payment_id"] != payment_id:
+    if not payment.matches(row):
         raise ApiError(
             "idempotency_key_reused", "this Idempotency-Key was already used with a different payment", 422
         )
@@ -190,11 +245,6 @@ async def payer_items(pool: asyncpg.Pool, payer: str, limit: int) -> tuple[list[
             "SELECT status, count(*) AS n FROM mint_requests WHERE payer_address = $1 GROUP BY status", payer
         )
     return [item_from_row(row) for row in rows], {row["status"]: row["n"] for row in counts}
-
-
-async def status_counts(pool: asyncpg.Pool) -> dict[str, int]:
-    rows = await pool.fetch("SELECT status, count(*) AS n FROM mint_requests GROUP BY status")
-    return {row["status"]: row["n"] for row in rows}
 
 
 def item_from_row(row: asyncpg.Record) -> QueueItem:

@@ -68,7 +68,6 @@ class IntakeSettings(Settings):
     def callback_hosts(self) -> CallbackHosts:
         return CallbackHosts.parse(self.callback_allow)
 
-
     # The status page's live streams (GET /events/...): one watcher reads the watched requests every
     # poll interval and the queue's counts and batches every queue interval, for all streams at once.
     live_poll_seconds: float = Field(default=1.0, gt=0)

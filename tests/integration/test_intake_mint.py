@@ -28,6 +28,7 @@ from devstack.ports import free_port
 from services.intake import mint
 from services.intake.replay import replay_pending
 from services.intake.resources import THROUGHPUT
+from services.intake.transfers import transfer_payment_id
 from tests.support.intake import Intake, running_intake
 from tests.support.payments import settle_directly, transfer_usdc
 
@@ -101,6 +102,36 @@ async def test_official_x402_client_pays_unmodified(intake: Intake, payer: Local
     assert stored["callback_url"] == "https://93.184.215.14/hook"
 
 
+async def test_the_original_front_ends_payer_field_is_accepted(intake: Intake, payer: LocalAccount) -> None:
+    """The original queue server's front ends send `{"payer": "0x..."}` with every request: without a
+    payment it gets the 402 offer, with one it must name the payment's payer."""
+    async with intake.client.post("/mint", json={"payer": payer.address}) as response:
+        assert response.status == 402 and "PAYMENT-REQUIRED" in response.headers
+        assert (await response.json())["error"] == "payment_required"
+    other = Account.create().address
+    status, body = await intake.gasless(intake.payment(payer), payer=other)
+    assert (status, body["error"]) == (400, "payer_mismatch")
+    status, body = await intake.post(
+        json={"payer": other}, headers={"PAYMENT-SIGNATURE": intake.payment_header(intake.payment(payer))}
+    )
+    assert (status, body["error"]) == (400, "payer_mismatch")
+    for bad in ("me", payer.address[:-1], payer.address.lower()[:-1] + "G"):
+        status, body = await intake.gasless(intake.payment(payer), payer=bad)
+        assert (status, body["error"]) == (400, "invalid_payer"), bad
+    # Other unknown fields are still refused.
+    status, body = await intake.gasless(intake.payment(payer), payer=payer.address, buyer=payer.address)
+    assert (status, body["error"]) == (400, "invalid_body")
+    assert await intake.pool.fetchval("SELECT count(*) FROM mint_requests") == 0
+
+    status, body = await intake.gasless(intake.payment(payer), payer=payer.address.lower())
+    assert status == 202 and body["payer"] == payer.address, body
+    status, body = await intake.post(
+        json={"payer": payer.address},
+        headers={"PAYMENT-SIGNATURE": intake.payment_header(intake.payment(payer))},
+    )
+    assert status == 202 and body["payer"] == payer.address, body
+
+
 async def test_x402_v1_x_payment_header_is_accepted(intake: Intake, payer: LocalAccount) -> None:
     payment = intake.payment(payer)
     v1 = PaymentPayloadV1(scheme="exact", network=f"eip155:{intake.deployment.chain_id}", payload=payment)
@@ -118,7 +149,8 @@ async def test_custom_payment_by_transaction_hash_once_ever(intake: Intake, anvi
     assert status == 202, body
     assert body["payer"] == payer.address and body["paymentType"] == "custom"
     stored = await row(intake.pool, body["queueId"])
-    assert stored["payment_tx_hash"] == tx_hash and stored["payment_id"] == tx_hash
+    assert stored["payment_tx_hash"] == tx_hash and stored["payment_log_index"] == 0
+    assert stored["payment_id"] == transfer_payment_id(tx_hash, 0)
     assert stored["amount"] == deployment.price * 2 and stored["authorization_data"] is None
 
     for claimed in ({}, {"payer": payer.address}):
@@ -317,7 +349,7 @@ async def test_malformed_input_is_a_4xx_json_never_a_500(intake: Intake, payer: 
             "/mint",
             {"json": {"paymentType": "custom", "paymentTxHash": "0x" + "ab" * 32, "payer": "me"}},
             400,
-            "invalid_address",
+            "invalid_payer",
         ),
         (
             "POST",

@@ -32,7 +32,6 @@ from services.intake.payments import (
 )
 from services.intake.paywall import Paywall
 from services.intake.throughput import Throughput
-from services.intake.transfers import TRANSFER_TOPIC, payment_transfer
 from shared.deploy import Deployment
 from tests.support.payments import AUTHORIZATION_TYPES, authorize
 
@@ -340,47 +339,6 @@ def test_garbage_headers_are_bad_requests(value: str) -> None:
     )
 
 
-# --- custom payments ------------------------------------------------------------------------------
-
-
-def receipt(*logs: dict[str, Any], status: str = "0x1", block: int = 10) -> dict[str, Any]:
-    return {"status": status, "blockNumber": hex(block), "logs": list(logs)}
-
-
-def transfer_log(frm: str, to: str, value: int, token: str = USDC) -> dict[str, Any]:
-    topic = lambda address: "0x" + address[2:].lower().rjust(64, "0")  # noqa: E731
-    return {"address": token.lower(), "topics": [TRANSFER_TOPIC, topic(frm), topic(to)], "data": hex(value)}
-
-
-def test_custom_transfer_found() -> None:
-    paid = receipt(
-        transfer_log(PAYER.address, TREASURY, PRICE * 9, token="0x0000000000000000000000000000000000000009"),
-        transfer_log(PAYER.address, "0x0000000000000000000000000000000000000002", PRICE * 5),
-        transfer_log(PAYER.address, TREASURY, PRICE),
-    )
-    transfer = payment_transfer(paid, TERMS, latest_block=10, min_confirmations=1)
-    assert (transfer.payer, transfer.amount) == (PAYER.address, PRICE)
-
-
-@pytest.mark.parametrize(
-    ("tx_receipt", "latest", "code"),
-    [
-        (None, 10, "payment_not_found"),
-        (receipt(transfer_log(PAYER.address, TREASURY, PRICE), status="0x0"), 10, "payment_failed"),
-        (receipt(transfer_log(PAYER.address, TREASURY, PRICE), block=10), 11, "payment_unconfirmed"),
-        (
-            receipt(transfer_log(PAYER.address, "0x0000000000000000000000000000000000000002", PRICE)),
-            20,
-            "payment_transfer_missing",
-        ),
-        (receipt(), 20, "payment_transfer_missing"),
-        (receipt(transfer_log(PAYER.address, TREASURY, PRICE - 1)), 20, "underpaid"),
-    ],
-)
-def test_custom_transfer_problems(tx_receipt: dict[str, Any] | None, latest: int, code: str) -> None:
-    assert rejected(code, payment_transfer, tx_receipt, TERMS, latest, 3).status == 402
-
-
 # --- bodies and webhooks --------------------------------------------------------------------------
 
 
@@ -392,6 +350,9 @@ def test_custom_transfer_problems(tx_receipt: dict[str, Any] | None, latest: int
         {"paymentType": "gasless", "authorization": {}},
         {"paymentType": "custom", "paymentTxHash": "0x1234"},
         {"paymentType": "custom", "paymentTxHash": "0x" + "ab" * 32, "extra": 1},
+        {"paymentType": "custom", "paymentTxHash": "0x" + "ab" * 32, "logIndex": -1},
+        {"paymentType": "custom", "paymentTxHash": "0x" + "ab" * 32, "logIndex": "1"},
+        {"payer": "0x" + "ab" * 20, "buyer": "me"},
         {"callbackUrl": "ftp://example.com/hook"},
         {"callbackUrl": "/relative"},
         {"callbackUrl": "http://" + "a" * 2050 + ".com"},
@@ -410,8 +371,10 @@ def test_good_bodies() -> None:
         validate_body({"callbackUrl": "https://example.com/hook?x=1"}).callbackUrl
         == "https://example.com/hook?x=1"
     )
-    custom = validate_body({"paymentType": "custom", "paymentTxHash": "0x" + "AB" * 32})
+    custom = validate_body({"paymentType": "custom", "paymentTxHash": "0x" + "AB" * 32, "logIndex": 3})
     assert custom.paymentType == "custom"
+    # The original queue server's front ends send the payer with every body.
+    assert validate_body({"payer": "0x" + "ab" * 20}).payer == "0x" + "ab" * 20
 
 
 def test_webhook_signature_is_hmac_sha256_over_timestamp_dot_body() -> None:

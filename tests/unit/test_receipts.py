@@ -4,7 +4,15 @@ from eth_abi import encode as abi_encode
 from eth_utils import keccak
 from hexbytes import HexBytes
 
-from services.confirmer.receipts import ALREADY_PROCESSED, Outcome, outcomes
+from services.confirmer.receipts import (
+    ALREADY_PROCESSED,
+    AUTHORIZATION_USED_TOPIC,
+    TRANSFER_TOPIC,
+    Outcome,
+    address_topic,
+    authorization_executed,
+    outcomes,
+)
 
 TOKEN = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
 USDC = "0xe7f1725E7734CE288F8367e1Bb143E90bb3F0512"
@@ -112,3 +120,42 @@ def test_an_nft_minted_log_carries_its_token_id() -> None:
     found = outcomes([_minted(b"\xaa" * 32, 0), _minted(payment_id, 1, address=nft, value=7)], nft)
 
     assert found == {"0x" + payment_id.hex(): Outcome(minted=True, value=7)}
+
+
+# --- an authorization settled outside its batch -----------------------------------------------------
+
+NONCE = "0x" + "42" * 32
+AUTH = {"from": PAYER, "to": RECIPIENT, "value": "1000000", "nonce": NONCE}
+
+
+def _raw(address: str, topics: list[str], data: int, index: int) -> dict:
+    """A log as raw JSON-RPC answers it (hex strings)."""
+    return {"address": address.lower(), "topics": topics, "data": hex(data), "logIndex": hex(index)}
+
+
+def _used(index: int, payer: str = PAYER, nonce: str = NONCE) -> dict:
+    return _raw(USDC, [AUTHORIZATION_USED_TOPIC, address_topic(payer), nonce], 0, index)
+
+
+def _transfer(index: int, to: str = RECIPIENT, value: int = 1_000_000, frm: str = PAYER) -> dict:
+    return _raw(USDC, [TRANSFER_TOPIC, address_topic(frm), address_topic(to)], value, index)
+
+
+def test_the_exact_authorization_executed_counts_as_paid() -> None:
+    logs = [_transfer(0, value=5), _used(1), _transfer(2)]
+    assert authorization_executed(logs, logs[1], AUTH, USDC, RECIPIENT)
+
+
+def test_another_authorization_on_the_same_nonce_pays_nothing() -> None:
+    # The payer burnt the nonce: to themselves for 0, or to the treasury for 1 unit.
+    for burn in (_transfer(1, to=PAYER, value=0), _transfer(1, value=1)):
+        logs = [_used(0), burn]
+        assert not authorization_executed(logs, logs[0], AUTH, USDC, RECIPIENT)
+    # A matching transfer elsewhere in the transaction is not the one the authorization made.
+    logs = [_used(0), _transfer(1, to=PAYER, value=0), _transfer(2)]
+    assert not authorization_executed(logs, logs[0], AUTH, USDC, RECIPIENT)
+    # A cancellation (or any log) passed off as the AuthorizationUsed of this nonce.
+    logs = [_used(0, nonce="0x" + "43" * 32), _transfer(1)]
+    assert not authorization_executed(logs, logs[0], AUTH, USDC, RECIPIENT)
+    logs = [_raw(TOKEN, _used(0)["topics"], 0, 0), _transfer(1)]
+    assert not authorization_executed(logs, logs[0], AUTH, USDC, RECIPIENT)

@@ -65,12 +65,8 @@ async def accept_paid(
     key = idempotency_key_of(key, order)
     # Before any read for it: a payer over their rate costs neither the database nor the chain.
     limit_payer(app, terms, order.authorization, order.payer)
-    claim = order.claim
     if key is not None:
-        payment = queue.PaymentRef(order.payment_id)
-        if claim is not None:
-            payment = queue.PaymentRef(order.payment_id, claim.tx_hash, claim.log_index)
-        earlier = await queue.find_by_idempotency_key(pool, key, payment)
+        earlier = await queue.find_by_idempotency_key(pool, key, order.payment)
         if earlier is not None:
             return earlier
     if order.callback_url is not None:
@@ -102,7 +98,7 @@ async def accept_paid(
             amount=verified.amount,
             authorization=auth.as_json() if auth is not None else None,
             valid_before=valid_before,
-            payment_tx_hash=claim.tx_hash if claim is not None else None,
+            payment_tx_hash=order.claim.tx_hash if order.claim is not None else None,
             payment_log_index=verified.log_index,
             accepted_block=verified.block,
             debited=verified.debited,

@@ -20,6 +20,7 @@ from services.intake.payments import (
     parse_authorization,
 )
 from services.intake.paywall import Paywall
+from services.intake.queue import PaymentRef
 from services.intake.transfers import Claim, transfer_payment_id
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -119,6 +120,13 @@ class Order:
         if self.claim.log_index is None:
             return None
         return transfer_payment_id(self.claim.tx_hash, self.claim.log_index)
+
+    @property
+    def payment(self) -> PaymentRef:
+        """The payment as an Idempotency-Key lookup compares it with the request the key names."""
+        if self.claim is None:
+            return PaymentRef(self.payment_id)
+        return PaymentRef(self.payment_id, self.claim.tx_hash, self.claim.log_index)
 
 
 async def read_body(request: web.Request) -> dict[str, Any] | None:

@@ -2,14 +2,13 @@
 
 import asyncio
 import json
-import time
 
 import aiohttp
-import asyncpg
 from web3 import HTTPProvider, Web3
 
 from shared.deploy import Deployment, load_artifact
 from tests.support.payments import gasless_body, pay_by_transfer, x402_header
+from tests.support.requests import wait_final
 
 
 async def post_mint(
@@ -25,19 +24,6 @@ async def post_mint(
         body = await response.json()
         assert response.status == 202, body
         return body
-
-
-async def wait_all_final(pool: asyncpg.Pool, ids: list[str], timeout: float = 120) -> list:
-    deadline = time.monotonic() + timeout
-    while True:
-        rows = await pool.fetch(
-            "SELECT id, status, payer_address, payment_id, payment_type, error_message, mint_tx_hash"
-            " FROM mint_requests WHERE id = ANY($1::uuid[])",
-            ids,
-        )
-        if all(r["status"] in ("completed", "failed") for r in rows) or time.monotonic() > deadline:
-            return rows
-        await asyncio.sleep(0.25)
 
 
 async def test_concurrent_paid_mints_of_all_three_types_each_mint_exactly_once(
@@ -59,7 +45,7 @@ async def test_concurrent_paid_mints_of_all_three_types_each_mint_exactly_once(
     assert len(set(ids)) == 200
     assert {b["paymentType"] for b in bodies} == {"x402", "gasless", "custom"}
 
-    rows = await wait_all_final(pg_pool, ids)
+    rows = await wait_final(pg_pool, ids)
     assert [r["status"] for r in rows] == ["completed"] * 200, [r["error_message"] for r in rows][:5]
 
     token = w3.eth.contract(address=deployment.token, abi=load_artifact("MintToken")["abi"])
@@ -111,7 +97,7 @@ async def test_redis_flushed_while_requests_are_in_flight_loses_nothing(
             ids.append((await post_mint(session, url, "gasless", payer, deployment, w3))["queueId"])
             if i == 30:
                 await redis_client.flushdb()
-    rows = await wait_all_final(pg_pool, ids)
+    rows = await wait_final(pg_pool, ids)
     assert [r["status"] for r in rows] == ["completed"] * 60
     token = w3.eth.contract(address=deployment.token, abi=load_artifact("MintToken")["abi"])
     assert [token.functions.balanceOf(p.address).call() for p in payers] == [deployment.mint_amount] * 60

@@ -8,7 +8,6 @@ import base64
 import json
 import os
 import shutil
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,7 @@ from services.intake.resources import NFT_PAYWALL, PAYWALL
 from shared.deploy import Deployment, load_artifact
 from tests.support.intake import Intake
 from tests.support.payments import usdc_contract
+from tests.support.requests import wait_final
 
 REPO = Path(__file__).resolve().parents[2]
 CLIENT_SCRIPT = REPO / "tests" / "support" / "x402_client.mjs"
@@ -268,19 +268,6 @@ async def test_python_sdk_pays_both_resources_with_a_payment_identifier(
         retry = await http.post(str(paid[0].url), headers=paid[0].headers, content=paid[0].content)
     assert (retry.status_code, retry.headers.get("Idempotent-Replayed")) == (200, "true")
     assert retry.json()["queueId"] == minted.json()["queueId"]
-
-
-async def wait_final(pool: asyncpg.Pool, ids: list[str], timeout: float = 120) -> list[asyncpg.Record]:
-    deadline = time.monotonic() + timeout
-    while True:
-        rows = await pool.fetch(
-            "SELECT id::text, kind, status, error_message, payment_id FROM mint_requests"
-            " WHERE id = ANY($1::uuid[]) ORDER BY seq",
-            ids,
-        )
-        if all(r["status"] in ("completed", "failed") for r in rows) or time.monotonic() > deadline:
-            return rows
-        await asyncio.sleep(0.25)
 
 
 async def test_typescript_client_pays_unmodified(

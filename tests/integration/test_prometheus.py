@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import asyncpg
 import pytest
 import redis
 from aiohttp import web
@@ -50,6 +49,7 @@ from tests.support.prometheus import (
     sample_values,
     settle,
 )
+from tests.support.requests import wait_final
 
 REPO = Path(__file__).resolve().parents[2]
 ALERTS = REPO / "deploy" / "prometheus" / "alerts.yml"
@@ -107,16 +107,6 @@ async def wait_healthy(url: str, proc: subprocess.Popen[bytes], log_path: Path, 
                 pass
             await asyncio.sleep(0.2)
     raise RuntimeError(f"{url} did not become healthy:\n{log_tail(log_path)}")
-
-
-async def wait_final(pool: asyncpg.Pool, ids: list[str], timeout: float = 90) -> dict[str, str]:
-    deadline = time.monotonic() + timeout
-    while True:
-        rows = await pool.fetch("SELECT id, status FROM mint_requests WHERE id = ANY($1::uuid[])", ids)
-        statuses = {str(r["id"]): r["status"] for r in rows}
-        if all(s in ("completed", "failed") for s in statuses.values()) or time.monotonic() > deadline:
-            return statuses
-        await asyncio.sleep(0.25)
 
 
 async def post(session: aiohttp.ClientSession, url: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
@@ -231,7 +221,7 @@ async def system(
 
         pool = await db.create_pool(database)
         try:
-            statuses = await wait_final(pool, ids)
+            statuses = {str(r["id"]): r["status"] for r in await wait_final(pool, ids, timeout=90)}
         finally:
             await pool.close()
         expected = {i: "failed" if i == failing else "completed" for i in ids}

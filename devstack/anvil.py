@@ -70,6 +70,9 @@ class Anvil(Server):
     four blocks a second), but block timestamps stay whole seconds, so blocks less than a second apart
     share a timestamp. None means automine: one block per transaction, right away, which keeps
     contract tests fast but hides batching behaviour.
+
+    tx_gas_limit: enforce EIP-7825's per-transaction gas cap of 2^24, as Ethereum does since Osaka
+    (on by default: anvil is friendlier than a real chain without it).
     """
 
     def __init__(
@@ -78,11 +81,13 @@ class Anvil(Server):
         block_time: float | None = 1,
         chain_id: int = 31337,
         start_timeout: float = 15.0,
+        tx_gas_limit: bool = True,
     ) -> None:
         self.port = port or free_port()
         self.block_time = block_time
         self.chain_id = chain_id
         self.start_timeout = start_timeout
+        self.tx_gas_limit = tx_gas_limit
         self._proc: subprocess.Popen[bytes] | None = None
         self._log_path: Path | None = None
 
@@ -102,6 +107,8 @@ class Anvil(Server):
         ]  # fmt: skip
         if self.block_time is not None:
             cmd += ["--block-time", str(self.block_time)]
+        if self.tx_gas_limit:
+            cmd.append("--enable-tx-gas-limit")
         fd, log_name = tempfile.mkstemp(prefix="anvil-", suffix=".log")
         os.close(fd)
         self._log_path = Path(log_name)

@@ -64,3 +64,31 @@ class PendingBuffer:
 def entries_per_batch(batch_size: int, gas_budget: int, gas_per_entry: int) -> int:
     """How many entries fit: the count limit or the gas budget, whichever is tighter."""
     return max(1, min(batch_size, gas_budget // gas_per_entry))
+
+
+def batch_gas_target(block_gas_limit: int, max_tx_gas: int) -> int:
+    """The gas limit a batch aims for: as many equal batches as a block needs to be full, each within
+    the chain's per-transaction cap (EIP-7825: 2^24). A block takes a transaction only if its gas limit
+    fits what is left, so with 30M blocks and the cap, two 15M batches fill a block where one 16.7M
+    batch leaves 13.3M that no second one fits in."""
+    cap = min(max_tx_gas, block_gas_limit)
+    per_block = -(-block_gas_limit // cap)
+    return block_gas_limit // per_block
+
+
+def gas_limit_for(estimate: int, target: int, cap: int) -> int:
+    """The gas limit to sign a batch with: its estimate plus 10%, within the target where the estimate
+    allows, never past the chain's per-transaction cap. Raises BatchTooLarge past the cap."""
+    if estimate > cap:
+        raise BatchTooLarge(estimate, cap)
+    padded = estimate * 11 // 10
+    return min(padded, target if estimate <= target else cap)
+
+
+class BatchTooLarge(Exception):
+    """The batch needs more gas than one transaction may use: it must be split."""
+
+    def __init__(self, needed: int, cap: int) -> None:
+        super().__init__(f"needs {needed} gas; one transaction may use {cap}")
+        self.needed = needed
+        self.cap = cap

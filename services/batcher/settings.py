@@ -28,6 +28,9 @@ class BatcherSettings(Settings):
     # A batch also closes when its gas limit would pass the budget. A block only takes transactions
     # whose limits fit what is left of it, so one batch sized to most of a 30M block carries the most.
     gas_budget: int = Field(28_000_000, ge=200_000)
+    # The most gas one transaction may use: 2^24 on Ethereum since EIP-7825. Batches also stay within
+    # the block gas limit read from the chain (see batching.batch_gas_target).
+    max_tx_gas: int = Field(16_777_216, ge=200_000)
     # Gas limit per entry: 86.7k measured for an entry that settles an authorization, plus the margin
     # added to the estimate.
     gas_per_entry: int = Field(95_000, ge=20_000)

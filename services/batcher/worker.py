@@ -20,7 +20,14 @@ from web3 import AsyncWeb3
 from web3.exceptions import Web3Exception
 
 from services.batcher import metrics, wallet_health
-from services.batcher.batching import PendingBuffer, Waiting, entries_per_batch
+from services.batcher.batching import (
+    BatchTooLarge,
+    PendingBuffer,
+    Waiting,
+    batch_gas_target,
+    entries_per_batch,
+    gas_limit_for,
+)
 from services.batcher.lock import WalletLock
 from services.batcher.settings import TUNABLE, BatcherSettings
 from services.batcher.transactions import Fees, encode_batch_mint, mint_entry, sign
@@ -45,7 +52,6 @@ WHERE id = ANY($1::uuid[])
 """
 # Node answers meaning "this transaction (or its nonce) is already there": nothing to resend.
 ALREADY_THERE = ("already known", "already imported", "known transaction", "nonce too low")
-BLOCK_GAS_CEILING = 29_000_000
 
 
 class LockLost(RuntimeError):
@@ -84,6 +90,12 @@ class Batcher:
         self.active = False
         self.next_nonce = 0
         self.in_flight = 0
+        # The chain's limits, read at recovery and with the run-time settings: the block gas limit, and
+        # what one batch's gas limit aims for (batching.batch_gas_target).
+        self.block_gas_limit = settings.max_tx_gas
+        self.gas_target = settings.max_tx_gas
+        # Entries per batch of a kind, learnt when a batch needed more gas than a transaction may use.
+        self.entry_caps: dict[str, int] = {}
         self._fees: tuple[float, Fees] | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -123,6 +135,7 @@ class Batcher:
         """Pick up where the last active batcher stopped: nonce, stored transactions, unacked entries."""
         await self.requests.start()
         await self.stuck.start()
+        await self._read_chain_limits()
         chain_nonce = await self.w3.eth.get_transaction_count(self.wallet, "pending")
         stored = await self.pool.fetchval("SELECT max(nonce) FROM batches WHERE wallet = $1", self.wallet)
         self.next_nonce = max(chain_nonce, -1 if stored is None else stored + 1)
@@ -160,8 +173,12 @@ class Batcher:
 
     async def _batch_step(self, loop: asyncio.AbstractEventLoop) -> None:
         tuning = self.tuning
+        budget = min(tuning.gas_budget, self.gas_target)
         sizes = {
-            kind: entries_per_batch(tuning.batch_size, tuning.gas_budget, self._gas_per_entry(kind))
+            kind: min(
+                entries_per_batch(tuning.batch_size, budget, self._gas_per_entry(kind)),
+                self.entry_caps.get(kind, tuning.batch_size),
+            )
             for kind in self.contracts
         }
         window = tuning.batch_window_seconds
@@ -182,6 +199,15 @@ class Batcher:
         messages = await self.requests.read(min(room, 1000), block_ms=max(1, int(min(wait, 1.0) * 1000)))
         await self._buffer_messages(messages)
 
+    async def _read_chain_limits(self) -> None:
+        block = await self.w3.eth.get_block("latest")
+        self.block_gas_limit = int(block["gasLimit"])
+        self.gas_target = batch_gas_target(self.block_gas_limit, self.settings.max_tx_gas)
+
+    @property
+    def tx_gas_cap(self) -> int:
+        return min(self.settings.max_tx_gas, self.block_gas_limit)
+
     def _gas_per_entry(self, kind: str) -> int:
         return self.tuning.nft_gas_per_entry if kind == "nft" else self.tuning.gas_per_entry
 
@@ -197,18 +223,35 @@ class Batcher:
     async def _send_batch(self, chosen: list[Waiting]) -> None:
         try:
             batch = await self._store_batch(chosen)
+        except BatchTooLarge as exc:
+            # Nothing was committed; later batches of this kind carry fewer entries, in proportion.
+            kind = chosen[0].kind
+            self.entry_caps[kind] = max(1, len(chosen) * self.gas_target // exc.needed * 9 // 10)
+            log.warning(
+                "a batch of %d %s entries %s: batches of %d from now on",
+                len(chosen),
+                kind,
+                exc,
+                self.entry_caps[kind],
+            )
+            self._keep(chosen)
+            return
         except (OSError, asyncpg.PostgresError, Web3Exception, aiohttp.ClientError, TimeoutError):
             # Nothing was committed: keep the requests for the next attempt.
             log.exception("could not store a batch of %d; retrying", len(chosen))
-            now = asyncio.get_running_loop().time()
-            for waiting in chosen:
-                for entry_id in waiting.entry_ids:
-                    self.buffer.add(waiting.request_id, waiting.kind, waiting.valid_before, entry_id, now)
+            self._keep(chosen)
             await asyncio.sleep(1)
             return
         await self.requests.ack([entry for waiting in chosen for entry in waiting.entry_ids])
         if batch is not None:
             await self._broadcast(*batch)
+
+    def _keep(self, chosen: list[Waiting]) -> None:
+        """Put requests taken for a batch that was not stored back into the buffer."""
+        now = asyncio.get_running_loop().time()
+        for waiting in chosen:
+            for entry_id in waiting.entry_ids:
+                self.buffer.add(waiting.request_id, waiting.kind, waiting.valid_before, entry_id, now)
 
     async def _store_batch(self, chosen: list[Waiting]) -> tuple[int, int, str, bytes] | None:
         """Claim the rows and store the signed transaction; returns (batch id, nonce, hash, raw)."""
@@ -308,8 +351,8 @@ class Batcher:
         except (Web3Exception, ValueError) as exc:
             # Sent anyway with a formula limit: if it reverts, the confirmer retries its requests.
             log.warning("gas estimate failed for %d entries (%s); using the per-entry budget", entries, exc)
-            return min(BLOCK_GAS_CEILING, 100_000 + 2 * entries * self._gas_per_entry(kind))
-        return min(BLOCK_GAS_CEILING, estimate * 11 // 10)
+            return min(self.gas_target, 100_000 + 2 * entries * self._gas_per_entry(kind))
+        return gas_limit_for(estimate, self.gas_target, self.tx_gas_cap)
 
     async def _current_fees(self) -> Fees:
         now = time.monotonic()
@@ -432,6 +475,7 @@ class Batcher:
                 now = time.monotonic()
                 if now >= next_refresh:
                     self.tuning = await with_overrides(self.pool, self.settings, TUNABLE)
+                    await self._read_chain_limits()
                     next_refresh = now + self.settings.settings_refresh_seconds
                 await self._count_in_flight()
                 unsent = await self.pool.fetch(

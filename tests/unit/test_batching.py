@@ -2,7 +2,14 @@
 
 import pytest
 
-from services.batcher.batching import NO_EXPIRY, PendingBuffer, entries_per_batch
+from services.batcher.batching import (
+    NO_EXPIRY,
+    BatchTooLarge,
+    PendingBuffer,
+    batch_gas_target,
+    entries_per_batch,
+    gas_limit_for,
+)
 
 
 def _buffer(*requests: tuple[str, str, int | None, float]) -> PendingBuffer:
@@ -124,3 +131,25 @@ def test_entries_per_batch_respects_count_and_gas_budget(
     batch_size: int, gas_budget: int, gas_per_entry: int, expected: int
 ) -> None:
     assert entries_per_batch(batch_size, gas_budget, gas_per_entry) == expected
+
+
+def test_batches_aim_to_fill_a_block_within_the_per_transaction_cap() -> None:
+    cap = 2**24
+    # Ethereum: 30M blocks, the EIP-7825 cap. One 16.7M batch leaves room no second one fits in;
+    # two 15M batches fill the block.
+    assert batch_gas_target(30_000_000, cap) == 15_000_000
+    assert batch_gas_target(36_000_000, cap) == 12_000_000
+    assert batch_gas_target(60_000_000, cap) == 15_000_000
+    # No cap that binds (an L2, or anvil without --enable-tx-gas-limit): one batch per block.
+    assert batch_gas_target(30_000_000, 300_000_000) == 30_000_000
+    assert batch_gas_target(10_000_000, cap) == 10_000_000
+
+
+def test_a_batch_gas_limit_is_its_estimate_plus_a_tenth_within_the_cap() -> None:
+    cap, target = 2**24, 15_000_000
+    assert gas_limit_for(10_000_000, target, cap) == 11_000_000
+    assert gas_limit_for(14_000_000, target, cap) == target  # the margin gives way to the target
+    assert gas_limit_for(16_000_000, target, cap) == cap
+    with pytest.raises(BatchTooLarge) as too_large:
+        gas_limit_for(cap + 1, target, cap)
+    assert too_large.value.needed == cap + 1

@@ -1,0 +1,89 @@
+"""The chain's gas limits, as Ethereum has them: anvil with EIP-7825's per-transaction cap of 2^24
+(`--enable-tx-gas-limit`), 30M blocks a second apart. Every batch must fit one transaction, and
+batches are sized so that several fill a block."""
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import asyncpg
+import pytest
+from redis.asyncio import Redis
+from web3 import HTTPProvider, Web3
+
+from devstack.anvil import Anvil
+from shared.deploy import Deployment, load_artifact
+from tests.integration.test_batcher_confirmer import enqueue
+from tests.support.requests import wait_final
+
+TX_GAS_CAP = 2**24
+
+
+@pytest.fixture(scope="module")
+def anvil() -> Iterator[Anvil]:
+    with Anvil(block_time=1, tx_gas_limit=True) as node:
+        yield node
+
+
+def test_the_chain_refuses_a_transaction_over_the_cap(anvil: Anvil) -> None:
+    """What the batcher must never sign: the node refuses a gas limit over 2^24 outright."""
+    w3 = Web3(HTTPProvider(anvil.rpc_url))
+    sender = w3.eth.account.create()
+    w3.provider.make_request("anvil_setBalance", [sender.address, hex(10**18)])  # type: ignore[arg-type]
+    tx = {"to": sender.address, "value": 0, "nonce": 0, "chainId": 31337, "gas": TX_GAS_CAP + 1}
+    tx |= {"maxFeePerGas": 10**10, "maxPriorityFeePerGas": 10**9}
+    with pytest.raises(Exception, match="(?i)gas"):
+        w3.eth.send_raw_transaction(sender.sign_transaction(tx).raw_transaction)
+
+
+async def test_default_batches_fit_the_cap_and_fill_blocks_two_at_a_time(
+    settings_env: dict[str, str],
+    services: Callable[..., Any],
+    pg_pool: asyncpg.Pool,
+    redis_client: Redis,
+    deployment: Deployment,
+    fund_payers: Any,
+    anvil: Anvil,
+) -> None:
+    """With the default batch size (300) and gas budget (28M), a backlog of 600 mints: every batch
+    is within 2^24 and half a block, all complete, and blocks carry two batches each."""
+    payers = fund_payers(600)
+    ids = await enqueue(pg_pool, redis_client, settings_env["MINTLINE_NAMESPACE"], deployment, payers)
+    batcher = services("batcher")
+    confirmer = services("confirmer")
+    rows = await wait_final(pg_pool, ids, timeout=90)
+    assert [r["status"] for r in rows] == ["completed"] * 600, batcher.log_tail() + confirmer.log_tail()
+
+    w3 = Web3(HTTPProvider(anvil.rpc_url))
+    token = w3.eth.contract(address=deployment.token, abi=load_artifact("MintToken")["abi"])
+    assert token.functions.totalSupply().call() == 600 * deployment.mint_amount
+    batches = await pg_pool.fetch("SELECT gas_limit, block_number, tx_hash FROM batches ORDER BY nonce")
+    block_gas = w3.eth.get_block("latest")["gasLimit"]
+    assert all(b["gas_limit"] <= block_gas // 2 <= TX_GAS_CAP for b in batches), [
+        b["gas_limit"] for b in batches
+    ]
+    per_block: dict[int, int] = {}
+    for batch in batches:
+        per_block[batch["block_number"]] = per_block.get(batch["block_number"], 0) + 1
+    assert max(per_block.values()) == 2, per_block
+
+
+async def test_a_batch_over_the_cap_is_split_not_sent(
+    settings_env: dict[str, str],
+    services: Callable[..., Any],
+    pg_pool: asyncpg.Pool,
+    redis_client: Redis,
+    deployment: Deployment,
+    fund_payers: Any,
+) -> None:
+    """A per-entry gas budget set far too low (20k against ~87k used) sizes a 300-entry batch that no
+    transaction may carry: it is never signed; smaller batches carry every request."""
+    payers = fund_payers(300)
+    ids = await enqueue(pg_pool, redis_client, settings_env["MINTLINE_NAMESPACE"], deployment, payers)
+    batcher = services("batcher", BATCHER_GAS_PER_ENTRY="20000")
+    services("confirmer")
+    rows = await wait_final(pg_pool, ids, timeout=90)
+    assert [r["status"] for r in rows] == ["completed"] * 300, batcher.log_tail()
+    limits = [r["gas_limit"] for r in await pg_pool.fetch("SELECT gas_limit FROM batches")]
+    assert len(limits) >= 2 and max(limits) <= TX_GAS_CAP, limits
+    reverted = await pg_pool.fetchval("SELECT count(*) FROM batches WHERE status = 'reverted'")
+    assert reverted == 0

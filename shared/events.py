@@ -69,8 +69,18 @@ class MintFailed(BaseEvent):
     reason: str
 
 
+class MintReorged(BaseEvent):
+    """A completed request whose mint transaction left the canonical chain: it is being settled anew
+    (on the mint.completed stream, which it amends)."""
+
+    type: Literal["mint.reorged"] = "mint.reorged"
+    request_id: str
+    tx_hash: str
+    block_number: int
+
+
 Event = Annotated[
-    MintRequested | RenderRequested | TxSent | TxStuck | MintCompleted | MintFailed,
+    MintRequested | RenderRequested | TxSent | TxStuck | MintCompleted | MintFailed | MintReorged,
     Field(discriminator="type"),
 ]
 _adapter: TypeAdapter[Event] = TypeAdapter(Event)

@@ -4,6 +4,10 @@ MINTS_COMPLETED = Counter("mintline_mints_completed_total", "Requests minted and
 MINTS_FAILED = Counter("mintline_mints_failed_total", "Requests that ended failed", ["reason"])
 RETRIES = Counter("mintline_mint_retries_total", "Requests sent back to the queue after a failed batch")
 REORGS = Counter("mintline_reorgs_total", "Receipts whose block left the canonical chain")
+REORGED_AFTER_CONFIRMED = Counter(
+    "mintline_batches_reorged_after_confirmed_total",
+    "Confirmed batches whose block left the canonical chain: reopened and settled again",
+)
 STUCK = Counter("mintline_tx_stuck_total", "Fee bumps asked for late transactions")
 REQUEST_DURATION = Histogram(
     "mintline_request_duration_seconds",

@@ -15,6 +15,7 @@ import asyncpg
 from redis.asyncio import Redis
 
 from services.confirmer import metrics
+from services.confirmer.finality import Finality
 from services.confirmer.lookups import Lookups
 from services.confirmer.receipts import ALREADY_PROCESSED, AUTHORIZATION_SPENT, outcomes
 from services.confirmer.settings import TUNABLE, ConfirmerSettings
@@ -86,6 +87,7 @@ class Confirmer:
             "stuck": names.stream(keys.TX_STUCK),
         }
         self.watched: dict[int, Watched] = {}
+        self.finality = Finality(pool, redis, rpc, self.streams["completed"], settings.finality_depth)
         self._reload_now = asyncio.Event()
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -97,7 +99,7 @@ class Confirmer:
         self._reload_now.set()
 
     async def _poll_loop(self, stop: asyncio.Event) -> None:
-        next_reload = next_refresh = 0.0
+        next_reload = next_refresh = next_finality = 0.0
         while not stop.is_set():
             try:
                 now = time.monotonic()
@@ -110,6 +112,10 @@ class Confirmer:
                     next_reload = now + self.settings.reload_seconds
                 if self.watched:
                     await self.check_all()
+                if now >= next_finality:
+                    next_finality = now + self.settings.finality_check_seconds
+                    if await self.finality.check():
+                        self._reload_now.set()
             except Exception:
                 log.exception("confirmer poll failed; going on")
             await pause(self._reload_now, self.settings.poll_interval_seconds)
@@ -272,11 +278,7 @@ class Confirmer:
         if minted:
             metrics.GAS_PER_MINT.observe(gas_used / minted)
         await self._commit(
-            batch,
-            settlement,
-            "confirmed" if succeeded else "reverted",
-            block,
-            gas_used,
+            batch, settlement, "confirmed" if succeeded else "reverted", block, gas_used, receipt
         )
         log.info(
             "batch %d confirmed in block %d (tx %s): %d completed, %d failed, %d retried",
@@ -299,8 +301,16 @@ class Confirmer:
         log.warning("batch %d (nonce %d) dropped; %d requests retried", batch.id, batch.nonce, len(rows))
 
     async def _commit(
-        self, batch: Watched, settlement: Settlement, status: str, block: int | None, gas_used: int | None
+        self,
+        batch: Watched,
+        settlement: Settlement,
+        status: str,
+        block: int | None,
+        gas_used: int | None,
+        receipt: dict | None = None,
     ) -> None:
+        """Record the batch's outcome; a mined batch keeps its transaction and block hash, which the
+        finality watch compares with the canonical chain until the block is final."""
         events: dict[str, list] = {"completed": [], "failed": [], "requested": []}
         async with self.pool.acquire() as conn, conn.transaction():
             if settlement.completed:
@@ -369,12 +379,14 @@ class Confirmer:
                     metrics.MINTS_FAILED.labels(reason=row["reason"].split(":")[0][:40]).inc()
                     events["failed"].append(MintFailed(request_id=str(row["id"]), reason=row["reason"]))
             await conn.execute(
-                "UPDATE batches SET status = $2, block_number = $3, gas_used = $4, confirmed_at = now()"
-                " WHERE id = $1 AND status IN ('signed', 'sent')",
+                "UPDATE batches SET status = $2, block_number = $3, gas_used = $4, confirmed_at = now(),"
+                " mined_tx_hash = $5, block_hash = $6 WHERE id = $1 AND status IN ('signed', 'sent')",
                 batch.id,
                 status,
                 block,
                 gas_used,
+                receipt and receipt["transactionHash"],
+                receipt and receipt["blockHash"],
             )
         self.watched.pop(batch.id, None)
         for name, batch_events in events.items():

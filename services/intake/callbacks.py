@@ -29,7 +29,7 @@ from services.intake.callback_hosts import CallbackHosts, CallbackRefused, Callb
 from services.intake.settings import IntakeSettings
 from shared import logs
 from shared.backoff import exponential_backoff
-from shared.events import Event, MintCompleted, MintFailed
+from shared.events import Event, MintCompleted, MintFailed, MintReorged
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,7 @@ TIMESTAMP_HEADER = "X-Mintline-Timestamp"
 # Only the status matters; a receiver streaming a huge (or endless) body is not read further.
 MAX_RESPONSE_BYTES = 4096
 REFUSED = "callback_url_not_allowed"
+REORGED = "the mint transaction left the canonical chain (a reorg); it is being settled again"
 
 # One delivery per (request, outcome); a redelivered event inserts nothing.
 ADD_DELIVERY = """
@@ -108,11 +109,15 @@ class Callbacks:
         self._wake = asyncio.Event()
 
     async def on_outcome(self, event: Event) -> None:
-        """Consumer handler for mint.completed and mint.failed: record the delivery, if one is wanted."""
+        """Consumer handler for mint.completed (and mint.reorged on it) and mint.failed: record the
+        delivery, if one is wanted."""
         if isinstance(event, MintCompleted):
             name, status, tx_hash, error = "mint.completed", "completed", event.tx_hash, None
         elif isinstance(event, MintFailed):
             name, status, tx_hash, error = "mint.failed", "failed", None, event.reason
+        elif isinstance(event, MintReorged):
+            # The mint transaction reported in mint.completed left the chain; it is settled anew.
+            name, status, tx_hash, error = "mint.reorged", "sent", event.tx_hash, REORGED
         else:
             return
         try:

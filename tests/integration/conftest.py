@@ -100,6 +100,8 @@ def settings_env(
         "MINTLINE_NAMESPACE": f"t{uuid.uuid4().hex[:12]}",
         "WEBHOOK_SECRET": WEBHOOK_SECRET,
         "BATCHER_PRIVATE_KEY": DEV_KEYS[1],  # anvil's public dev key 1, the local minter
+        # An automining chain makes a block only per transaction: settle on the block itself.
+        "CONFIRMER_CONFIRMATIONS": "1",
     }
 
 

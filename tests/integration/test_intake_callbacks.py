@@ -17,7 +17,7 @@ from eth_account.signers.local import LocalAccount
 
 from services.intake.replay import replay_pending
 from shared import keys
-from shared.events import MintCompleted, MintFailed
+from shared.events import MintCompleted, MintFailed, MintReorged
 from shared.streams import publish
 from tests.support.intake import Intake, running_intake
 
@@ -140,6 +140,23 @@ async def test_completed_mint_is_posted_with_a_valid_hmac(
     assert (delivery["status"], delivery["attempts"], delivery["event"]) == ("delivered", 1, "mint.completed")
     assert delivery["url"] == receiver.url and delivery["delivered_at"] is not None
     assert await attempts(intake, delivery["id"]) == [(1, 200, None)]
+
+
+async def test_a_mint_reorged_out_after_completed_is_reported(
+    intake: Intake, receiver: Receiver, fund_payers: Fund
+) -> None:
+    """The confirmer reopens a completed request whose batch left the chain: its webhook says so."""
+    queue_id = await accepted(intake, fund_payers(1)[0], receiver.url)
+    await complete(intake, queue_id)
+    await receiver.wait_for(1)
+    stream = intake.settings.keys.stream(keys.MINT_COMPLETED)
+    await publish(intake.redis, stream, MintReorged(request_id=queue_id, tx_hash=TX_HASH, block_number=7))
+    await receiver.wait_for(2)
+    body = json.loads(receiver.received[1][1])
+    assert (body["event"], body["status"], body["mintTxHash"]) == ("mint.reorged", "sent", TX_HASH)
+    assert "reorg" in body["error"]
+    events = {d["event"]: d["status"] for d in await deliveries(intake, queue_id)}
+    assert events == {"mint.completed": "delivered", "mint.reorged": "delivered"}
 
 
 async def test_failing_receiver_is_retried_until_it_answers(

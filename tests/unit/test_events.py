@@ -7,6 +7,7 @@ from shared.events import (
     DecodeError,
     MintCompleted,
     MintFailed,
+    MintReorged,
     MintRequested,
     RenderRequested,
     TxSent,
@@ -25,6 +26,7 @@ EVERY_EVENT = [
     TxStuck(batch_id=4, nonce=17, tx_hash=TX_HASH),
     MintCompleted(request_id="r5", tx_hash=TX_HASH),
     MintFailed(request_id="r6", reason="underpaid"),
+    MintReorged(request_id="r7", tx_hash=TX_HASH, block_number=12),
 ]
 
 

@@ -1,0 +1,111 @@
+"""Completed is not final: a confirmed batch stays watched until its block is finalized (the chain's
+`finalized` block, or `finality_depth` blocks deep where the chain has none). A batch whose block left
+the canonical chain after its requests completed is reopened: the batch goes back to `signed`, so the
+batcher broadcasts its stored transaction again, and its requests go back to `sent` with the reason,
+so the confirmer settles them anew from whichever receipt the chain ends up with. Nothing stays
+`completed` on a transaction that no longer exists, and its nonce is filled again."""
+
+import logging
+from dataclasses import dataclass
+
+import asyncpg
+from redis.asyncio import Redis
+
+from services.confirmer import metrics
+from shared.events import MintReorged
+from shared.jsonrpc import JsonRpc
+from shared.streams import publish_many
+
+log = logging.getLogger(__name__)
+
+UNFINALIZED = """
+SELECT id, nonce, block_number, block_hash, mined_tx_hash FROM batches
+WHERE status = 'confirmed' AND finalized_at IS NULL AND block_hash IS NOT NULL
+ORDER BY block_number LIMIT $1
+"""
+REOPEN_BATCH = """
+UPDATE batches SET status = 'signed', block_number = NULL, block_hash = NULL, mined_tx_hash = NULL,
+                   gas_used = NULL, confirmed_at = NULL
+WHERE id = $1 AND status = 'confirmed' AND block_hash = $2
+"""
+REOPEN_REQUESTS = """
+UPDATE mint_requests SET status = 'sent', error_message = $2, mint_tx_hash = NULL, token_id = NULL,
+                         processed_at = NULL, updated_at = now()
+WHERE batch_id = $1 AND status IN ('completed', 'failed')
+RETURNING id
+"""
+REORGED = "reorged out after it was confirmed: its batch is broadcast and settled again"
+
+
+@dataclass(frozen=True)
+class Settled:
+    id: int
+    nonce: int
+    block_number: int
+    block_hash: str
+    tx_hash: str
+
+
+class Finality:
+    def __init__(
+        self, pool: asyncpg.Pool, redis: Redis, rpc: JsonRpc, completed_stream: str, depth: int
+    ) -> None:
+        self.pool = pool
+        self.redis = redis
+        self.rpc = rpc
+        self.completed_stream = completed_stream
+        self.depth = depth
+
+    async def check(self, limit: int = 500) -> int:
+        """Look at every confirmed, unfinalized batch once; returns how many were reopened."""
+        rows = [Settled(*row) for row in await self.pool.fetch(UNFINALIZED, limit)]
+        if not rows:
+            return 0
+        numbers = sorted({row.block_number for row in rows})
+        head, finalized, *blocks = await self.rpc.batch(
+            [("eth_blockNumber", []), ("eth_getBlockByNumber", ["finalized", False])]
+            + [("eth_getBlockByNumber", [hex(n), False]) for n in numbers]
+        )
+        final = self._final_block(int(head, 16), finalized)
+        canonical = {n: (block or {}).get("hash") for n, block in zip(numbers, blocks, strict=True)}
+        reopened = 0
+        done = []
+        for row in rows:
+            if canonical[row.block_number] != row.block_hash:
+                reopened += await self._reopen(row)
+            elif row.block_number <= final:
+                done.append(row.id)
+        if done:
+            await self.pool.execute(
+                "UPDATE batches SET finalized_at = now() WHERE id = ANY($1::bigint[])", done
+            )
+        return reopened
+
+    def _final_block(self, head: int, finalized: object) -> int:
+        """The chain's finalized block where it names one, else `depth` blocks below the head."""
+        if isinstance(finalized, dict) and finalized.get("number"):
+            return int(str(finalized["number"]), 16)
+        return head - self.depth
+
+    async def _reopen(self, batch: Settled) -> int:
+        async with self.pool.acquire() as conn, conn.transaction():
+            if await conn.execute(REOPEN_BATCH, batch.id, batch.block_hash) == "UPDATE 0":
+                return 0
+            rows = await conn.fetch(REOPEN_REQUESTS, batch.id, REORGED)
+        metrics.REORGED_AFTER_CONFIRMED.inc()
+        log.warning(
+            "batch %d (nonce %d, tx %s) left the canonical chain after it was confirmed in block %d: "
+            "reopened with %d requests",
+            batch.id,
+            batch.nonce,
+            batch.tx_hash,
+            batch.block_number,
+            len(rows),
+            extra={"batch_id": batch.id, "nonce": batch.nonce, "tx_hash": batch.tx_hash},
+        )
+        events = [
+            MintReorged(request_id=str(r["id"]), tx_hash=batch.tx_hash, block_number=batch.block_number)
+            for r in rows
+        ]
+        await publish_many(self.redis, self.completed_stream, events)
+        return 1

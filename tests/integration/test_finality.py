@@ -1,0 +1,116 @@
+"""A reorg after `completed`: the batch's block leaves the chain after its requests completed. The
+confirmer notices, reopens the batch (the batcher broadcasts it again) and settles its requests anew,
+so every accepted request ends completed exactly once on the chain as it now is."""
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import asyncpg
+import pytest
+from redis.asyncio import Redis
+from web3 import HTTPProvider, Web3
+
+from devstack.anvil import Anvil
+from shared.deploy import Deployment, load_artifact
+from tests.integration.test_batcher_confirmer import enqueue
+from tests.support.payments import usdc_contract
+from tests.support.requests import wait_final
+
+FAST = {"CONFIRMER_FINALITY_CHECK_SECONDS": "0.2", "BATCHER_BATCH_WINDOW_SECONDS": "0.2"}
+
+
+@pytest.fixture(scope="module")
+def anvil() -> Iterator[Anvil]:
+    """This module rewrites its chain's history: a chain of its own."""
+    with Anvil(block_time=None) as node:
+        yield node
+
+
+async def history(pool: asyncpg.Pool, request_id: str) -> list[str]:
+    rows = await pool.fetch(
+        "SELECT status FROM mint_request_history WHERE request_id = $1 ORDER BY id", uuid.UUID(request_id)
+    )
+    return [r["status"] for r in rows]
+
+
+async def until(condition: Callable[[], Any], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not await condition():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.2)
+
+
+@pytest.mark.parametrize("how", ["evm_revert", "anvil_reorg"])
+async def test_a_batch_reorged_out_after_completed_is_settled_again(
+    how: str,
+    settings_env: dict[str, str],
+    services: Callable[..., Any],
+    pg_pool: asyncpg.Pool,
+    redis_client: Redis,
+    deployment: Deployment,
+    fund_payers: Any,
+    anvil: Anvil,
+) -> None:
+    w3 = Web3(HTTPProvider(anvil.rpc_url))
+    payers = fund_payers(5)
+    treasury_before = usdc_contract(w3, deployment).functions.balanceOf(deployment.treasury).call()
+    snapshot = w3.provider.make_request("evm_snapshot", [])["result"]  # type: ignore[arg-type]
+    ids = await enqueue(pg_pool, redis_client, settings_env["MINTLINE_NAMESPACE"], deployment, payers)
+    batcher = services("batcher", **FAST)
+    confirmer = services("confirmer", **FAST)
+    rows = await wait_final(pg_pool, ids, timeout=60)
+    assert [r["status"] for r in rows] == ["completed"] * 5, batcher.log_tail() + confirmer.log_tail()
+    first = await pg_pool.fetchrow("SELECT id, block_number, block_hash, mined_tx_hash FROM batches")
+    assert first["block_hash"] == w3.eth.get_block(first["block_number"])["hash"].to_0x_hex()
+
+    # The batch's block leaves the chain: reverted to before it (its transaction gone with it), or
+    # replaced by a reorg of the blocks since.
+    if how == "evm_revert":
+        assert w3.provider.make_request("evm_revert", [snapshot])["result"]  # type: ignore[arg-type]
+        w3.provider.make_request("anvil_mine", [2])  # type: ignore[arg-type]
+    else:
+        depth = w3.eth.block_number - first["block_number"] + 1
+        w3.provider.make_request("anvil_reorg", [depth, []])  # type: ignore[arg-type]
+    assert w3.eth.get_block(first["block_number"])["hash"].to_0x_hex() != first["block_hash"]
+
+    async def reopened_and_settled_again() -> bool:
+        statuses = [await history(pg_pool, i) for i in ids]
+        return all(h[-1] == "completed" and "sent" in h[h.index("completed") :] for h in statuses)
+
+    await until(reopened_and_settled_again)
+    for request_id in ids:
+        steps = await history(pg_pool, request_id)
+        assert steps[:4] == ["pending", "batched", "sent", "completed"] and steps[-2:] == [
+            "sent",
+            "completed",
+        ]
+    reasons = await pg_pool.fetch(
+        "SELECT reason FROM mint_request_history WHERE status = 'sent' AND reason IS NOT NULL"
+    )
+    assert len(reasons) == 5 and all(r["reason"].startswith("reorged out") for r in reasons)
+    # On the chain as it now is: one mint per payer, each paid once.
+    token = w3.eth.contract(address=deployment.token, abi=load_artifact("MintToken")["abi"])
+    assert [token.functions.balanceOf(p.address).call() for p in payers] == [deployment.mint_amount] * 5
+    treasury = usdc_contract(w3, deployment).functions.balanceOf(deployment.treasury).call()
+    assert treasury == treasury_before + 5 * deployment.price
+    batch = await pg_pool.fetchrow(
+        "SELECT status, block_number, block_hash FROM batches WHERE id = $1", first["id"]
+    )
+    assert batch["status"] == "confirmed"
+    assert batch["block_hash"] == w3.eth.get_block(batch["block_number"])["hash"].to_0x_hex()
+    assert w3.eth.get_transaction_count(deployment.minter, "pending") == w3.eth.get_transaction_count(
+        deployment.minter, "latest"
+    )
+
+    # Once its block is final (anvil: 64 blocks deep), the batch is no longer watched.
+    w3.provider.make_request("anvil_mine", [70])  # type: ignore[arg-type]
+
+    async def finalized() -> bool:
+        return bool(
+            await pg_pool.fetchval("SELECT finalized_at IS NOT NULL FROM batches WHERE id = $1", first["id"])
+        )
+
+    await until(finalized, timeout=20)

@@ -5,6 +5,18 @@ BATCH_SIZE = Histogram(
     "mintline_batch_size_entries", "Entries per batch", buckets=(1, 5, 10, 25, 50, 100, 200, 300, 500, 1000)
 )
 FEE_BUMPS = Counter("mintline_fee_bumps_total", "Replacement transactions with higher fees")
+FEE_BUMPS_REFUSED = Counter(
+    "mintline_fee_bumps_refused_total",
+    "Stuck reports answered without a replacement: not_accepted (rebroadcast as is), spacing, max_bumps,"
+    " ceiling",
+    ["reason"],
+)
+FEES_CLAMPED = Counter("mintline_fees_clamped_total", "Fee quotes cut down to BATCHER_MAX_FEE_GWEI")
+FEE_CEILING_WAITING = Gauge(
+    "mintline_batcher_fee_ceiling_waiting",
+    "1 while batches wait because the chain asks more than BATCHER_MAX_FEE_GWEI",
+)
+MAX_FEE = Gauge("mintline_batcher_max_fee_per_gas_wei", "Max fee per gas (legacy: gas price) offered now")
 BROADCAST_ERRORS = Counter("mintline_broadcast_errors_total", "Failed broadcasts (retried)")
 EXPIRED_BEFORE_BATCH = Counter(
     "mintline_authorizations_expired_total", "Requests failed because their authorization expired in queue"

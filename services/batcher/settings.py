@@ -13,6 +13,9 @@ TUNABLE = (
     "max_in_flight",
     "fee_bump_percent",
     "priority_fee_gwei",
+    "tip_percentile",
+    "max_fee_gwei",
+    "max_fee_bumps",
 )
 
 
@@ -39,7 +42,17 @@ class BatcherSettings(Settings):
     nft_gas_per_entry: int = Field(222_000, ge=20_000)
     max_in_flight: int = Field(16, ge=1, le=256)
     fee_bump_percent: int = Field(25, ge=10, le=500)
+    # Fees (fees.py): the tip is this percentile of the tips paid in the last fee_history_blocks
+    # blocks, never below priority_fee_gwei; the max fee is twice the base fee plus the tip, never
+    # above max_fee_gwei (a batch the chain would not include at the ceiling waits).
     priority_fee_gwei: float = Field(1.0, ge=0, le=1000, allow_inf_nan=False)
+    tip_percentile: float = Field(50.0, ge=0, le=100, allow_inf_nan=False)
+    fee_history_blocks: int = Field(10, ge=1, le=1024)
+    max_fee_gwei: float = Field(1000.0, gt=0, allow_inf_nan=False)
+    # Replacements of one transaction: at most this many, the n-th at least
+    # fee_bump_spacing_seconds * 2^(n-1) after the attempt before it.
+    max_fee_bumps: int = Field(10, ge=0)
+    fee_bump_spacing_seconds: float = Field(2.0, ge=0)
     # Seconds before validBefore below which an authorization is not worth sending.
     expiry_margin_seconds: int = Field(10, ge=0)
     buffer_limit: int = Field(5000, ge=1)

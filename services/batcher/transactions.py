@@ -1,4 +1,4 @@
-"""Turning claimed request rows into a signed batchMint transaction, and fee bumps."""
+"""Turning claimed request rows into a signed batchMint transaction (EIP-1559 or legacy)."""
 
 from dataclasses import dataclass
 from typing import Any
@@ -7,6 +7,7 @@ from eth_abi import encode as abi_encode
 from eth_account.signers.local import LocalAccount
 from eth_utils import keccak
 
+from services.batcher.fees import Fees
 from shared.chain import split_signature
 
 AUTHORIZATION = "(address,uint256,uint256,uint256,bytes32,uint8,bytes32,bytes32)"
@@ -67,24 +68,6 @@ def encode_batch_mint(kind: str, entries: list[tuple]) -> bytes:
 
 
 @dataclass(frozen=True)
-class Fees:
-    max_fee_per_gas: int
-    max_priority_fee_per_gas: int
-
-    @classmethod
-    def for_base_fee(cls, base_fee: int, priority_fee: int) -> "Fees":
-        # Twice the base fee survives several full blocks of base-fee growth.
-        return cls(2 * base_fee + priority_fee, priority_fee)
-
-    def bumped(self, percent: int, floor: "Fees") -> "Fees":
-        """Fees for a replacement: at least `percent` above these (nodes require +10%), never below floor."""
-        return Fees(
-            max(self.max_fee_per_gas * (100 + percent) // 100 + 1, floor.max_fee_per_gas),
-            max(self.max_priority_fee_per_gas * (100 + percent) // 100 + 1, floor.max_priority_fee_per_gas),
-        )
-
-
-@dataclass(frozen=True)
 class SignedTx:
     raw: bytes
     tx_hash: str
@@ -94,15 +77,26 @@ def sign(
     account: LocalAccount, *, chain_id: int, nonce: int, to: str, data: bytes, gas: int, fees: Fees
 ) -> SignedTx:
     transaction: dict[str, Any] = {
-        "type": 2,
         "chainId": chain_id,
         "nonce": nonce,
         "to": to,
         "value": 0,
         "data": data,
         "gas": gas,
-        "maxFeePerGas": fees.max_fee_per_gas,
-        "maxPriorityFeePerGas": fees.max_priority_fee_per_gas,
     }
+    if fees.legacy:
+        # Type 0 with the chain id in its signature (EIP-155), for chains without a base fee.
+        transaction["gasPrice"] = fees.max_fee_per_gas
+    else:
+        transaction |= {
+            "type": 2,
+            "maxFeePerGas": fees.max_fee_per_gas,
+            "maxPriorityFeePerGas": fees.max_priority_fee_per_gas,
+        }
     signed = account.sign_transaction(transaction)
     return SignedTx(bytes(signed.raw_transaction), "0x" + bytes(signed.hash).hex())
+
+
+def is_legacy(raw: bytes) -> bool:
+    """True for a legacy transaction: its RLP list starts at 0xc0; a typed one starts with its type."""
+    return raw[0] >= 0xC0

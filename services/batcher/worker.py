@@ -17,8 +17,9 @@ import asyncpg
 from eth_account import Account
 from redis.asyncio import Redis
 from web3 import AsyncWeb3
-from web3.exceptions import Web3Exception
+from web3.exceptions import TransactionNotFound, Web3Exception
 
+from services.batcher import fees as fee_logic
 from services.batcher import metrics, wallet_health
 from services.batcher.batching import (
     BatchTooLarge,
@@ -28,9 +29,10 @@ from services.batcher.batching import (
     entries_per_batch,
     gas_limit_for,
 )
+from services.batcher.fees import Fees, FeesAboveCeiling, Quote
 from services.batcher.lock import WalletLock
 from services.batcher.settings import TUNABLE, BatcherSettings
-from services.batcher.transactions import Fees, encode_batch_mint, mint_entry, sign
+from services.batcher.transactions import encode_batch_mint, is_legacy, mint_entry, sign
 from shared import keys, logs
 from shared.backoff import exponential_backoff
 from shared.events import Event, MintFailed, MintRequested, TxSent, TxStuck
@@ -96,7 +98,10 @@ class Batcher:
         self.gas_target = settings.max_tx_gas
         # Entries per batch of a kind, learnt when a batch needed more gas than a transaction may use.
         self.entry_caps: dict[str, int] = {}
-        self._fees: tuple[float, Fees] | None = None
+        self._fees: tuple[float, Quote] | None = None
+        # Hashes the node took (eth_sendRawTransaction succeeded): only these may be fee-bumped.
+        self.accepted: set[str] = set()
+        self.waiting_for_fees = False
 
     async def run(self, stop: asyncio.Event) -> None:
         """Wait for the wallet lock (standby), recover, then batch until `stop`."""
@@ -183,6 +188,9 @@ class Batcher:
         }
         window = tuning.batch_window_seconds
         if self.buffer.is_due(loop.time(), sizes, window):
+            if not await self._fees_affordable():
+                await asyncio.sleep(1)  # the chain asks more than the fee ceiling: wait, keep requests
+                return
             if self.in_flight < tuning.max_in_flight:
                 await self._send_batch(self.buffer.take(sizes))
                 return
@@ -234,6 +242,9 @@ class Batcher:
                 exc,
                 self.entry_caps[kind],
             )
+            self._keep(chosen)
+            return
+        except FeesAboveCeiling:
             self._keep(chosen)
             return
         except (OSError, asyncpg.PostgresError, Web3Exception, aiohttp.ClientError, TimeoutError):
@@ -295,7 +306,10 @@ class Batcher:
         kind = rows[0]["kind"]
         data = encode_batch_mint(kind, [mint_entry(r) for r in rows])
         gas = await self._gas_limit(kind, data, len(rows))
-        fees = await self._current_fees()
+        quote = await self._current_fees()
+        if not quote.affordable:
+            raise FeesAboveCeiling(f"the chain asks {quote.required} wei per gas")
+        fees = quote.fees
         nonce = self.next_nonce
         signed = sign(
             self.account,
@@ -354,13 +368,31 @@ class Batcher:
             return min(self.gas_target, 100_000 + 2 * entries * self._gas_per_entry(kind))
         return gas_limit_for(estimate, self.gas_target, self.tx_gas_cap)
 
-    async def _current_fees(self) -> Fees:
+    async def _current_fees(self) -> Quote:
+        """What a new transaction offers now: EIP-1559 fees from eth_feeHistory, or the legacy gas
+        price where the chain has no base fee or no eth_feeHistory."""
         now = time.monotonic()
         if self._fees is None or now - self._fees[0] > 0.5:
-            block = await self.w3.eth.get_block("latest")
-            priority = int(self.tuning.priority_fee_gwei * 10**9)
-            self._fees = (now, Fees.for_base_fee(int(block["baseFeePerGas"]), priority))
+            quote = await fee_logic.read_quote(self.w3.eth, fee_logic.FeePolicy.from_settings(self.tuning))
+            if quote.clamped:
+                metrics.FEES_CLAMPED.inc()
+            metrics.MAX_FEE.set(quote.fees.max_fee_per_gas)
+            self._fees = (now, quote)
         return self._fees[1]
+
+    async def _fees_affordable(self) -> bool:
+        quote = await self._current_fees()
+        waiting = not quote.affordable
+        if waiting != self.waiting_for_fees:
+            self.waiting_for_fees = waiting
+            log.warning(
+                "fee ceiling %s: the next block needs %d wei per gas, the most offered is %d",
+                "reached, batches wait" if waiting else "clear again, batches go",
+                quote.required,
+                quote.fees.max_fee_per_gas,
+            )
+        metrics.FEE_CEILING_WAITING.set(int(waiting))
+        return not waiting
 
     async def _broadcast(self, batch_id: int, nonce: int, tx_hash: str, raw: bytes) -> bool:
         with logs.bind(batch_id=batch_id, nonce=nonce, tx_hash=tx_hash):
@@ -380,6 +412,9 @@ class Batcher:
             metrics.BROADCAST_ERRORS.inc()
             log.warning("broadcast of batch %d (nonce %d) failed: %s", batch_id, nonce, exc)
             return False
+        if len(self.accepted) > 100_000:
+            self.accepted.clear()  # the node still answers for the hashes it knows
+        self.accepted.add(tx_hash)
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute(
                 "UPDATE batches SET status = 'sent', sent_at = coalesce(sent_at, now())"
@@ -402,13 +437,15 @@ class Batcher:
         return True
 
     async def _on_stuck(self, event: Event) -> None:
-        """Replace a late transaction with the same nonce and higher fees."""
+        """Replace a late transaction with the same nonce and higher fees, if the node accepted it;
+        one it never took (refused for funds, lost by a restarted node) is rebroadcast as is."""
         if not isinstance(event, TxStuck):
             return
         batch = await self.pool.fetchrow(
-            "SELECT id, kind, nonce, status, tx_hash, call_data, gas_limit, max_fee_per_gas,"
-            " max_priority_fee_per_gas"
-            " FROM batches WHERE id = $1 AND wallet = $2",
+            "SELECT id, kind, nonce, status, tx_hash, raw_tx, call_data, gas_limit, max_fee_per_gas,"
+            " max_priority_fee_per_gas, attempts, (SELECT extract(epoch FROM now() - max(t.created_at))"
+            " FROM batch_transactions t WHERE t.batch_id = b.id)::float8 AS since_last"
+            " FROM batches b WHERE id = $1 AND wallet = $2",
             event.batch_id,
             self.wallet,
         )
@@ -416,8 +453,27 @@ class Batcher:
             return  # confirmed, or already bumped since this report
         if await self.w3.eth.get_transaction_count(self.wallet, "latest") > batch["nonce"]:
             return  # the nonce is mined: the confirmer will find which attempt
-        old = Fees(int(batch["max_fee_per_gas"]), int(batch["max_priority_fee_per_gas"]))
-        fees = old.bumped(self.tuning.fee_bump_percent, await self._current_fees())
+        raw = bytes(batch["raw_tx"])
+        if not await self._accepted(batch["tx_hash"]):
+            metrics.FEE_BUMPS_REFUSED.labels("not_accepted").inc()
+            await self._broadcast(batch["id"], batch["nonce"], batch["tx_hash"], raw)
+            return
+        old = Fees(int(batch["max_fee_per_gas"]), int(batch["max_priority_fee_per_gas"]), is_legacy(raw))
+        plan = fee_logic.plan_replacement(
+            old,
+            await self._current_fees(),
+            percent=self.tuning.fee_bump_percent,
+            ceiling=int(self.tuning.max_fee_gwei * fee_logic.GWEI),
+            bumps_done=batch["attempts"] - 1,
+            max_bumps=self.tuning.max_fee_bumps,
+            seconds_since_last=batch["since_last"] or 0.0,
+            spacing_seconds=self.settings.fee_bump_spacing_seconds,
+        )
+        if plan.fees is None:
+            metrics.FEE_BUMPS_REFUSED.labels(plan.refused).inc()
+            log.info("batch %d (nonce %d) stuck, no fee bump: %s", batch["id"], batch["nonce"], plan.refused)
+            return
+        fees = plan.fees
         signed = sign(
             self.account,
             chain_id=self.deployment.chain_id,
@@ -457,6 +513,18 @@ class Batcher:
             extra={"batch_id": batch["id"], "nonce": batch["nonce"], "tx_hash": signed.tx_hash},
         )
         await self._broadcast(batch["id"], batch["nonce"], signed.tx_hash, signed.raw)
+
+    async def _accepted(self, tx_hash: str) -> bool:
+        """True when the node took this transaction: it was broadcast without error, or the node
+        knows its hash (a batcher restarted since)."""
+        if tx_hash in self.accepted:
+            return True
+        try:
+            await self.w3.eth.get_transaction(tx_hash)  # type: ignore[arg-type]
+        except TransactionNotFound:
+            return False
+        self.accepted.add(tx_hash)
+        return True
 
     async def _count_in_flight(self) -> None:
         self.in_flight = await self.pool.fetchval(

@@ -1,0 +1,154 @@
+"""Fees from the chain on real anvil: they follow the base fee, hold the ceiling, replacements are
+accepted by the node, and a transaction the node refused is never fee-bumped."""
+
+import asyncio
+import math
+import time
+from collections.abc import Iterator
+
+import pytest
+from web3 import HTTPProvider, Web3
+
+from devstack.anvil import Anvil
+from tests.integration.test_batcher_confirmer import enqueue, minted_once, wait_for
+from tests.integration.test_chain_events import mining, sent_batch
+
+GWEI = 10**9
+
+
+@pytest.fixture(scope="module")
+def anvil() -> Iterator[Anvil]:
+    """A chain of this module's own: these tests steer the base fee and the minter's balance."""
+    with Anvil(block_time=None) as node:
+        yield node
+
+
+def set_base_fee(w3: Web3, wei: int) -> None:
+    """Mine a block with this base fee; the block after it (empty) asks 12.5% less."""
+    w3.provider.make_request("anvil_setNextBlockBaseFeePerGas", [hex(wei)])
+    w3.provider.make_request("evm_mine", [])
+
+
+async def attempts_of(pool, batch_id: int) -> list:
+    return await pool.fetch(
+        "SELECT tx_hash, max_fee_per_gas, max_priority_fee_per_gas FROM batch_transactions"
+        " WHERE batch_id = $1 ORDER BY created_at",
+        batch_id,
+    )
+
+
+async def test_fees_follow_the_base_fee_of_the_chain(
+    settings_env, services, pg_pool, redis_client, deployment, fund_payers, anvil
+):
+    w3 = Web3(HTTPProvider(anvil.rpc_url))
+    payers = fund_payers(3)
+    set_base_fee(w3, 40 * GWEI)
+    ids = await enqueue(pg_pool, redis_client, settings_env["MINTLINE_NAMESPACE"], deployment, payers)
+    services("batcher", BATCHER_BATCH_WINDOW_SECONDS="0.2")
+    services("confirmer")
+    rows = await wait_for(pg_pool, ids, timeout=30)
+    assert {r["status"] for r in rows} == {"completed"}
+    batch = await pg_pool.fetchrow("SELECT max_fee_per_gas, max_priority_fee_per_gas FROM batches")
+    receipt = w3.eth.get_transaction_receipt(rows[0]["mint_tx_hash"])
+    base_fee = w3.eth.get_block(receipt["blockNumber"])["baseFeePerGas"]
+    assert 30 * GWEI < base_fee < 40 * GWEI
+    # Signed for the block it went into: twice its base fee plus the tip (the 1 gwei floor here).
+    assert batch["max_priority_fee_per_gas"] == GWEI
+    assert batch["max_fee_per_gas"] == 2 * base_fee + GWEI
+    await minted_once(w3, deployment, payers)
+
+
+async def test_no_transaction_is_signed_above_the_ceiling_requests_wait_for_the_base_fee_to_fall(
+    settings_env, services, pg_pool, redis_client, deployment, fund_payers, anvil
+):
+    w3 = Web3(HTTPProvider(anvil.rpc_url))
+    payers = fund_payers(3)
+    set_base_fee(w3, 100 * GWEI)
+    ids = await enqueue(pg_pool, redis_client, settings_env["MINTLINE_NAMESPACE"], deployment, payers)
+    services("batcher", BATCHER_BATCH_WINDOW_SECONDS="0.2", BATCHER_MAX_FEE_GWEI="50")
+    services("confirmer")
+    await asyncio.sleep(4)
+    assert await pg_pool.fetchval("SELECT count(*) FROM batches") == 0
+    statuses = await wait_for(pg_pool, ids, timeout=0)
+    assert {r["status"] for r in statuses} == {"pending"}
+    # 30 gwei: twice that plus the tip passes the ceiling, so the offer is clamped to 50 gwei.
+    set_base_fee(w3, 30 * GWEI)
+    rows = await wait_for(pg_pool, ids, timeout=30)
+    assert {r["status"] for r in rows} == {"completed"}
+    offered = await pg_pool.fetch("SELECT max_fee_per_gas, max_priority_fee_per_gas FROM batch_transactions")
+    assert offered and all(r["max_fee_per_gas"] == 50 * GWEI for r in offered)
+    assert all(r["max_priority_fee_per_gas"] <= r["max_fee_per_gas"] for r in offered)
+    await minted_once(w3, deployment, payers)
+
+
+async def test_a_replacement_raises_both_fee_fields_by_ten_percent_and_is_accepted_by_the_node(
+    settings_env, services, pg_pool, redis_client, deployment, fund_payers, anvil
+):
+    w3 = Web3(HTTPProvider(anvil.rpc_url))
+    payers = fund_payers(3)
+    set_base_fee(w3, GWEI)
+    w3.provider.make_request("evm_setAutomine", [False])
+    try:
+        ids = await enqueue(pg_pool, redis_client, settings_env["MINTLINE_NAMESPACE"], deployment, payers)
+        services(
+            "batcher",
+            BATCHER_BATCH_WINDOW_SECONDS="0.2",
+            BATCHER_FEE_BUMP_PERCENT="10",
+            BATCHER_FEE_BUMP_SPACING_SECONDS="0.5",
+        )
+        services("confirmer", CONFIRMER_STUCK_AFTER_BLOCKS="2")
+        first = await sent_batch(pg_pool)
+        # The base fee jumps above what the transaction offers: no block includes it until replaced.
+        w3.provider.make_request("anvil_setNextBlockBaseFeePerGas", [hex(20 * GWEI)])
+        async with mining(w3):
+            rows = await wait_for(pg_pool, ids, timeout=60)
+    finally:
+        w3.provider.make_request("evm_setAutomine", [True])
+    assert {r["status"] for r in rows} == {"completed"}
+    attempts = await attempts_of(pg_pool, first["id"])
+    assert len(attempts) >= 2
+    for old, new in zip(attempts, attempts[1:], strict=False):
+        for field in ("max_fee_per_gas", "max_priority_fee_per_gas"):
+            assert new[field] >= math.ceil(old[field] * 110 / 100), (field, old[field], new[field])
+    # The node took the replacement: it is the transaction that minted.
+    assert {r["mint_tx_hash"] for r in rows} == {attempts[-1]["tx_hash"]}
+    assert w3.eth.get_transaction(attempts[-1]["tx_hash"])["nonce"] == first["nonce"]
+    await minted_once(w3, deployment, payers)
+
+
+async def test_a_broadcast_refused_for_insufficient_funds_is_not_fee_bumped(
+    settings_env, services, pg_pool, redis_client, deployment, fund_payers, anvil
+):
+    w3 = Web3(HTTPProvider(anvil.rpc_url))
+    payers = fund_payers(3)
+    minter = deployment.minter
+    balance = w3.eth.get_balance(minter)
+    w3.provider.make_request("anvil_setBalance", [minter, hex(10**9)])
+    try:
+        ids = await enqueue(pg_pool, redis_client, settings_env["MINTLINE_NAMESPACE"], deployment, payers)
+        services(
+            "batcher",
+            BATCHER_BATCH_WINDOW_SECONDS="0.2",
+            BATCHER_REBROADCAST_AFTER_SECONDS="0.5",
+            BATCHER_FEE_BUMP_SPACING_SECONDS="0",
+        )
+        services("confirmer", CONFIRMER_STUCK_AFTER_BLOCKS="1")
+        deadline = time.monotonic() + 20
+        while not await pg_pool.fetchval("SELECT count(*) FROM batches"):
+            assert time.monotonic() < deadline, "no batch was signed"
+            await asyncio.sleep(0.1)
+        # Blocks keep coming: the confirmer reports the batch stuck again and again.
+        async with mining(w3, every=0.3):
+            await asyncio.sleep(6)
+        batch = await pg_pool.fetchrow("SELECT id, status FROM batches")
+        assert batch["status"] == "signed"
+        attempts = await attempts_of(pg_pool, batch["id"])
+        assert len({(a["max_fee_per_gas"], a["max_priority_fee_per_gas"]) for a in attempts}) == 1
+        assert len(attempts) == 1
+    finally:
+        w3.provider.make_request("anvil_setBalance", [minter, hex(balance)])
+    rows = await wait_for(pg_pool, ids, timeout=30)
+    assert {r["status"] for r in rows} == {"completed"}
+    attempts = await attempts_of(pg_pool, batch["id"])
+    assert len({(a["max_fee_per_gas"], a["max_priority_fee_per_gas"]) for a in attempts}) == 1
+    await minted_once(w3, deployment, payers)

@@ -44,7 +44,8 @@ async def resources(settings: Settings, pool_size: int = 10) -> AsyncIterator[Re
     w3 = await connect(settings.chain_rpc_url)
     rpc_session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
     try:
-        yield Resources(pool, redis, w3, JsonRpc(settings.chain_rpc_url, rpc_session))
+        rpc = JsonRpc(settings.chain_rpc_url, rpc_session, settings.rpc_max_batch)
+        yield Resources(pool, redis, w3, rpc)
     finally:
         await rpc_session.close()
         await redis.aclose()

@@ -31,6 +31,8 @@ class Settings(BaseSettings):
     stream_maxlen: int = _env("STREAM_MAXLEN", 500_000, gt=1000)
     # The most blocks one eth_getLogs query spans (hosted providers cap it, often at 2,000).
     rpc_max_log_range: int = _env("RPC_MAX_LOG_RANGE", 2000, ge=1)
+    # The most calls one JSON-RPC batch carries (hosted providers cap it, or refuse large batches).
+    rpc_max_batch: int = _env("RPC_MAX_BATCH", 100, ge=1)
 
     @cached_property
     def deployment(self) -> Deployment:

@@ -21,7 +21,7 @@ from services.confirmer.receipts import ALREADY_PROCESSED, AUTHORIZATION_SPENT, 
 from services.confirmer.settings import TUNABLE, ConfirmerSettings
 from shared import keys, logs
 from shared.events import Event, MintCompleted, MintFailed, MintRequested, TxStuck
-from shared.jsonrpc import JsonRpc
+from shared.jsonrpc import JsonRpc, RpcError
 from shared.loops import pause
 from shared.overrides import with_overrides
 from shared.streams import Consumer, publish, publish_many
@@ -145,18 +145,24 @@ class Confirmer:
         # Latest attempt first: after a fee bump, that is the one most likely mined.
         asked = [(batch, tx_hash) for batch in batches for tx_hash in reversed(batch.tx_hashes)]
         wallets = sorted({batch.wallet for batch in batches})
-        head_hex, *answers = await self.rpc.batch(
+        # Settled: one failed receipt call must not cost every other batch its round.
+        head_hex, *answers = await self.rpc.batch_settled(
             [("eth_blockNumber", [])]
             + [("eth_getTransactionCount", [wallet, "latest"]) for wallet in wallets]
             + [("eth_getTransactionReceipt", [tx_hash]) for _, tx_hash in asked]
         )
-        head = int(head_hex, 16)
         counts, answers = answers[: len(wallets)], answers[len(wallets) :]
+        if failed := next((a for a in [head_hex, *counts] if isinstance(a, RpcError)), None):
+            raise failed
+        head = int(head_hex, 16)
         mined_nonces = {wallet: int(count, 16) for wallet, count in zip(wallets, counts, strict=True)}
         metrics.HEAD.set(head)
         receipts: dict[int, dict] = {}
+        unanswered: set[int] = set()
         for (batch, _), receipt in zip(asked, answers, strict=True):
-            if receipt is not None:
+            if isinstance(receipt, RpcError):
+                unanswered.add(batch.id)
+            elif receipt is not None:
                 receipts.setdefault(batch.id, receipt)
         deep = {
             batch_id: receipt
@@ -165,6 +171,9 @@ class Confirmer:
         }
         canonical = await self._block_hashes({int(r["blockNumber"], 16) for r in deep.values()})
         for batch in batches:
+            if batch.id in unanswered and batch.id not in receipts:
+                # Not known yet: without its receipt, a used nonce would look taken by a stranger.
+                continue
             with logs.bind(batch_id=batch.id, nonce=batch.nonce, tx_hash=batch.latest_hash):
                 await self._check(batch, head, mined_nonces, receipts, deep, canonical)
 

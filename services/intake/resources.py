@@ -63,6 +63,8 @@ async def open_resources(app: web.Application) -> AsyncIterator[None]:
 
         app[POOL] = pool
         app[REDIS] = redis
-        app[CHAIN] = ChainReader(JsonRpc(settings.chain_rpc_url, rpc_session), app[TERMS].usdc)
+        app[CHAIN] = ChainReader(
+            JsonRpc(settings.chain_rpc_url, rpc_session, settings.rpc_max_batch), app[TERMS].usdc
+        )
         app[CALLBACKS] = Callbacks(pool, session, settings, hosts)
         yield

@@ -15,6 +15,7 @@ from web3 import AsyncWeb3
 
 from shared import db
 from shared.chain import connect
+from shared.chain_checks import ChainMismatch, check_chain
 from shared.jsonrpc import JsonRpc
 from shared.settings import Settings
 
@@ -38,13 +39,18 @@ async def database_reachable(pool: asyncpg.Pool) -> bool:
 
 
 @contextlib.asynccontextmanager
-async def resources(settings: Settings, pool_size: int = 10) -> AsyncIterator[Resources]:
+async def resources(
+    settings: Settings, pool_size: int = 10, minter: str | None = None
+) -> AsyncIterator[Resources]:
+    """The connections a worker uses, once the chain is checked against the deployment
+    (shared/chain_checks.py; with `minter`, that wallet must hold the mint contracts' MINTER_ROLE)."""
     pool = await db.create_pool(settings.database_url, max_size=pool_size)
     redis = Redis.from_url(settings.redis_url)
     w3 = await connect(settings.chain_rpc_url)
     rpc_session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
     try:
         rpc = JsonRpc(settings.chain_rpc_url, rpc_session, settings.rpc_max_batch)
+        await check_chain(rpc, settings.deployment, minter)
         yield Resources(pool, redis, w3, rpc)
     finally:
         await rpc_session.close()
@@ -72,4 +78,8 @@ def run(main: Callable[[asyncio.Event], Coroutine[Any, Any, None]], grace_second
         stopper.cancel()
         task.result()
 
-    asyncio.run(_runner())
+    try:
+        asyncio.run(_runner())
+    except ChainMismatch as exc:
+        log.error("refusing to start: %s", exc)
+        raise SystemExit(2) from None

@@ -1,6 +1,8 @@
 import asyncio
 import logging
 
+from eth_account import Account
+
 from services.batcher.settings import BatcherSettings
 from services.batcher.worker import Batcher
 from shared import logs, metrics, service
@@ -10,7 +12,8 @@ log = logging.getLogger("services.batcher")
 
 async def main(stop: asyncio.Event) -> None:
     settings = BatcherSettings()
-    async with service.resources(settings) as res:
+    wallet = Account.from_key(settings.private_key.get_secret_value()).address
+    async with service.resources(settings, minter=wallet) as res:
         batcher = Batcher(settings, res.pool, res.redis, res.w3)
 
         async def health() -> dict:

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from services.intake.app import create_app
 from services.intake.settings import IntakeSettings
 from shared import logs
+from shared.chain_checks import ChainMismatch
 
 log = logging.getLogger("services.intake")
 
@@ -45,7 +46,11 @@ def main() -> None:
         print(f"intake: invalid or missing settings: {names}\n{exc}", file=sys.stderr)
         raise SystemExit(2) from None
     logs.configure("intake", settings.log_level)
-    asyncio.run(serve(settings))
+    try:
+        asyncio.run(serve(settings))
+    except ChainMismatch as exc:
+        log.error("refusing to start: %s", exc)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

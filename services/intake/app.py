@@ -41,7 +41,7 @@ def create_app(settings: IntakeSettings) -> web.Application:
         settings.max_timeout_seconds,
         "an NFT: its animated GIF rendered and pinned to IPFS, then minted",
     )
-    app[THROUGHPUT] = Throughput(settings.fallback_mints_per_second, settings.throughput_min_sample)
+    app[THROUGHPUT] = Throughput(settings.capacity_mints_per_second, settings.throughput_min_sample)
     app[CLIENT_LIMITS] = TokenBuckets(
         settings.rate_client_per_second, settings.rate_client_burst, settings.rate_max_tracked
     )

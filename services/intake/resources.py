@@ -18,6 +18,7 @@ from services.intake.ratelimit import TokenBuckets
 from services.intake.settings import IntakeSettings
 from services.intake.throughput import Throughput
 from services.intake.watcher import Watcher
+from shared.chain_checks import check_chain
 from shared.db import create_pool
 from shared.jsonrpc import JsonRpc
 
@@ -63,8 +64,9 @@ async def open_resources(app: web.Application) -> AsyncIterator[None]:
 
         app[POOL] = pool
         app[REDIS] = redis
-        app[CHAIN] = ChainReader(
-            JsonRpc(settings.chain_rpc_url, rpc_session, settings.rpc_max_batch), app[TERMS].usdc
-        )
+        rpc = JsonRpc(settings.chain_rpc_url, rpc_session, settings.rpc_max_batch)
+        # A definite mismatch stops start-up (ChainMismatch); a node that is down only means 503s.
+        await check_chain(rpc, settings.deployment)
+        app[CHAIN] = ChainReader(rpc, app[TERMS].usdc)
         app[CALLBACKS] = Callbacks(pool, session, settings, hosts)
         yield

@@ -1,7 +1,7 @@
 from ipaddress import ip_network
 from typing import Annotated, Any
 
-from pydantic import Field, IPvAnyNetwork, SecretStr, field_validator
+from pydantic import AliasChoices, Field, IPvAnyNetwork, SecretStr, field_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
 from services.intake.callback_hosts import CallbackHosts
@@ -35,8 +35,17 @@ class IntakeSettings(Settings):
     expiry_margin_seconds: int = Field(default=60, ge=0)
     custom_payment_confirmations: int = Field(default=1, ge=1, le=100)
 
-    # Estimated waits use the last minute's completion rate, or this rate without enough history.
-    fallback_mints_per_second: float = Field(default=50.0, gt=0)
+    # What the batcher and the chain carry, in mints per second: estimated waits (the ETA, the expiry
+    # check) never assume less, so an outage's near-zero recent rate refuses no valid payment; the last
+    # minute's completion rate is used where it is higher. Set it for the chain: mints per batch x
+    # batches per block / block seconds (two 15M-gas batches of ~156 mints fill a 30M block: ~26/s at
+    # Ethereum's 12 s blocks, ~156/s at 2 s; the README's anvil benchmark ran at ~246/s).
+    capacity_mints_per_second: float = Field(
+        default=50.0,
+        gt=0,
+        # The setting's former name, when waits used it only without recent history.
+        validation_alias=AliasChoices("INTAKE_CAPACITY_MINTS_PER_SECOND", "INTAKE_FALLBACK_MINTS_PER_SECOND"),
+    )
     # Fewer completions than this in the last minute count as no history (they show demand, not capacity).
     throughput_min_sample: int = Field(default=100, ge=1)
     throughput_refresh_seconds: float = Field(default=2.0, gt=0)

@@ -1,9 +1,14 @@
 """Recent throughput, for estimated waits, read from PostgreSQL every few seconds by a background loop
 so no request pays for the count.
 
-The rate is the last minute's completions over the time they span (not over a full minute, which
-would undercount for the first minute of a burst). With too few completions to measure (an idle or
-fresh system, where completions show demand rather than capacity), the configured rate is used.
+The measured rate is the last minute's completions over the time they span (not over a full minute,
+which would undercount for the first minute of a burst). Waits never assume less than the configured
+capacity, the rate the batcher and the chain carry once the chain answers: after an RPC outage the
+measured rate is near zero for a minute, and a wait estimated from it would refuse honest payments
+(authorization_expires_too_soon) that the drained queue would mint in seconds. Too few completions to
+measure (an idle or fresh system, where completions show demand rather than capacity) leave the
+capacity alone. An estimate too short costs little: an authorization that expires before its batch is
+skipped by the contract, never charged, and its request fails with its reason.
 """
 
 import asyncio
@@ -34,19 +39,24 @@ MIN_SPAN_SECONDS = 5.0
 
 
 class Throughput:
-    def __init__(self, fallback_per_second: float, min_sample: int) -> None:
-        self.fallback_per_second = fallback_per_second
+    def __init__(self, capacity_per_second: float, min_sample: int) -> None:
+        self.capacity_per_second = capacity_per_second
         self.min_sample = min_sample
         self.completed_last_minute = 0
         self.span_seconds = 60.0
         self.queue_depth = 0
 
     @property
-    def per_second(self) -> float:
-        """Mints completed per second recently, or the configured rate without enough history."""
+    def measured_per_second(self) -> float:
+        """Mints completed per second recently; 0 with too few completions to tell."""
         if self.completed_last_minute < self.min_sample:
-            return self.fallback_per_second
+            return 0.0
         return self.completed_last_minute / min(max(self.span_seconds, MIN_SPAN_SECONDS), 60.0)
+
+    @property
+    def per_second(self) -> float:
+        """The rate waits are estimated at: the recent rate where it beats the capacity, else the capacity."""
+        return max(self.measured_per_second, self.capacity_per_second)
 
     def wait_seconds(self, position: int) -> int:
         return math.ceil(max(position, 0) / self.per_second)

@@ -241,13 +241,18 @@ async def test_a_batch_that_keeps_reverting_ends_failed_with_its_reason_after_th
     w3 = Web3(HTTPProvider(anvil.rpc_url))
     token = w3.eth.contract(address=deployment.token, abi=load_artifact("MintToken")["abi"])
     admin = w3.eth.account.from_key(DEV_KEYS[0])  # anvil's public dev key 0, the deployer and admin
-    # Without the minter role every batchMint reverts as a whole.
+    # A batcher without the minter role refuses to start (tests/integration/test_startup_checks.py):
+    # the role is revoked once it runs, and from then on every batchMint reverts as a whole.
+    batcher = services("batcher", BATCHER_BATCH_WINDOW_SECONDS="0.2")
+    deadline = time.monotonic() + 30
+    while "matches the deployment" not in batcher.log_path.read_text():
+        assert time.monotonic() < deadline, batcher.log_tail()
+        await asyncio.sleep(0.1)
     send_signed(
         w3, admin, token.functions.revokeRole(token.functions.MINTER_ROLE().call(), deployment.minter)
     )
     payers = fund_payers(3)
     ids = await enqueue(pg_pool, redis_client, settings_env["MINTLINE_NAMESPACE"], deployment, payers)
-    services("batcher", BATCHER_BATCH_WINDOW_SECONDS="0.2")
     services("confirmer", CONFIRMER_MAX_RETRIES="2")
     rows = await wait_for(pg_pool, ids)
     assert {r["status"] for r in rows} == {"failed"}

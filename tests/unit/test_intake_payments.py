@@ -396,13 +396,27 @@ def test_rejections_carry_their_status() -> None:
 # --- estimated waits ------------------------------------------------------------------------------
 
 
-def test_rate_uses_the_span_of_recent_completions_or_the_fallback() -> None:
-    throughput = Throughput(fallback_per_second=50, min_sample=100)
+def test_rate_uses_the_span_of_recent_completions_above_the_capacity() -> None:
+    throughput = Throughput(capacity_per_second=50, min_sample=100)
     assert throughput.per_second == 50 and throughput.wait_seconds(120) == 3
-    throughput.completed_last_minute, throughput.span_seconds = 99, 10
+    throughput.completed_last_minute, throughput.span_seconds = 99, 1
     assert throughput.per_second == 50  # too few to tell capacity from demand
-    throughput.completed_last_minute = 200
-    assert throughput.per_second == 20 and throughput.wait_seconds(41) == 3
+    throughput.completed_last_minute, throughput.span_seconds = 1000, 10
+    assert throughput.per_second == 100 and throughput.wait_seconds(201) == 3
     throughput.span_seconds = 0  # one block's worth, all at once
-    assert throughput.per_second == 40
+    assert throughput.per_second == 200
     assert throughput.wait_seconds(0) == 0
+
+
+def test_a_slow_recent_minute_never_slows_the_estimate_below_the_capacity() -> None:
+    # Right after an RPC outage: 150 completions over the last minute (2.5/s) while 1,500 wait. At that
+    # rate the next payer would wait 600 s and a 900 s authorization would be refused (600 + 60 margin
+    # + the seconds it took to sign and send); the batcher drains them at its capacity once the chain
+    # answers, which the estimate follows.
+    throughput = Throughput(capacity_per_second=50, min_sample=100)
+    throughput.completed_last_minute, throughput.span_seconds = 150, 60
+    assert throughput.measured_per_second == 2.5
+    assert throughput.per_second == 50 and throughput.wait_seconds(1500) == 30
+    check_expiry(NOW + 900 - 250, NOW, throughput.wait_seconds(1500), margin_seconds=60)
+    with pytest.raises(PaymentRejected):  # a payment that cannot outlast the margin is still refused
+        check_expiry(NOW + 80, NOW, throughput.wait_seconds(1500), margin_seconds=60)

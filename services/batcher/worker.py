@@ -17,7 +17,7 @@ import asyncpg
 from eth_account import Account
 from redis.asyncio import Redis
 from web3 import AsyncWeb3
-from web3.exceptions import TransactionNotFound, Web3Exception
+from web3.exceptions import Web3Exception
 
 from services.batcher import fees as fee_logic
 from services.batcher import metrics, wallet_health
@@ -29,16 +29,18 @@ from services.batcher.batching import (
     entries_per_batch,
     gas_limit_for,
 )
-from services.batcher.fees import Fees, FeesAboveCeiling, Quote
+from services.batcher.broadcast import Broadcaster
+from services.batcher.fees import FeesAboveCeiling, Quote
 from services.batcher.lock import WalletLock
+from services.batcher.replacement import Replacer
 from services.batcher.settings import TUNABLE, BatcherSettings
-from services.batcher.transactions import encode_batch_mint, is_legacy, mint_entry, sign
-from shared import keys, logs
+from services.batcher.transactions import encode_batch_mint, mint_entry, sign
+from shared import keys
 from shared.backoff import exponential_backoff
-from shared.events import Event, MintFailed, MintRequested, TxSent, TxStuck
+from shared.events import MintFailed, MintRequested
 from shared.loops import pause
 from shared.overrides import with_overrides
-from shared.streams import Consumer, Message, publish, publish_many
+from shared.streams import Consumer, Message, publish_many
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +54,6 @@ UPDATE mint_requests
 SET status = 'failed', batch_id = NULL, error_message = $2, processed_at = now(), updated_at = now()
 WHERE id = ANY($1::uuid[])
 """
-# Node answers meaning "this transaction (or its nonce) is already there": nothing to resend.
-ALREADY_THERE = ("already known", "already imported", "known transaction", "nonce too low")
 
 
 class LockLost(RuntimeError):
@@ -99,9 +99,9 @@ class Batcher:
         # Entries per batch of a kind, learnt when a batch needed more gas than a transaction may use.
         self.entry_caps: dict[str, int] = {}
         self._fees: tuple[float, Quote] | None = None
-        # Hashes the node took (eth_sendRawTransaction succeeded): only these may be fee-bumped.
-        self.accepted: set[str] = set()
         self.waiting_for_fees = False
+        self.broadcaster = Broadcaster(w3, pool, redis, self.tx_sent_stream, settings.stream_maxlen)
+        self.replacer = Replacer(self)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Wait for the wallet lock (standby), recover, then batch until `stop`."""
@@ -115,7 +115,7 @@ class Batcher:
                 return
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self._batch_loop(stop))
-                tasks.create_task(self.stuck.consume(self._on_stuck, stop))
+                tasks.create_task(self.stuck.consume(self.replacer.on_stuck, stop))
                 tasks.create_task(self._maintenance_loop(stop))
         finally:
             self.active = False
@@ -151,7 +151,7 @@ class Batcher:
             self.wallet,
         )
         for batch in open_batches:
-            await self._broadcast(batch["id"], batch["nonce"], batch["tx_hash"], batch["raw_tx"])
+            await self.broadcaster.send(batch["id"], batch["nonce"], batch["tx_hash"], batch["raw_tx"])
         # This batcher is the only active consumer now: whatever the group delivered and nobody
         # acked (a dead batcher's buffer) is ours.
         messages = await self.requests.claim_stale(count=500, min_idle_ms=0)
@@ -255,7 +255,7 @@ class Batcher:
             return
         await self.requests.ack([entry for waiting in chosen for entry in waiting.entry_ids])
         if batch is not None:
-            await self._broadcast(*batch)
+            await self.broadcaster.send(*batch)
 
     def _keep(self, chosen: list[Waiting]) -> None:
         """Put requests taken for a batch that was not stored back into the buffer."""
@@ -306,7 +306,7 @@ class Batcher:
         kind = rows[0]["kind"]
         data = encode_batch_mint(kind, [mint_entry(r) for r in rows])
         gas = await self._gas_limit(kind, data, len(rows))
-        quote = await self._current_fees()
+        quote = await self.current_fees()
         if not quote.affordable:
             raise FeesAboveCeiling(f"the chain asks {quote.required} wei per gas")
         fees = quote.fees
@@ -368,7 +368,7 @@ class Batcher:
             return min(self.gas_target, 100_000 + 2 * entries * self._gas_per_entry(kind))
         return gas_limit_for(estimate, self.gas_target, self.tx_gas_cap)
 
-    async def _current_fees(self) -> Quote:
+    async def current_fees(self) -> Quote:
         """What a new transaction offers now: EIP-1559 fees from eth_feeHistory, or the legacy gas
         price where the chain has no base fee or no eth_feeHistory."""
         now = time.monotonic()
@@ -381,7 +381,7 @@ class Batcher:
         return self._fees[1]
 
     async def _fees_affordable(self) -> bool:
-        quote = await self._current_fees()
+        quote = await self.current_fees()
         waiting = not quote.affordable
         if waiting != self.waiting_for_fees:
             self.waiting_for_fees = waiting
@@ -393,138 +393,6 @@ class Batcher:
             )
         metrics.FEE_CEILING_WAITING.set(int(waiting))
         return not waiting
-
-    async def _broadcast(self, batch_id: int, nonce: int, tx_hash: str, raw: bytes) -> bool:
-        with logs.bind(batch_id=batch_id, nonce=nonce, tx_hash=tx_hash):
-            return await self._send(batch_id, nonce, tx_hash, raw)
-
-    async def _send(self, batch_id: int, nonce: int, tx_hash: str, raw: bytes) -> bool:
-        try:
-            await self.w3.eth.send_raw_transaction(raw)
-        except (Web3Exception, ValueError) as exc:
-            if not any(text in str(exc).lower() for text in ALREADY_THERE):
-                metrics.BROADCAST_ERRORS.inc()
-                log.warning(
-                    "broadcast of batch %d (nonce %d, tx %s) failed: %s", batch_id, nonce, tx_hash, exc
-                )
-                return False
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            metrics.BROADCAST_ERRORS.inc()
-            log.warning("broadcast of batch %d (nonce %d) failed: %s", batch_id, nonce, exc)
-            return False
-        if len(self.accepted) > 100_000:
-            self.accepted.clear()  # the node still answers for the hashes it knows
-        self.accepted.add(tx_hash)
-        async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute(
-                "UPDATE batches SET status = 'sent', sent_at = coalesce(sent_at, now())"
-                " WHERE id = $1 AND status = 'signed'",
-                batch_id,
-            )
-            await conn.execute(
-                "UPDATE mint_requests SET status = 'sent', updated_at = now()"
-                " WHERE batch_id = $1 AND status = 'batched'",
-                batch_id,
-            )
-        await publish(
-            self.redis,
-            self.tx_sent_stream,
-            TxSent(batch_id=batch_id, nonce=nonce, tx_hash=tx_hash),
-            self.settings.stream_maxlen,
-        )
-        metrics.BATCHES_SENT.inc()
-        log.info("batch %d broadcast: nonce %d, tx %s", batch_id, nonce, tx_hash)
-        return True
-
-    async def _on_stuck(self, event: Event) -> None:
-        """Replace a late transaction with the same nonce and higher fees, if the node accepted it;
-        one it never took (refused for funds, lost by a restarted node) is rebroadcast as is."""
-        if not isinstance(event, TxStuck):
-            return
-        batch = await self.pool.fetchrow(
-            "SELECT id, kind, nonce, status, tx_hash, raw_tx, call_data, gas_limit, max_fee_per_gas,"
-            " max_priority_fee_per_gas, attempts, (SELECT extract(epoch FROM now() - max(t.created_at))"
-            " FROM batch_transactions t WHERE t.batch_id = b.id)::float8 AS since_last"
-            " FROM batches b WHERE id = $1 AND wallet = $2",
-            event.batch_id,
-            self.wallet,
-        )
-        if batch is None or batch["status"] not in ("signed", "sent") or batch["tx_hash"] != event.tx_hash:
-            return  # confirmed, or already bumped since this report
-        if await self.w3.eth.get_transaction_count(self.wallet, "latest") > batch["nonce"]:
-            return  # the nonce is mined: the confirmer will find which attempt
-        raw = bytes(batch["raw_tx"])
-        if not await self._accepted(batch["tx_hash"]):
-            metrics.FEE_BUMPS_REFUSED.labels("not_accepted").inc()
-            await self._broadcast(batch["id"], batch["nonce"], batch["tx_hash"], raw)
-            return
-        old = Fees(int(batch["max_fee_per_gas"]), int(batch["max_priority_fee_per_gas"]), is_legacy(raw))
-        plan = fee_logic.plan_replacement(
-            old,
-            await self._current_fees(),
-            percent=self.tuning.fee_bump_percent,
-            ceiling=int(self.tuning.max_fee_gwei * fee_logic.GWEI),
-            bumps_done=batch["attempts"] - 1,
-            max_bumps=self.tuning.max_fee_bumps,
-            seconds_since_last=batch["since_last"] or 0.0,
-            spacing_seconds=self.settings.fee_bump_spacing_seconds,
-        )
-        if plan.fees is None:
-            metrics.FEE_BUMPS_REFUSED.labels(plan.refused).inc()
-            log.info("batch %d (nonce %d) stuck, no fee bump: %s", batch["id"], batch["nonce"], plan.refused)
-            return
-        fees = plan.fees
-        signed = sign(
-            self.account,
-            chain_id=self.deployment.chain_id,
-            nonce=batch["nonce"],
-            to=self.contracts[batch["kind"]],
-            data=bytes(batch["call_data"]),
-            gas=batch["gas_limit"],
-            fees=fees,
-        )
-        async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute(
-                "INSERT INTO batch_transactions (tx_hash, batch_id, raw_tx, max_fee_per_gas,"
-                " max_priority_fee_per_gas) VALUES ($1, $2, $3, $4, $5)",
-                signed.tx_hash,
-                batch["id"],
-                signed.raw,
-                fees.max_fee_per_gas,
-                fees.max_priority_fee_per_gas,
-            )
-            await conn.execute(
-                "UPDATE batches SET tx_hash = $2, raw_tx = $3, max_fee_per_gas = $4,"
-                " max_priority_fee_per_gas = $5, attempts = attempts + 1 WHERE id = $1",
-                batch["id"],
-                signed.tx_hash,
-                signed.raw,
-                fees.max_fee_per_gas,
-                fees.max_priority_fee_per_gas,
-            )
-        metrics.FEE_BUMPS.inc()
-        log.info(
-            "batch %d fee bump: nonce %d, max fee %d -> %d, tx %s",
-            batch["id"],
-            batch["nonce"],
-            old.max_fee_per_gas,
-            fees.max_fee_per_gas,
-            signed.tx_hash,
-            extra={"batch_id": batch["id"], "nonce": batch["nonce"], "tx_hash": signed.tx_hash},
-        )
-        await self._broadcast(batch["id"], batch["nonce"], signed.tx_hash, signed.raw)
-
-    async def _accepted(self, tx_hash: str) -> bool:
-        """True when the node took this transaction: it was broadcast without error, or the node
-        knows its hash (a batcher restarted since)."""
-        if tx_hash in self.accepted:
-            return True
-        try:
-            await self.w3.eth.get_transaction(tx_hash)  # type: ignore[arg-type]
-        except TransactionNotFound:
-            return False
-        self.accepted.add(tx_hash)
-        return True
 
     async def _count_in_flight(self) -> None:
         self.in_flight = await self.pool.fetchval(
@@ -553,7 +421,9 @@ class Batcher:
                     self.settings.rebroadcast_after_seconds,
                 )
                 for batch in unsent:
-                    await self._broadcast(batch["id"], batch["nonce"], batch["tx_hash"], batch["raw_tx"])
+                    await self.broadcaster.send(
+                        batch["id"], batch["nonce"], batch["tx_hash"], batch["raw_tx"]
+                    )
                 await wallet_health.observe(self.w3, self.pool, self.wallet, lambda: self.next_nonce)
             except Exception:
                 log.exception("batcher maintenance failed; going on")

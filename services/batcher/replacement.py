@@ -1,0 +1,103 @@
+"""Replacing a late transaction: the same nonce, both fee fields raised by at least the node's rule
+(fees.plan_replacement), and only for a transaction the node accepted; one it never took (refused for
+funds, lost by a restarted node) is rebroadcast as is, so a refusal never turns into a fee spiral."""
+
+import logging
+from typing import TYPE_CHECKING
+
+from services.batcher import fees as fee_logic
+from services.batcher import metrics
+from services.batcher.fees import Fees
+from services.batcher.transactions import is_legacy, sign
+from shared.events import Event, TxStuck
+
+if TYPE_CHECKING:
+    from services.batcher.worker import Batcher
+
+log = logging.getLogger(__name__)
+
+
+class Replacer:
+    """Handles tx.stuck for the active batcher, whose wallet, fees and run-time settings it uses."""
+
+    def __init__(self, batcher: "Batcher") -> None:
+        self.batcher = batcher
+
+    async def on_stuck(self, event: Event) -> None:
+        """Replace a late transaction with the same nonce and higher fees, if the node accepted it;
+        one it never took (refused for funds, lost by a restarted node) is rebroadcast as is."""
+        batcher = self.batcher
+        if not isinstance(event, TxStuck):
+            return
+        batch = await batcher.pool.fetchrow(
+            "SELECT id, kind, nonce, status, tx_hash, raw_tx, call_data, gas_limit, max_fee_per_gas,"
+            " max_priority_fee_per_gas, attempts, (SELECT extract(epoch FROM now() - max(t.created_at))"
+            " FROM batch_transactions t WHERE t.batch_id = b.id)::float8 AS since_last"
+            " FROM batches b WHERE id = $1 AND wallet = $2",
+            event.batch_id,
+            batcher.wallet,
+        )
+        if batch is None or batch["status"] not in ("signed", "sent") or batch["tx_hash"] != event.tx_hash:
+            return  # confirmed, or already bumped since this report
+        if await batcher.w3.eth.get_transaction_count(batcher.wallet, "latest") > batch["nonce"]:
+            return  # the nonce is mined: the confirmer will find which attempt
+        raw = bytes(batch["raw_tx"])
+        if not await batcher.broadcaster.accepted(batch["tx_hash"]):
+            metrics.FEE_BUMPS_REFUSED.labels("not_accepted").inc()
+            await batcher.broadcaster.send(batch["id"], batch["nonce"], batch["tx_hash"], raw)
+            return
+        old = Fees(int(batch["max_fee_per_gas"]), int(batch["max_priority_fee_per_gas"]), is_legacy(raw))
+        plan = fee_logic.plan_replacement(
+            old,
+            await batcher.current_fees(),
+            percent=batcher.tuning.fee_bump_percent,
+            ceiling=int(batcher.tuning.max_fee_gwei * fee_logic.GWEI),
+            bumps_done=batch["attempts"] - 1,
+            max_bumps=batcher.tuning.max_fee_bumps,
+            seconds_since_last=batch["since_last"] or 0.0,
+            spacing_seconds=batcher.settings.fee_bump_spacing_seconds,
+        )
+        if plan.fees is None:
+            metrics.FEE_BUMPS_REFUSED.labels(plan.refused).inc()
+            log.info("batch %d (nonce %d) stuck, no fee bump: %s", batch["id"], batch["nonce"], plan.refused)
+            return
+        fees = plan.fees
+        signed = sign(
+            batcher.account,
+            chain_id=batcher.deployment.chain_id,
+            nonce=batch["nonce"],
+            to=batcher.contracts[batch["kind"]],
+            data=bytes(batch["call_data"]),
+            gas=batch["gas_limit"],
+            fees=fees,
+        )
+        async with batcher.pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "INSERT INTO batch_transactions (tx_hash, batch_id, raw_tx, max_fee_per_gas,"
+                " max_priority_fee_per_gas) VALUES ($1, $2, $3, $4, $5)",
+                signed.tx_hash,
+                batch["id"],
+                signed.raw,
+                fees.max_fee_per_gas,
+                fees.max_priority_fee_per_gas,
+            )
+            await conn.execute(
+                "UPDATE batches SET tx_hash = $2, raw_tx = $3, max_fee_per_gas = $4,"
+                " max_priority_fee_per_gas = $5, attempts = attempts + 1 WHERE id = $1",
+                batch["id"],
+                signed.tx_hash,
+                signed.raw,
+                fees.max_fee_per_gas,
+                fees.max_priority_fee_per_gas,
+            )
+        metrics.FEE_BUMPS.inc()
+        log.info(
+            "batch %d fee bump: nonce %d, max fee %d -> %d, tx %s",
+            batch["id"],
+            batch["nonce"],
+            old.max_fee_per_gas,
+            fees.max_fee_per_gas,
+            signed.tx_hash,
+            extra={"batch_id": batch["id"], "nonce": batch["nonce"], "tx_hash": signed.tx_hash},
+        )
+        await batcher.broadcaster.send(batch["id"], batch["nonce"], signed.tx_hash, signed.raw)

@@ -135,6 +135,8 @@ def service_env(
         "RENDERER_GATEWAY_URL": f"http://127.0.0.1:{ports['renderer']}",
         "BATCHER_METRICS_PORT": str(ports["batcher"]),
         "CONFIRMER_METRICS_PORT": str(ports["confirmer"]),
+        # The session chain automines (a block per transaction): settle on the block itself.
+        "CONFIRMER_CONFIRMATIONS": "1",
     }
 
 
@@ -378,6 +380,8 @@ def test_the_alert_rules_load_and_stay_quiet_on_a_healthy_system(system: System)
         "MintlineNonceUsedElsewhere",
         "MintlineWalletBalanceLow",
         "MintlineDeadLetters",
+        "MintlineReorgedAfterConfirmed",
+        "MintlineFeeCeilingReached",
     }
     assert [(r["name"], r["health"], r.get("lastError")) for r in rules if r["health"] != "ok"] == []
     assert active == []

@@ -188,9 +188,6 @@ class Batcher:
         }
         window = tuning.batch_window_seconds
         if self.buffer.is_due(loop.time(), sizes, window):
-            if not await self._fees_affordable():
-                await asyncio.sleep(1)  # the chain asks more than the fee ceiling: wait, keep requests
-                return
             if self.in_flight < tuning.max_in_flight:
                 await self._send_batch(self.buffer.take(sizes))
                 return
@@ -230,6 +227,11 @@ class Batcher:
 
     async def _send_batch(self, chosen: list[Waiting]) -> None:
         try:
+            if not await self._fees_affordable():
+                # The chain asks more than the fee ceiling: keep the requests and wait.
+                self._keep(chosen)
+                await asyncio.sleep(1)
+                return
             batch = await self._store_batch(chosen)
         except BatchTooLarge as exc:
             # Nothing was committed; later batches of this kind carry fewer entries, in proportion.

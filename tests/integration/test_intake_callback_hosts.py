@@ -23,20 +23,11 @@ from eth_account.signers.local import LocalAccount
 from services.intake.callback_hosts import CallbackHosts
 from services.intake.callbacks import MAX_RESPONSE_BYTES, Callbacks, webhook_session
 from services.intake.settings import IntakeSettings
+from tests.integration.test_intake_nft import RENDER
 from tests.support.intake import running_intake
 
 Fund = Callable[[int], list[LocalAccount]]
 NOTHING_ALLOWED = CallbackHosts()
-
-RENDER = {
-    "name": "Hook",
-    "palette": "sunset",
-    "shape": "star",
-    "seed": 7,
-    "frameCount": 8,
-    "size": 64,
-    "frameDurationMs": 80,
-}
 
 # Each names this machine; {port} is the counting listener's.
 LOOPBACK_HOSTS = [

@@ -17,8 +17,9 @@ async def main(stop: asyncio.Event) -> None:
         batcher = Batcher(settings, res.pool, res.redis, res.w3)
 
         async def health() -> dict:
-            # A standby without the lock is healthy; an active batcher that lost it is not.
-            lock_ok = not batcher.active or await batcher.lock.still_held()
+            # A standby without the lock is healthy; an active batcher that lost it is not. The last
+            # check's answer: a probe never touches the lock's connection.
+            lock_ok = not batcher.active or batcher.lock.held
             return {"postgres": await service.database_reachable(res.pool), "wallet_lock": lock_ok}
 
         runner = await metrics.serve(settings.metrics_host, settings.metrics_port, health)

@@ -2,6 +2,11 @@
 
 A second batcher for the same wallet waits as a standby; when the active one dies its connection
 closes, PostgreSQL releases the lock, and the standby takes over.
+
+Only the batcher's own loop asks the connection whether the lock is still held, one question at a
+time and with a timeout (a dead peer must not hang the check); TCP keepalives let PostgreSQL notice a
+vanished batcher and free the lock. /health reads the last answer (`held`), never the connection:
+two queries at once on one asyncpg connection fail, and a failed check means the lock is lost.
 """
 
 import asyncio
@@ -13,12 +18,20 @@ from shared.loops import pause
 
 log = logging.getLogger(__name__)
 
+CHECK_TIMEOUT_SECONDS = 5.0
+# Server-side keepalives on the lock's connection: a batcher that vanished without closing it (a
+# cut network, a frozen host) loses the lock in about 20 s instead of hours.
+KEEPALIVES = {"tcp_keepalives_idle": "10", "tcp_keepalives_interval": "5", "tcp_keepalives_count": "2"}
+
 
 class WalletLock:
     def __init__(self, dsn: str, wallet: str) -> None:
         self.dsn = dsn
         self.wallet = wallet.lower()
         self._conn: asyncpg.Connection | None = None
+        self._asking = asyncio.Lock()
+        # The last answer of acquire() / still_held(): what /health reports.
+        self.held = False
 
     async def acquire(self, stop: asyncio.Event, poll_seconds: float = 1.0) -> bool:
         """Wait until this process holds the wallet's lock (True) or `stop` is set (False)."""
@@ -26,28 +39,41 @@ class WalletLock:
         while not stop.is_set():
             try:
                 if self._conn is None or self._conn.is_closed():
-                    self._conn = await asyncpg.connect(self.dsn)
+                    self._conn = await asyncpg.connect(
+                        self.dsn, timeout=CHECK_TIMEOUT_SECONDS, server_settings=KEEPALIVES
+                    )
                 got = await self._conn.fetchval(
-                    "SELECT pg_try_advisory_lock(hashtextextended('batcher:' || $1, 0))", self.wallet
+                    "SELECT pg_try_advisory_lock(hashtextextended('batcher:' || $1, 0))",
+                    self.wallet,
+                    timeout=CHECK_TIMEOUT_SECONDS,
                 )
                 if got:
+                    self.held = True
                     log.info("wallet lock held for %s: this batcher is active", self.wallet)
                     return True
                 if not announced:
                     log.info("another batcher holds %s: waiting as standby", self.wallet)
                     announced = True
-            except (OSError, asyncpg.PostgresError) as exc:
+            except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
                 log.warning("wallet lock check failed: %s", exc)
             await pause(stop, poll_seconds)
         return False
 
     async def still_held(self) -> bool:
-        try:
-            return self._conn is not None and await self._conn.fetchval("SELECT 1") == 1
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
-            return False
+        """Whether the lock's connection is alive (a session lock lasts as long as it does)."""
+        async with self._asking:
+            try:
+                conn = self._conn
+                held = (
+                    conn is not None and await conn.fetchval("SELECT 1", timeout=CHECK_TIMEOUT_SECONDS) == 1
+                )
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+                held = False
+        self.held = held
+        return held
 
     async def release(self) -> None:
+        self.held = False
         if self._conn is not None and not self._conn.is_closed():
             await self._conn.close()
         self._conn = None

@@ -170,6 +170,34 @@ async def test_standby_batcher_takes_over_when_the_active_one_dies(
     await logged(standby, "this batcher is active")
 
 
+async def test_health_probes_never_cost_the_active_batcher_its_lock(
+    settings_env, services, pg_pool, redis_client, deployment, fund_payers, anvil
+):
+    """Probes of /health while the batcher checks its wallet lock: the probe must not use the lock's
+    connection, or the check fails ("another operation is in progress") and the batcher stops."""
+    batcher = services("batcher", BATCHER_BATCH_WINDOW_SECONDS="0.2")
+    await logged(batcher, "this batcher is active")
+    services("confirmer")
+    health = f"http://127.0.0.1:{batcher.env['BATCHER_METRICS_PORT']}/health"
+
+    async def probe(session: aiohttp.ClientSession) -> list[int]:
+        statuses = []
+        deadline = time.monotonic() + 6
+        while time.monotonic() < deadline:
+            async with session.get(health) as response:
+                statuses.append(response.status)
+        return statuses
+
+    async with aiohttp.ClientSession() as session:
+        probes = await asyncio.gather(*(probe(session) for _ in range(8)))
+    assert {status for statuses in probes for status in statuses} == {200}
+    assert "lost the wallet lock" not in batcher.log_path.read_text()
+    payers = fund_payers(5)
+    ids = await enqueue(pg_pool, redis_client, settings_env["MINTLINE_NAMESPACE"], deployment, payers)
+    rows = await wait_for(pg_pool, ids)
+    assert {r["status"] for r in rows} == {"completed"}, batcher.log_tail()
+
+
 async def test_bad_entry_fails_alone_and_the_rest_of_its_batch_completes(
     settings_env, services, pg_pool, redis_client, deployment, fund_payers, anvil
 ):

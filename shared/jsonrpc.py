@@ -6,16 +6,14 @@ both in one batch.
 """
 
 import asyncio
-import email.utils
 import itertools
 import json
 import logging
-import time
 from typing import Any
 
 import aiohttp
 
-from shared.backoff import exponential_backoff
+from shared.backoff import exponential_backoff, retry_after_seconds
 
 log = logging.getLogger(__name__)
 
@@ -140,14 +138,6 @@ class JsonRpc:
         raise RpcError(f"{first_method}: the node answered {problem}, {self.attempts} times")
 
     def _retry_after(self, header: str | None) -> float | None:
-        """Retry-After in seconds (a number or an HTTP date), capped at max_retry_after."""
-        if not header:
-            return None
-        try:
-            seconds = float(header)
-        except ValueError:
-            try:
-                seconds = email.utils.parsedate_to_datetime(header).timestamp() - time.time()
-            except (TypeError, ValueError):
-                return None
-        return min(max(0.0, seconds), self.max_retry_after)
+        """Retry-After in seconds, capped at max_retry_after."""
+        seconds = retry_after_seconds(header)
+        return None if seconds is None else min(seconds, self.max_retry_after)

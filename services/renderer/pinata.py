@@ -1,12 +1,9 @@
 """The Pinata pinning backend: its HTTP API, rate-limited on our side, retried on 429 and 5xx."""
 
 import asyncio
-import email.utils
 import json
 import logging
-import math
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -15,7 +12,7 @@ from pydantic import SecretStr
 from services.renderer.cid import canonical_cid
 from services.renderer.pinning import JSON_CONTENT_TYPE, Pinned, canonical_json
 from services.renderer.ratelimit import TokenBucket
-from shared.backoff import exponential_backoff
+from shared.backoff import exponential_backoff, retry_after_seconds
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +124,7 @@ class PinataPinner:
         async with self._session.post(self._api_url + path, data=body, headers=headers) as response:
             text = (await response.read()).decode("utf-8", errors="replace")
             retry_after = (
-                _seconds_to_wait(response.headers.get("Retry-After")) if response.status == 429 else None
+                retry_after_seconds(response.headers.get("Retry-After")) if response.status == 429 else None
             )
             return response.status, text, retry_after
 
@@ -158,19 +155,3 @@ def _pinata_error_text(body: str) -> str:
         if parts:
             return ": ".join(parts)[:500]
     return (error if isinstance(error, str) else json.dumps(error))[:500]
-
-
-def _seconds_to_wait(retry_after: str | None) -> float | None:
-    """A Retry-After header in either form it may take: delay seconds or an HTTP date."""
-    if not retry_after:
-        return None
-    try:
-        seconds = float(retry_after)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(retry_after)
-        except (TypeError, ValueError):
-            return None
-        # HTTP dates are GMT; a date without a zone is read as UTC rather than failing the comparison.
-        seconds = (when.replace(tzinfo=when.tzinfo or UTC) - datetime.now(UTC)).total_seconds()
-    return max(0.0, seconds) if math.isfinite(seconds) else None

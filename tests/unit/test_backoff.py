@@ -1,8 +1,11 @@
 """Retry delays: doubling from `base`, capped at `maximum`, jittered down to half."""
 
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+
 import pytest
 
-from shared.backoff import exponential_backoff
+from shared.backoff import exponential_backoff, retry_after_seconds
 
 
 @pytest.mark.parametrize(("attempt", "expected"), [(1, 0.5), (2, 1.0), (3, 2.0), (4, 4.0), (5, 8.0)])
@@ -31,3 +34,14 @@ def test_jitter_stays_between_half_and_the_full_delay() -> None:
 
 def test_a_very_late_attempt_still_waits_the_maximum() -> None:
     assert exponential_backoff(1100, base=0.5, maximum=60.0, jitter=False) == 60.0
+
+
+def test_retry_after_reads_seconds_and_http_dates() -> None:
+    assert retry_after_seconds("7") == 7.0
+    assert retry_after_seconds("-3") == 0.0
+    soon = datetime.now(UTC) + timedelta(seconds=30)
+    assert 25 < (retry_after_seconds(format_datetime(soon, usegmt=True)) or 0) <= 30
+    # A date without a zone is read as UTC.
+    assert 25 < (retry_after_seconds(soon.strftime("%a, %d %b %Y %H:%M:%S")) or 0) <= 30
+    for unreadable in (None, "", "soon", "nan", "inf"):
+        assert retry_after_seconds(unreadable) is None

@@ -5,7 +5,6 @@ not followed and a receiver's body read only up to the cap."""
 
 import asyncio
 import secrets
-import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -16,7 +15,7 @@ from typing import Any
 import asyncpg
 import pytest
 from aiohttp import web
-from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.abc import AbstractResolver
 from aiohttp.test_utils import TestServer
 from eth_account.signers.local import LocalAccount
 
@@ -24,6 +23,7 @@ from services.intake.callback_hosts import CallbackHosts
 from services.intake.callbacks import MAX_RESPONSE_BYTES, Callbacks, webhook_session
 from services.intake.settings import IntakeSettings
 from tests.integration.test_intake_nft import RENDER
+from tests.support.dns import StaticDns
 from tests.support.intake import running_intake
 
 Fund = Callable[[int], list[LocalAccount]]
@@ -141,26 +141,6 @@ async def test_allowed_receiver_is_accepted_only_when_listed(
 
 
 # --- at delivery -------------------------------------------------------------------------------------
-
-
-class StaticDns(AbstractResolver):
-    """What the DNS answers at delivery time (a name rebound since acceptance, say)."""
-
-    def __init__(self, answers: dict[str, list[str]]) -> None:
-        self.answers = answers
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        if host not in self.answers:
-            raise OSError(f"{host} does not resolve")
-        return [
-            ResolveResult(hostname=host, host=a, port=port, family=socket.AF_INET, proto=0, flags=0)
-            for a in self.answers[host]
-        ]
-
-    async def close(self) -> None:
-        pass
 
 
 @pytest.fixture

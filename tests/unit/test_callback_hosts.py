@@ -8,7 +8,6 @@ from ipaddress import IPv4Address, ip_address
 from typing import Any
 
 import pytest
-from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
 from services.intake import callback_hosts
@@ -21,6 +20,7 @@ from services.intake.callback_hosts import (
     parse_ipv4,
 )
 from services.intake.errors import BadRequest
+from tests.support.dns import StaticDns
 
 NOTHING_ALLOWED = CallbackHosts()
 
@@ -268,22 +268,6 @@ async def test_slow_resolution_is_accepted_after_the_timeout(monkeypatch: pytest
 
 
 # --- at delivery: the resolver drops refused addresses ---------------------------------------------
-
-
-class StaticDns(AbstractResolver):
-    def __init__(self, answers: dict[str, list[str]]) -> None:
-        self.answers = answers
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        return [
-            ResolveResult(hostname=host, host=a, port=port, family=family, proto=0, flags=0)
-            for a in self.answers[host]
-        ]
-
-    async def close(self) -> None:
-        pass
 
 
 async def test_delivery_resolver_keeps_only_allowed_addresses() -> None:

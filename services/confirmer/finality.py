@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 
 from services.confirmer import metrics
 from shared.events import MintReorged
-from shared.jsonrpc import JsonRpc
+from shared.jsonrpc import JsonRpc, RpcError
 from shared.streams import publish_many
 
 log = logging.getLogger(__name__)
@@ -62,15 +62,23 @@ class Finality:
         if not rows:
             return 0
         numbers = sorted({row.block_number for row in rows})
-        head, finalized, *blocks = await self.rpc.batch(
+        # Settled: a chain without a `finalized` tag, or a block a replica does not serve this round,
+        # spoils nothing else; a block with no answer is looked at again, never taken for a reorg.
+        head, finalized, *blocks = await self.rpc.batch_settled(
             [("eth_blockNumber", []), ("eth_getBlockByNumber", ["finalized", False])]
             + [("eth_getBlockByNumber", [hex(n), False]) for n in numbers]
         )
+        if isinstance(head, RpcError):
+            raise head
         final = self._final_block(int(head, 16), finalized)
-        canonical = {n: (block or {}).get("hash") for n, block in zip(numbers, blocks, strict=True)}
+        canonical = {
+            n: block["hash"] for n, block in zip(numbers, blocks, strict=True) if isinstance(block, dict)
+        }
         reopened = 0
         done = []
         for row in rows:
+            if row.block_number not in canonical:
+                continue
             if canonical[row.block_number] != row.block_hash:
                 reopened += await self._reopen(row)
             elif row.block_number <= final:

@@ -14,6 +14,7 @@ from redis.asyncio import Redis
 from web3 import HTTPProvider, Web3
 
 from devstack.anvil import Anvil
+from devstack.rpc_proxy import RpcProxy
 from shared.deploy import Deployment, load_artifact
 from tests.integration.test_batcher_confirmer import enqueue
 from tests.support.payments import usdc_contract
@@ -114,3 +115,34 @@ async def test_a_batch_reorged_out_after_completed_is_settled_again(
         )
 
     await until(finalized, timeout=20)
+
+
+async def test_unanswered_block_reads_are_never_taken_for_a_reorg(
+    settings_env: dict[str, str],
+    services: Callable[..., Any],
+    pg_pool: asyncpg.Pool,
+    redis_client: Redis,
+    deployment: Deployment,
+    fund_payers: Any,
+    anvil: Anvil,
+) -> None:
+    """Behind a provider whose block reads fail for a while after the requests completed, the
+    finality watch reopens nothing; once the reads answer again the batch is finalized."""
+    payers = fund_payers(3)
+    ids = await enqueue(pg_pool, redis_client, settings_env["MINTLINE_NAMESPACE"], deployment, payers)
+    with RpcProxy(anvil.rpc_url) as proxy:
+        services("batcher", **FAST)
+        confirmer = services("confirmer", RPC_URL=proxy.url, **FAST)
+        rows = await wait_final(pg_pool, ids, timeout=60)
+        assert [r["status"] for r in rows] == ["completed"] * 3, confirmer.log_tail()
+        Web3(HTTPProvider(anvil.rpc_url)).provider.make_request("anvil_mine", [70])  # type: ignore[arg-type]
+        proxy.failing_method = "eth_getBlockByNumber"
+        await asyncio.sleep(3)  # many finality rounds, every block read failing
+        assert proxy.refused["failing_method"] >= 5
+        assert not await pg_pool.fetchval("SELECT bool_or(finalized_at IS NOT NULL) FROM batches")
+        proxy.failing_method = None
+        await until(
+            lambda: pg_pool.fetchval("SELECT bool_and(finalized_at IS NOT NULL) FROM batches"), timeout=30
+        )
+    for request_id in ids:
+        assert await history(pg_pool, request_id) == ["pending", "batched", "sent", "completed"]

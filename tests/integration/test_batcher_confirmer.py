@@ -125,17 +125,18 @@ async def test_signed_but_never_broadcast_batch_is_rebroadcast_by_the_next_batch
     from services.batcher.batching import Waiting
     from services.batcher.settings import BatcherSettings
     from services.batcher.worker import Batcher
-    from shared.chain import connect
+    from shared.jsonrpc import JsonRpc
 
     payers = fund_payers(4)
     ids = await enqueue(pg_pool, redis_client, env["MINTLINE_NAMESPACE"], deployment, payers, publish=False)
     settings = BatcherSettings()
-    w3 = await connect(settings.chain_rpc_url)
-    crashed = Batcher(settings, pg_pool, redis_client, w3)
-    crashed.next_nonce = await w3.eth.get_transaction_count(crashed.wallet, "pending")
-    # Store the signed transaction, then "crash" before broadcasting it.
-    stored = await crashed._store_batch([Waiting(i, "token", 2**62, 0.0) for i in ids])
-    await w3.provider.disconnect()
+    async with aiohttp.ClientSession() as session:
+        crashed = Batcher(settings, pg_pool, redis_client, JsonRpc(settings.chain_rpc_urls, session))
+        assert await crashed.lock.acquire(asyncio.Event())
+        await crashed.resync_nonce()
+        # Store the signed transaction, then "crash" before broadcasting it.
+        stored = await crashed.store.store([Waiting(i, "token", 2**62, 0.0) for i in ids])
+        await crashed.lock.release()
     assert stored is not None
     batch_id, nonce, tx_hash, _ = stored
     assert await pg_pool.fetchval("SELECT status FROM batches WHERE id = $1", batch_id) == "signed"

@@ -6,6 +6,7 @@ import math
 import time
 from collections.abc import Iterator
 
+import aiohttp
 import pytest
 from web3 import HTTPProvider, Web3
 
@@ -116,9 +117,21 @@ async def test_a_replacement_raises_both_fee_fields_by_ten_percent_and_is_accept
     await minted_once(w3, deployment, payers)
 
 
-async def test_a_broadcast_refused_for_insufficient_funds_is_not_fee_bumped(
+async def metric(process, name: str) -> float:
+    """The sum of the batcher's samples of `name` (-1 while its metrics server is not up yet)."""
+    url = f"http://127.0.0.1:{process.env['BATCHER_METRICS_PORT']}/metrics"
+    try:
+        async with aiohttp.ClientSession() as session, session.get(url) as response:
+            text = await response.text()
+    except aiohttp.ClientConnectorError:
+        return -1
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name))
+
+
+async def test_a_wallet_that_cannot_pay_signs_nothing_until_it_is_funded(
     settings_env, services, pg_pool, redis_client, deployment, fund_payers, anvil
 ):
+    """Fees with the balance in mind: no transaction the node would refuse for funds is signed."""
     w3 = Web3(HTTPProvider(anvil.rpc_url))
     payers = fund_payers(3)
     minter = deployment.minter
@@ -126,7 +139,48 @@ async def test_a_broadcast_refused_for_insufficient_funds_is_not_fee_bumped(
     w3.provider.make_request("anvil_setBalance", [minter, hex(10**9)])
     try:
         ids = await enqueue(pg_pool, redis_client, settings_env["MINTLINE_NAMESPACE"], deployment, payers)
-        services(
+        batcher = services("batcher", BATCHER_BATCH_WINDOW_SECONDS="0.2")
+        services("confirmer")
+        deadline = time.monotonic() + 20
+        while await metric(batcher, "mintline_batcher_waiting_for_funds") != 1:
+            assert time.monotonic() < deadline, batcher.log_tail()
+            await asyncio.sleep(0.2)
+        assert await pg_pool.fetchval("SELECT count(*) FROM batches") == 0
+    finally:
+        w3.provider.make_request("anvil_setBalance", [minter, hex(balance)])
+    rows = await wait_for(pg_pool, ids, timeout=30)
+    assert {r["status"] for r in rows} == {"completed"}
+    assert await metric(batcher, "mintline_batcher_waiting_for_funds") == 0
+    await minted_once(w3, deployment, payers)
+
+
+async def test_a_broadcast_refused_for_insufficient_funds_is_not_fee_bumped(
+    env, services, pg_pool, redis_client, deployment, fund_payers, anvil
+):
+    """A batch signed while the wallet could pay, refused at broadcast because it no longer can: it
+    waits for funds with its one attempt (no fee spiral), and goes once the wallet is funded."""
+    from services.batcher.batching import Waiting
+    from services.batcher.settings import BatcherSettings
+    from services.batcher.worker import Batcher
+    from shared.jsonrpc import JsonRpc
+
+    w3 = Web3(HTTPProvider(anvil.rpc_url))
+    payers = fund_payers(3)
+    ids = await enqueue(pg_pool, redis_client, env["MINTLINE_NAMESPACE"], deployment, payers, publish=False)
+    settings = BatcherSettings()
+    async with aiohttp.ClientSession() as session:
+        signer = Batcher(settings, pg_pool, redis_client, JsonRpc(settings.chain_rpc_urls, session))
+        assert await signer.lock.acquire(asyncio.Event())
+        await signer.resync_nonce()
+        stored = await signer.store.store([Waiting(i, "token", 2**62, 0.0) for i in ids])
+        await signer.lock.release()
+    assert stored is not None
+    batch_id = stored[0]
+    minter = deployment.minter
+    balance = w3.eth.get_balance(minter)
+    w3.provider.make_request("anvil_setBalance", [minter, hex(10**9)])
+    try:
+        batcher = services(
             "batcher",
             BATCHER_BATCH_WINDOW_SECONDS="0.2",
             BATCHER_REBROADCAST_AFTER_SECONDS="0.5",
@@ -134,21 +188,18 @@ async def test_a_broadcast_refused_for_insufficient_funds_is_not_fee_bumped(
         )
         services("confirmer", CONFIRMER_STUCK_AFTER_BLOCKS="1")
         deadline = time.monotonic() + 20
-        while not await pg_pool.fetchval("SELECT count(*) FROM batches"):
-            assert time.monotonic() < deadline, "no batch was signed"
-            await asyncio.sleep(0.1)
+        while await metric(batcher, 'mintline_batcher_unsendable_total{reason="funds"}') < 1:
+            assert time.monotonic() < deadline, batcher.log_tail()
+            await asyncio.sleep(0.2)
         # Blocks keep coming: the confirmer reports the batch stuck again and again.
         async with mining(w3, every=0.3):
-            await asyncio.sleep(6)
-        batch = await pg_pool.fetchrow("SELECT id, status FROM batches")
-        assert batch["status"] == "signed"
-        attempts = await attempts_of(pg_pool, batch["id"])
-        assert len({(a["max_fee_per_gas"], a["max_priority_fee_per_gas"]) for a in attempts}) == 1
-        assert len(attempts) == 1
+            await asyncio.sleep(4)
+        assert await pg_pool.fetchval("SELECT status FROM batches WHERE id = $1", batch_id) == "signed"
+        assert await metric(batcher, "mintline_batcher_waiting_for_funds") == 1
+        assert len(await attempts_of(pg_pool, batch_id)) == 1
     finally:
         w3.provider.make_request("anvil_setBalance", [minter, hex(balance)])
     rows = await wait_for(pg_pool, ids, timeout=30)
     assert {r["status"] for r in rows} == {"completed"}
-    attempts = await attempts_of(pg_pool, batch["id"])
-    assert len({(a["max_fee_per_gas"], a["max_priority_fee_per_gas"]) for a in attempts}) == 1
+    assert len(await attempts_of(pg_pool, batch_id)) == 1
     await minted_once(w3, deployment, payers)

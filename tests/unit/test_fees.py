@@ -6,7 +6,6 @@ import pytest
 import rlp
 from eth_account import Account
 from hexbytes import HexBytes
-from web3.exceptions import MethodUnavailable
 
 from services.batcher.fees import (
     GWEI,
@@ -21,6 +20,7 @@ from services.batcher.fees import (
     tip_from_rewards,
 )
 from services.batcher.transactions import is_legacy, sign
+from shared.jsonrpc import NodeError
 
 POLICY = FeePolicy(min_tip=1 * GWEI, ceiling=100 * GWEI, tip_percentile=50, history_blocks=10)
 TOKEN = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
@@ -89,37 +89,42 @@ def test_legacy_fees_are_the_node_gas_price_within_the_ceiling() -> None:
     assert priced_out.clamped and not priced_out.affordable
 
 
-class FakeEth:
+class FakeChain:
+    """The two reads read_quote makes of a batcher WalletChain, answered from fixed values."""
+
     def __init__(self, answer: dict | Exception, gas_price: int = 7 * GWEI) -> None:
         self.answer = answer
         self._gas_price = gas_price
         self.asked: list[tuple] = []
 
-    async def fee_history(self, blocks: int, newest: str, percentiles: list[float]) -> dict:
-        self.asked.append((blocks, newest, percentiles))
+    async def fee_history(self, blocks: int, percentile: float) -> dict:
+        self.asked.append((blocks, percentile))
         if isinstance(self.answer, Exception):
             raise self.answer
         return self.answer
 
-    @property
     async def gas_price(self) -> int:
         return self._gas_price
 
 
 async def test_read_quote_asks_for_the_tip_percentile_over_recent_blocks() -> None:
-    eth = FakeEth(history([GWEI, 2 * GWEI], [3 * GWEI]))
+    chain = FakeChain(history([GWEI, 2 * GWEI], [3 * GWEI]))
 
-    quote = await read_quote(eth, POLICY)
+    quote = await read_quote(chain, POLICY)
 
-    assert eth.asked == [(10, "latest", [50])]
+    assert chain.asked == [(10, 50)]
     assert quote.fees == Fees(7 * GWEI, 3 * GWEI)
 
 
 @pytest.mark.parametrize(
-    "answer", [MethodUnavailable("the method eth_feeHistory does not exist"), {"baseFeePerGas": []}]
+    "answer",
+    [
+        NodeError("eth_feeHistory", {"code": -32601, "message": "the method eth_feeHistory does not exist"}),
+        {"baseFeePerGas": []},
+    ],
 )
 async def test_read_quote_falls_back_to_the_gas_price(answer: dict | Exception) -> None:
-    quote = await read_quote(FakeEth(answer), POLICY)
+    quote = await read_quote(FakeChain(answer), POLICY)
 
     assert quote.fees == Fees(7 * GWEI, 7 * GWEI, legacy=True)
 

@@ -55,6 +55,9 @@ PATTERNS: tuple[tuple[Refusal, tuple[str, ...]], ...] = (
         Refusal.TRANSIENT,
         (
             "rate limit",
+            "rate exceeded",
+            "exceeded its",
+            "request count exceeded",
             "too many requests",
             "limit exceeded",
             "capacity exceeded",
@@ -72,7 +75,7 @@ PATTERNS: tuple[tuple[Refusal, tuple[str, ...]], ...] = (
             "nonce gap",
         ),
     ),
-    (Refusal.WRONG_CHAIN, ("chain id", "chainid", "invalid sender", "incorrect chain")),
+    (Refusal.WRONG_CHAIN, ("chain id", "chainid", "invalid sender", "incorrect chain", "another chain")),
     (Refusal.FUNDS, ("insufficient funds", "enough funds", "insufficient balance", "exceeds balance")),
     (
         Refusal.FEES,

@@ -14,7 +14,7 @@ import asyncpg
 
 from services.batcher import fees as fee_logic
 from services.batcher import metrics
-from services.batcher.batching import Waiting, gas_limit_for
+from services.batcher.batching import BatchTooLarge, Waiting, gas_limit_for
 from services.batcher.chain import GasEstimateFailed
 from services.batcher.fees import Fees, FeesAboveCeiling
 from services.batcher.transactions import SignedTx, encode_batch_mint, mint_entry, sign
@@ -109,6 +109,8 @@ class BatchStore:
             gas=gas,
             fees=fees,
         )
+        if len(signed.raw) > batcher.tuning.max_tx_bytes:
+            raise BatchTooLarge(len(signed.raw), batcher.tuning.max_tx_bytes, "bytes")
         await conn.execute(
             INSERT_BATCH,
             batch_id,

@@ -235,7 +235,7 @@ class Batcher:
             batch = await self.store.store(chosen)
         except BatchTooLarge as exc:
             # Nothing was committed; later batches of this kind carry fewer entries, in proportion.
-            self.cap_entries(chosen[0].kind, max(1, len(chosen) * self.gas_target // exc.needed * 9 // 10))
+            self.cap_entries(chosen[0].kind, max(1, len(chosen) * exc.cap // exc.needed * 9 // 10))
             self._keep(chosen)
             return
         except FeesAboveCeiling:

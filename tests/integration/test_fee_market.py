@@ -6,13 +6,13 @@ import math
 import time
 from collections.abc import Iterator
 
-import aiohttp
 import pytest
 from web3 import HTTPProvider, Web3
 
 from devstack.anvil import Anvil
 from tests.integration.test_batcher_confirmer import enqueue, minted_once, wait_for
 from tests.integration.test_chain_events import mining, sent_batch
+from tests.support.batcher import in_process_batcher, metric
 
 GWEI = 10**9
 
@@ -117,17 +117,6 @@ async def test_a_replacement_raises_both_fee_fields_by_ten_percent_and_is_accept
     await minted_once(w3, deployment, payers)
 
 
-async def metric(process, name: str) -> float:
-    """The sum of the batcher's samples of `name` (-1 while its metrics server is not up yet)."""
-    url = f"http://127.0.0.1:{process.env['BATCHER_METRICS_PORT']}/metrics"
-    try:
-        async with aiohttp.ClientSession() as session, session.get(url) as response:
-            text = await response.text()
-    except aiohttp.ClientConnectorError:
-        return -1
-    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name))
-
-
 async def test_a_wallet_that_cannot_pay_signs_nothing_until_it_is_funded(
     settings_env, services, pg_pool, redis_client, deployment, fund_payers, anvil
 ):
@@ -160,20 +149,12 @@ async def test_a_broadcast_refused_for_insufficient_funds_is_not_fee_bumped(
     """A batch signed while the wallet could pay, refused at broadcast because it no longer can: it
     waits for funds with its one attempt (no fee spiral), and goes once the wallet is funded."""
     from services.batcher.batching import Waiting
-    from services.batcher.settings import BatcherSettings
-    from services.batcher.worker import Batcher
-    from shared.jsonrpc import JsonRpc
 
     w3 = Web3(HTTPProvider(anvil.rpc_url))
     payers = fund_payers(3)
     ids = await enqueue(pg_pool, redis_client, env["MINTLINE_NAMESPACE"], deployment, payers, publish=False)
-    settings = BatcherSettings()
-    async with aiohttp.ClientSession() as session:
-        signer = Batcher(settings, pg_pool, redis_client, JsonRpc(settings.chain_rpc_urls, session))
-        assert await signer.lock.acquire(asyncio.Event())
-        await signer.resync_nonce()
+    async with in_process_batcher(pg_pool, redis_client) as signer:
         stored = await signer.store.store([Waiting(i, "token", 2**62, 0.0) for i in ids])
-        await signer.lock.release()
     assert stored is not None
     batch_id = stored[0]
     minter = deployment.minter
@@ -202,4 +183,33 @@ async def test_a_broadcast_refused_for_insufficient_funds_is_not_fee_bumped(
     rows = await wait_for(pg_pool, ids, timeout=30)
     assert {r["status"] for r in rows} == {"completed"}
     assert len(await attempts_of(pg_pool, batch_id)) == 1
+    await minted_once(w3, deployment, payers)
+
+
+async def test_a_batch_whose_fees_fell_below_the_base_fee_is_re_signed_with_fees_from_the_chain(
+    env, services, pg_pool, redis_client, deployment, fund_payers, anvil
+):
+    """Signed, then the base fee jumps past its max fee before it is broadcast: the node refuses it
+    ("max fee per gas less than block base fee"), and the same call goes at the same nonce with fees
+    read from the chain now, instead of the same bytes again and again."""
+    from services.batcher.batching import Waiting
+
+    w3 = Web3(HTTPProvider(anvil.rpc_url))
+    payers = fund_payers(3)
+    ids = await enqueue(pg_pool, redis_client, env["MINTLINE_NAMESPACE"], deployment, payers, publish=False)
+    async with in_process_batcher(pg_pool, redis_client) as signer:
+        stored = await signer.store.store([Waiting(i, "token", 2**62, 0.0) for i in ids])
+    assert stored is not None
+    batch_id, nonce = stored[0], stored[1]
+    set_base_fee(w3, 100 * GWEI)
+    batcher = services("batcher", BATCHER_BATCH_WINDOW_SECONDS="0.2")
+    services("confirmer")
+    rows = await wait_for(pg_pool, ids, timeout=30)
+    assert {r["status"] for r in rows} == {"completed"}, batcher.log_tail()
+    first, *later = await attempts_of(pg_pool, batch_id)
+    assert len(later) == 1
+    assert later[0]["max_fee_per_gas"] > 2 * 80 * GWEI > first["max_fee_per_gas"]
+    assert {r["mint_tx_hash"] for r in rows} == {later[0]["tx_hash"]}
+    assert w3.eth.get_transaction(later[0]["tx_hash"])["nonce"] == nonce
+    assert await metric(batcher, 'mintline_batcher_unsendable_total{reason="fees"}') == 1
     await minted_once(w3, deployment, payers)

@@ -13,11 +13,13 @@ from services.batcher.fees import (
     Fees,
     Quote,
     Replacement,
+    WaitingForFunds,
     plan_replacement,
     quote_from_gas_price,
     quote_from_history,
     read_quote,
     tip_from_rewards,
+    within_balance,
 )
 from services.batcher.transactions import is_legacy, sign
 from shared.jsonrpc import NodeError
@@ -211,3 +213,20 @@ def test_a_replacement_is_capped_at_the_ceiling_and_refused_when_the_cap_is_no_v
     assert capped.fees == Fees(100 * GWEI, int(1.25 * GWEI))
     assert plan(Fees(95 * GWEI, GWEI)).refused == "ceiling"
     assert plan(Fees(100 * GWEI, GWEI)).refused == "ceiling"
+
+
+def test_fees_within_the_balance_are_kept() -> None:
+    fees = Fees(10 * GWEI, GWEI)
+    assert within_balance(fees, 100_000, 100_000 * 10 * GWEI, 2 * GWEI) == fees
+
+
+def test_fees_beyond_the_balance_are_lowered_to_what_it_pays_for() -> None:
+    lowered = within_balance(Fees(10 * GWEI, 3 * GWEI), 100_000, 100_000 * 4 * GWEI, 2 * GWEI)
+    assert lowered == Fees(4 * GWEI, 3 * GWEI)
+    legacy = within_balance(Fees(10 * GWEI, 10 * GWEI, legacy=True), 100_000, 100_000 * 4 * GWEI, 2 * GWEI)
+    assert legacy == Fees(4 * GWEI, 4 * GWEI, legacy=True)
+
+
+def test_a_balance_below_what_the_next_block_needs_waits_for_funds() -> None:
+    with pytest.raises(WaitingForFunds):
+        within_balance(Fees(10 * GWEI, GWEI), 100_000, 100_000 * 2 * GWEI - 1, 2 * GWEI)

@@ -51,7 +51,7 @@ class Replacer:
         old = Fees(int(batch["max_fee_per_gas"]), int(batch["max_priority_fee_per_gas"]), is_legacy(raw))
         plan = fee_logic.plan_replacement(
             old,
-            await batcher.current_fees(),
+            await batcher.spending.fees(batcher.tuning),
             percent=batcher.tuning.fee_bump_percent,
             ceiling=int(batcher.tuning.max_fee_gwei * fee_logic.GWEI),
             bumps_done=batch["attempts"] - 1,

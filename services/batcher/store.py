@@ -95,10 +95,10 @@ class BatchStore:
         kind = rows[0]["kind"]
         data = encode_batch_mint(kind, [mint_entry(r) for r in rows])
         gas = await self._gas_limit(kind, data, len(rows))
-        quote = await batcher.current_fees()
+        quote = await batcher.spending.fees(batcher.tuning)
         if not quote.affordable:
             raise FeesAboveCeiling(f"the chain asks {quote.required} wei per gas")
-        fees = fee_logic.within_balance(quote.fees, gas, await batcher.balance(), quote.required)
+        fees = fee_logic.within_balance(quote.fees, gas, await batcher.spending.balance(), quote.required)
         nonce = batcher.next_nonce
         signed = sign(
             batcher.account,

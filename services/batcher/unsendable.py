@@ -20,6 +20,7 @@ from services.batcher.fees import Fees, WaitingForFunds
 from services.batcher.send_errors import Classified, Refusal
 from services.batcher.store import store_attempt
 from services.batcher.transactions import sign
+from shared.chain_checks import ChainMismatch
 from shared.events import MintRequested
 from shared.streams import publish_many
 
@@ -49,8 +50,10 @@ RETURNING id, kind, valid_before
 """
 
 
-class Misconfigured(RuntimeError):
+class Misconfigured(ChainMismatch):
     """The node refuses the transaction's chain: the deployment and the RPC disagree."""
+
+    outcome = "stopping"
 
 
 class Unsendable:
@@ -67,7 +70,7 @@ class Unsendable:
             raise Misconfigured(f"the node refuses the chain of batch {batch_id}: {verdict.message}")
         if refusal is Refusal.FUNDS:
             metrics.UNSENDABLE.labels(refusal.value).inc()
-            self.batcher.wait_for_funds(verdict.message)
+            self.batcher.spending.wait_for_funds(verdict.message)
             return
         seen = self.refusals[batch_id] = self.refusals.get(batch_id, 0) + 1
         if refusal is Refusal.REJECTED and seen < REFUSALS_BEFORE_FILL:
@@ -85,13 +88,13 @@ class Unsendable:
         """Fees for a new transaction of `gas` now; None while the chain asks more than the ceiling
         or the wallet can pay."""
         batcher = self.batcher
-        quote = await batcher.current_fees()
+        quote = await batcher.spending.fees(batcher.tuning)
         if not quote.affordable:
             return None
         try:
-            return fee_logic.within_balance(quote.fees, gas, await batcher.balance(), quote.required)
+            return fee_logic.within_balance(quote.fees, gas, await batcher.spending.balance(), quote.required)
         except WaitingForFunds as exc:
-            batcher.wait_for_funds(str(exc))
+            batcher.spending.wait_for_funds(str(exc))
             return None
 
     async def _resign(self, batch_id: int) -> None:

@@ -17,7 +17,6 @@ import asyncpg
 from eth_account import Account
 from redis.asyncio import Redis
 
-from services.batcher import fees as fee_logic
 from services.batcher import metrics, nonces, wallet_health
 from services.batcher.batching import (
     BatchTooLarge,
@@ -28,11 +27,12 @@ from services.batcher.batching import (
 )
 from services.batcher.broadcast import Broadcaster
 from services.batcher.chain import WalletChain
-from services.batcher.fees import FeesAboveCeiling, Quote, WaitingForFunds
+from services.batcher.fees import FeesAboveCeiling, WaitingForFunds
 from services.batcher.lock import LockLost, WalletLock
 from services.batcher.replacement import Replacer
 from services.batcher.send_errors import Refusal
 from services.batcher.settings import TUNABLE, BatcherSettings
+from services.batcher.spending import Spending
 from services.batcher.store import BatchStore
 from services.batcher.unsendable import Misconfigured, Unsendable
 from shared import keys
@@ -87,11 +87,7 @@ class Batcher:
         self.gas_target = settings.max_tx_gas
         # Entries per batch of a kind, learnt when a batch needed more gas than a transaction may use.
         self.entry_caps: dict[str, int] = {}
-        self._fees: tuple[float, Quote] | None = None
-        self._balance: tuple[float, int] | None = None
-        self.waiting_for_fees = False
-        self.waiting_for_funds = False
-        self._balance_when_short = 0
+        self.spending = Spending(self.chain)
         self.broadcaster = Broadcaster(
             self.chain, pool, redis, names.stream(keys.TX_SENT), settings.stream_maxlen
         )
@@ -184,7 +180,7 @@ class Batcher:
         }
         window = tuning.batch_window_seconds
         if self.buffer.is_due(loop.time(), sizes, window):
-            if self.in_flight < tuning.max_in_flight and not self.waiting_for_funds:
+            if self.in_flight < tuning.max_in_flight and not self.spending.waiting_for_funds:
                 await self._send_batch(self.buffer.take(sizes))
                 return
             await asyncio.sleep(0.1)  # wait for confirmations (or funds) to free a slot
@@ -227,7 +223,7 @@ class Batcher:
 
     async def _send_batch(self, chosen: list[Waiting]) -> None:
         try:
-            if not await self._fees_affordable():
+            if not await self.spending.fees_affordable(self.tuning):
                 # The chain asks more than the fee ceiling: keep the requests and wait.
                 self._keep(chosen)
                 await asyncio.sleep(1)
@@ -242,7 +238,7 @@ class Batcher:
             self._keep(chosen)
             return
         except WaitingForFunds as exc:
-            self.wait_for_funds(str(exc))
+            self.spending.wait_for_funds(str(exc))
             self._keep(chosen)
             return
         except UNAVAILABLE:
@@ -269,7 +265,7 @@ class Batcher:
         verdict = await self.broadcaster.send(batch_id, nonce, tx_hash, raw)
         if verdict is None or verdict.refusal is Refusal.KNOWN:
             self.unsendable.forget(batch_id)
-            self._funds_back()
+            self.spending.funds_back()
         elif verdict.refusal is Refusal.NONCE_USED:
             # Mined already (the confirmer finds by which transaction); our next nonce may be stale.
             await self._resync_quietly()
@@ -281,52 +277,6 @@ class Batcher:
             await self.resync_nonce()
         except UNAVAILABLE as exc:
             log.warning("could not read the nonce again (%s); the next store tries once more", exc)
-
-    def wait_for_funds(self, why: str) -> None:
-        self._balance_when_short = self._balance[1] if self._balance else 0
-        if not self.waiting_for_funds:
-            log.error("wallet %s cannot pay for its transactions (%s): batches wait", self.wallet, why)
-        self.waiting_for_funds = True
-        metrics.WAITING_FOR_FUNDS.set(1)
-
-    def _funds_back(self) -> None:
-        if self.waiting_for_funds:
-            log.warning("wallet %s pays for its transactions again: batches go", self.wallet)
-        self.waiting_for_funds = False
-        metrics.WAITING_FOR_FUNDS.set(0)
-
-    async def balance(self) -> int:
-        """The wallet's balance, read at most once a second."""
-        now = time.monotonic()
-        if self._balance is None or now - self._balance[0] > 1.0:
-            self._balance = (now, await self.chain.balance())
-        return self._balance[1]
-
-    async def current_fees(self) -> Quote:
-        """What a new transaction offers now: EIP-1559 fees from eth_feeHistory, or the legacy gas
-        price where the chain has no base fee or no eth_feeHistory."""
-        now = time.monotonic()
-        if self._fees is None or now - self._fees[0] > 0.5:
-            quote = await fee_logic.read_quote(self.chain, fee_logic.FeePolicy.from_settings(self.tuning))
-            if quote.clamped:
-                metrics.FEES_CLAMPED.inc()
-            metrics.MAX_FEE.set(quote.fees.max_fee_per_gas)
-            self._fees = (now, quote)
-        return self._fees[1]
-
-    async def _fees_affordable(self) -> bool:
-        quote = await self.current_fees()
-        waiting = not quote.affordable
-        if waiting != self.waiting_for_fees:
-            self.waiting_for_fees = waiting
-            log.warning(
-                "fee ceiling %s: the next block needs %d wei per gas, the most offered is %d",
-                "reached, batches wait" if waiting else "clear again, batches go",
-                quote.required,
-                quote.fees.max_fee_per_gas,
-            )
-        metrics.FEE_CEILING_WAITING.set(int(waiting))
-        return not waiting
 
     async def _count_in_flight(self) -> None:
         self.in_flight = await self.pool.fetchval(
@@ -357,10 +307,8 @@ class Batcher:
                 for batch in unsent:
                     await self.dispatch(batch["id"], batch["nonce"], batch["tx_hash"], bytes(batch["raw_tx"]))
                 balance = await wallet_health.observe(self.chain, self.pool, lambda: self.next_nonce)
-                if self.waiting_for_funds and not unsent and balance is not None:
-                    self._balance = (time.monotonic(), balance)
-                    if balance > self._balance_when_short:
-                        self._funds_back()  # funded since: the next batch finds out whether enough
+                if balance is not None and not unsent:
+                    self.spending.observed_balance(balance)
             except (LockLost, Misconfigured):
                 raise
             except Exception:

@@ -14,7 +14,7 @@ from web3 import HTTPProvider, Web3
 from devstack.anvil import Anvil
 from devstack.ports import free_port
 from devstack.rpc_proxy import RpcProxy
-from tests.integration.test_batcher_confirmer import consecutive, enqueue, minted_once, wait_for
+from tests.integration.test_batcher_confirmer import consecutive, enqueue, logged, minted_once, wait_for
 from tests.support.batcher import in_process_batcher, metric
 
 
@@ -151,3 +151,29 @@ async def test_a_failed_store_reads_the_nonce_again_instead_of_retrying_it_forev
         await asyncio.sleep(0.1)
     await minted_once(w3, deployment, payers)
     settled_wallet(w3, minter.address)
+
+
+async def test_a_node_that_refuses_the_chain_id_stops_the_batcher_and_loses_nothing(
+    settings_env, services, pg_pool, redis_client, deployment, fund_payers, anvil
+):
+    """The endpoint starts serving another chain after start-up (a provider's URL pointed at the wrong
+    network): the node refuses the signed batch for its chain id, the batcher stops with exit code 2
+    instead of signing on, and once the endpoint is right again the stored batch goes as it was."""
+    w3 = Web3(HTTPProvider(anvil.rpc_url))
+    payers = fund_payers(3)
+    with Anvil(chain_id=31338) as other, RpcProxy(anvil.rpc_url) as proxy:
+        batcher = services("batcher", RPC_URL=proxy.url, BATCHER_BATCH_WINDOW_SECONDS="0.2")
+        await logged(batcher, "this batcher is active")
+        proxy.upstream = other.rpc_url
+        ids = await enqueue(pg_pool, redis_client, settings_env["MINTLINE_NAMESPACE"], deployment, payers)
+        assert batcher.proc is not None
+        assert await asyncio.to_thread(batcher.proc.wait, 60) == 2, batcher.log_tail()
+        assert "stopping: the node refuses the chain of batch" in batcher.log_path.read_text()
+        assert await pg_pool.fetchval("SELECT count(*) FROM batches") == 1
+        proxy.upstream = anvil.rpc_url
+        services("batcher", RPC_URL=proxy.url)
+        services("confirmer")
+        rows = await wait_for(pg_pool, ids)
+    assert {r["status"] for r in rows} == {"completed"}
+    await minted_once(w3, deployment, payers)
+    settled_wallet(w3, deployment.minter)

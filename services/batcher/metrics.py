@@ -1,5 +1,7 @@
 from prometheus_client import Counter, Gauge, Histogram
 
+from services.batcher.send_errors import Refusal
+
 BATCHES_SENT = Counter("mintline_batches_sent_total", "batchMint transactions signed and broadcast")
 BATCH_SIZE = Histogram(
     "mintline_batch_size_entries", "Entries per batch", buckets=(1, 5, 10, 25, 50, 100, 200, 300, 500, 1000)
@@ -56,3 +58,10 @@ OLDEST_IN_FLIGHT = Gauge(
     "How long the oldest batch signed or sent and not yet confirmed has waited (0 with none)",
     ["wallet"],
 )
+
+# Every reason exported from the start, at 0: a sum over none of them would be no value at all.
+for _refusal in Refusal:
+    if _refusal not in (Refusal.KNOWN, Refusal.NONCE_USED):
+        BROADCAST_ERRORS.labels(_refusal.value)
+    if _refusal not in (Refusal.KNOWN, Refusal.NONCE_USED, Refusal.TRANSIENT):
+        UNSENDABLE.labels(_refusal.value)

@@ -31,6 +31,7 @@ from eth_account import Account
 from web3 import HTTPProvider, Web3
 
 from devstack.anvil import DEV_ADDRESSES, DEV_KEYS, Anvil
+from devstack.deploy import deploy_local
 from devstack.ports import free_port
 from devstack.postgres_server import PostgresServer
 from devstack.process import launch, log_tail, stop_process
@@ -38,7 +39,7 @@ from devstack.prometheus_server import PrometheusServer
 from devstack.redis_server import RedisServer
 from services.batcher.lock import WalletLock
 from shared import db, keys
-from shared.deploy import Deployment, deploy_local
+from shared.deploy import Deployment
 from shared.keys import Keys
 from tests.support.payments import authorize, gasless_body, transfer_usdc, usdc_contract
 from tests.support.prometheus import (

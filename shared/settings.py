@@ -27,7 +27,7 @@ class Settings(BaseSettings):
     rpc_url: str | None = _env("RPC_URL", None)
     # Several endpoints, comma-separated (reads fail over in order; raw transactions go to all of
     # them). Takes precedence over RPC_URL.
-    rpc_urls: str | None = _env("RPC_URLS", None)
+    rpc_urls: str = _env("RPC_URLS", "")
     deployment_file: Path = _env("DEPLOYMENT_FILE", Path(".run/deployment.json"))
     namespace: str = _env("MINTLINE_NAMESPACE", "mintline")
     log_level: str = _env("LOG_LEVEL", "INFO")
@@ -48,7 +48,7 @@ class Settings(BaseSettings):
     @property
     def chain_rpc_urls(self) -> list[str]:
         """RPC_URLS, else RPC_URL, else the deployment file's endpoint."""
-        listed = [url.strip() for url in (self.rpc_urls or "").split(",") if url.strip()]
+        listed = [url.strip() for url in self.rpc_urls.split(",") if url.strip()]
         return listed or [self.rpc_url or self.deployment.rpc_url]
 
     @cached_property

@@ -4,8 +4,8 @@ published twice changes nothing."""
 
 import argparse
 
+from services.confirmer.replay import replay as replay_outcomes
 from services.confirmer.settings import ConfirmerSettings
-from services.confirmer.worker import replay as replay_outcomes
 from services.intake.replay import replay_pending
 from shared.admin.common import Admin, note
 from shared.admin.stuck import intake_settings

@@ -29,6 +29,7 @@ def judge(
     if mined_nonce < batch.nonce:
         # Queued behind the wallet's earlier transactions: waiting its turn, not stuck.
         batch.next_in_line_since = None
+        batch.nonce_used_since = None
         return Verdict.WAITING
     if mined_nonce > batch.nonce:
         if batch.nonce_used_since is None:
@@ -36,6 +37,7 @@ def judge(
         if head - batch.nonce_used_since >= taken_after_blocks:
             return Verdict.TAKEN
         return Verdict.WAITING
+    batch.nonce_used_since = None
     if batch.next_in_line_since is None:
         batch.next_in_line_since = head
     waited = head - batch.next_in_line_since

@@ -17,6 +17,7 @@ FROM batches b JOIN batch_transactions t ON t.batch_id = b.id
 WHERE b.status IN ('signed', 'sent')
 GROUP BY b.id
 """
+ATTEMPTS = "SELECT tx_hash FROM batch_transactions WHERE batch_id = $1 ORDER BY created_at"
 
 
 @dataclass
@@ -104,3 +105,14 @@ async def block_hashes(rpc: JsonRpc, numbers: set[int]) -> dict[int, str | None]
     ordered = sorted(numbers)
     blocks = await rpc.batch([("eth_getBlockByNumber", [hex(n), False]) for n in ordered])
     return {n: (block or {}).get("hash") for n, block in zip(ordered, blocks, strict=True)}
+
+
+async def mined_attempt(pool: asyncpg.Pool, rpc: JsonRpc, batch_id: int) -> dict | None:
+    """The receipt of any attempt of the batch, every attempt read afresh from PostgreSQL (a
+    replacement stored since the last reload counts too). Raises RpcError when the node does not
+    answer for every one of them: an unanswered attempt may be the one mined."""
+    hashes = [row["tx_hash"] for row in await pool.fetch(ATTEMPTS, batch_id)]
+    if not hashes:
+        return None
+    receipts = await rpc.batch([("eth_getTransactionReceipt", [tx_hash]) for tx_hash in hashes])
+    return next((receipt for receipt in receipts if receipt is not None), None)

@@ -25,7 +25,7 @@ from services.confirmer.unmined import Verdict
 from services.confirmer.watching import Round, Watched
 from shared import keys, logs
 from shared.events import Event, TxStuck
-from shared.jsonrpc import JsonRpc
+from shared.jsonrpc import JsonRpc, RpcError
 from shared.loops import pause
 from shared.overrides import with_overrides
 from shared.streams import Consumer, publish
@@ -145,10 +145,34 @@ class Confirmer:
             await self._nonce_taken(batch)
 
     async def _nonce_taken(self, batch: Watched) -> None:
+        """The wallet's nonce passed the batch's, with no receipt for any attempt for a while: before
+        concluding that a transaction mintline did not sign used it, every attempt stored for the batch
+        is asked once more (the original may have won over its replacements)."""
+        try:
+            receipt = await watching.mined_attempt(self.pool, self.rpc, batch.id)
+        except RpcError as exc:
+            log.warning(
+                "batch %d: not every attempt's receipt could be read (%s); looking again", batch.id, exc
+            )
+            return
+        if receipt is not None:
+            log.info("batch %d: attempt %s was mined after all", batch.id, receipt["transactionHash"])
+            batch.nonce_used_since = None
+            self._reload_now.set()
+            return
         settlement = await settling.settle_taken(self.pool, batch.id)
-        await self._record(batch, settlement, "reverted", None)
+        if not await self._record(batch, settlement, "reverted", None):
+            return
+        metrics.NONCES_TAKEN.inc()
         log.warning(
-            "batch %d (nonce %d) dropped; %d requests retried", batch.id, batch.nonce, len(settlement.retry)
+            "batch %d: nonce %d of wallet %s was used by a transaction mintline did not sign (none of "
+            "its %d attempts was mined): %d requests retried with a new nonce",
+            batch.id,
+            batch.nonce,
+            batch.wallet,
+            len(batch.tx_hashes),
+            len(settlement.retry),
+            extra={"wallet": batch.wallet},
         )
 
     async def _settle_mined(self, batch: Watched, receipt: dict) -> None:

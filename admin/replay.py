@@ -6,8 +6,8 @@ import argparse
 
 from admin.common import Admin, note
 from admin.stuck import intake_settings
+from services.confirmer.replay import replay as replay_outcomes
 from services.confirmer.settings import ConfirmerSettings
-from services.confirmer.worker import replay as replay_outcomes
 from services.intake.replay import replay_pending
 
 

@@ -1,7 +1,8 @@
 import asyncio
 
+from services.confirmer.replay import replay
 from services.confirmer.settings import ConfirmerSettings
-from services.confirmer.worker import Confirmer, replay
+from services.confirmer.worker import Confirmer
 from shared import keys, logs, metrics, service
 from shared import replay as stream_replay
 

@@ -21,3 +21,7 @@ GAS_PER_MINT = Histogram(
 )
 WATCHED = Gauge("mintline_batches_watched", "Batches the confirmer is waiting on")
 HEAD = Gauge("mintline_chain_head_block", "Latest block number seen")
+NONCES_TAKEN = Counter(
+    "mintline_nonces_taken_total",
+    "Batches whose nonce a transaction mintline did not sign used: their requests were retried",
+)

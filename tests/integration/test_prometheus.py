@@ -284,6 +284,7 @@ def test_the_pipeline_metrics_tell_what_happened(system: System) -> None:
             ("sum(mintline_fee_bumps_total)", equals(0)),
             ("sum(mintline_tx_stuck_total)", equals(0)),
             ("sum(mintline_reorgs_total)", equals(0)),
+            ("sum(mintline_nonces_taken_total)", equals(0)),
             ("sum(mintline_broadcast_errors_total)", equals(0)),
         ],
         system.logs_tail,

@@ -18,8 +18,6 @@ from shared.streams import publish
 
 log = logging.getLogger(__name__)
 
-# Accepted hashes remembered; past this the set starts again (the node still answers for the rest).
-MAX_REMEMBERED = 100_000
 # Refusals that still leave the transaction (or its nonce) with the chain: the batch counts as sent.
 OUT_ANYWAY = (Refusal.KNOWN, Refusal.NONCE_USED)
 
@@ -33,8 +31,6 @@ class Broadcaster:
         self.redis = redis
         self.tx_sent_stream = tx_sent_stream
         self.stream_maxlen = stream_maxlen
-        # Hashes the node took (eth_sendRawTransaction succeeded): only these may be fee-bumped.
-        self.taken: set[str] = set()
 
     async def send(self, batch_id: int, nonce: int, tx_hash: str, raw: bytes) -> Classified | None:
         """Broadcast one attempt to every endpoint: None once a node has it, else why not."""
@@ -52,10 +48,8 @@ class Broadcaster:
                     verdict.message,
                 )
                 return verdict
-            if verdict is None or verdict.refusal is Refusal.KNOWN:
-                self._remember(tx_hash)
             async with self.pool.acquire() as conn, conn.transaction():
-                await conn.execute(
+                first = await conn.execute(
                     "UPDATE batches SET status = 'sent', sent_at = coalesce(sent_at, now())"
                     " WHERE id = $1 AND status = 'signed'",
                     batch_id,
@@ -71,24 +65,10 @@ class Broadcaster:
                 TxSent(batch_id=batch_id, nonce=nonce, tx_hash=tx_hash),
                 self.stream_maxlen,
             )
-            metrics.BATCHES_SENT.inc()
+            if first == "UPDATE 1":
+                metrics.BATCHES_SENT.inc()
             log.info("batch %d broadcast: nonce %d, tx %s", batch_id, nonce, tx_hash)
             return verdict
-
-    async def accepted(self, tx_hash: str) -> bool:
-        """True when a node took this transaction: it was broadcast without error, or the node
-        knows its hash (a batcher restarted since)."""
-        if tx_hash in self.taken:
-            return True
-        if not await self.chain.knows(tx_hash):
-            return False
-        self._remember(tx_hash)
-        return True
-
-    def _remember(self, tx_hash: str) -> None:
-        if len(self.taken) > MAX_REMEMBERED:
-            self.taken.clear()
-        self.taken.add(tx_hash)
 
 
 def _classified(answer: object) -> Classified | None:

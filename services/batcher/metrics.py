@@ -9,8 +9,8 @@ BATCH_SIZE = Histogram(
 FEE_BUMPS = Counter("mintline_fee_bumps_total", "Replacement transactions with higher fees")
 FEE_BUMPS_REFUSED = Counter(
     "mintline_fee_bumps_refused_total",
-    "Stuck reports answered without a replacement: not_accepted (rebroadcast as is), spacing, max_bumps,"
-    " ceiling",
+    "Stuck reports answered without a replacement (the stored bytes are sent again): not_accepted,"
+    " spacing, max_bumps, ceiling",
     ["reason"],
 )
 FEES_CLAMPED = Counter("mintline_fees_clamped_total", "Fee quotes cut down to BATCHER_MAX_FEE_GWEI")

@@ -1,6 +1,8 @@
 """Replacing a late transaction: the same nonce, both fee fields raised by at least the node's rule
-(fees.plan_replacement), and only for a transaction the node accepted; one it never took (refused for
-funds, lost by a restarted node) is rebroadcast as is, so a refusal never turns into a fee spiral."""
+(fees.plan_replacement), and only for a transaction the node has; one it does not (refused, lost by a
+restarted node, answered but never forwarded by a provider) is rebroadcast from its stored bytes, so a
+refusal never turns into a fee spiral. Where no bump is allowed yet (spacing, the cap on bumps, the
+ceiling), the current attempt is broadcast again to every endpoint."""
 
 import logging
 from typing import TYPE_CHECKING
@@ -44,7 +46,9 @@ class Replacer:
         if await batcher.chain.nonce("latest") > batch["nonce"]:
             return  # the nonce is mined: the confirmer will find which attempt
         raw = bytes(batch["raw_tx"])
-        if not await batcher.broadcaster.accepted(batch["tx_hash"]):
+        # Asked of the node every time: a provider may have answered a hash it never forwarded, and a
+        # node may lose a transaction it took.
+        if not await batcher.chain.knows(batch["tx_hash"]):
             metrics.FEE_BUMPS_REFUSED.labels("not_accepted").inc()
             await batcher.dispatch(batch["id"], batch["nonce"], batch["tx_hash"], raw)
             return
@@ -62,6 +66,8 @@ class Replacer:
         if plan.fees is None:
             metrics.FEE_BUMPS_REFUSED.labels(plan.refused).inc()
             log.info("batch %d (nonce %d) stuck, no fee bump: %s", batch["id"], batch["nonce"], plan.refused)
+            # Sent again as it is, to every endpoint: one that lost it gets it back.
+            await batcher.dispatch(batch["id"], batch["nonce"], batch["tx_hash"], raw)
             return
         fees = plan.fees
         signed = sign(

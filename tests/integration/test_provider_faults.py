@@ -29,6 +29,7 @@ from shared.streams import publish_many
 from tests.integration.test_batcher_confirmer import enqueue, logged
 from tests.integration.test_chain_events import sent_batch
 from tests.integration.test_finality import history, until
+from tests.support.batcher import in_process_batcher
 from tests.support.payments import send_signed, settle_directly
 from tests.support.requests import wait_final
 
@@ -228,17 +229,6 @@ async def test_raw_transactions_dropped_for_a_while_are_sent_again_and_complete(
     assert proxy.dropped
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "batcher bug: a transaction the provider answered but never forwarded is never sent again "
-        "once no fee bump is allowed (BATCHER_MAX_FEE_BUMPS reached, here 0, or the fee ceiling): "
-        "Broadcaster.accepted() trusts its in-memory set of hashes the node answered instead of asking "
-        "the node, so Replacer.on_stuck plans a bump, is refused ('max_bumps') and returns without "
-        "rebroadcasting the stored raw bytes; the maintenance loop only rebroadcasts batches still "
-        "'signed'. The nonce stays unmined until the batcher restarts."
-    ),
-)
 async def test_a_dropped_transaction_with_no_fee_bump_left_is_rebroadcast_from_its_stored_bytes(
     settings_env: dict[str, str],
     services: Callable[..., Any],
@@ -296,43 +286,51 @@ async def test_a_batcher_restarted_after_the_drops_rebroadcasts_the_stored_bytes
 
 
 async def test_an_original_mined_instead_of_its_replacement_settles_the_batch(
-    settings_env: dict[str, str],
+    env: dict[str, str],
     services: Callable[..., Any],
     pg_pool: asyncpg.Pool,
     redis_client: Redis,
     deployment: Deployment,
     fund_payers: Any,
     anvil: Anvil,
-    proxy: RpcProxy,
 ) -> None:
-    """The batch is replaced with higher fees, yet the chain mines the original (sent straight to the
-    node here, while the provider drops every replacement): the batch is settled from the original's
-    receipt."""
+    """A batch has a replacement with higher fees stored as its latest attempt, yet the chain mines
+    the original (a builder that saw it first): the batch is settled from the original's receipt."""
+    from services.batcher.batching import Waiting
+    from services.batcher.fees import Fees
+    from services.batcher.store import store_attempt
+    from services.batcher.transactions import sign
+
     w3 = Web3(HTTPProvider(anvil.rpc_url))
-    proxy.drop_transactions = True
     payers = fund_payers(5)
-    ids = await enqueue(pg_pool, redis_client, settings_env["MINTLINE_NAMESPACE"], deployment, payers)
-    batcher = services("batcher", RPC_URL=proxy.url, BATCHER_FEE_BUMP_SPACING_SECONDS="0.2", **FAST)
-    confirmer = services("confirmer", CONFIRMER_STUCK_AFTER_BLOCKS="2", **FAST)
-    batch = await sent_batch(pg_pool)
-    await until(
-        lambda: pg_pool.fetchval(
-            "SELECT count(*) >= 2 FROM batch_transactions WHERE batch_id = $1", batch["id"]
-        ),
-        timeout=30,
-    )
-    original, *replacements = await attempts(pg_pool, batch["id"])
-    w3.eth.send_raw_transaction(bytes(original["raw_tx"]))
-    rows = await completed_exactly_once(
-        pg_pool, w3, deployment, ids, lambda: batcher.log_tail() + confirmer.log_tail()
-    )
-    assert {r["mint_tx_hash"] for r in rows} == {original["tx_hash"]}
+    ids = await enqueue(pg_pool, redis_client, env["MINTLINE_NAMESPACE"], deployment, payers, publish=False)
+    async with in_process_batcher(pg_pool, redis_client) as batcher:
+        stored = await batcher.store.store([Waiting(i, "token", 2**62, 0.0) for i in ids])
+        assert stored is not None
+        batch_id, nonce, original_hash, original_raw = stored
+        batch = await pg_pool.fetchrow("SELECT * FROM batches WHERE id = $1", batch_id)
+        bumped = Fees(int(batch["max_fee_per_gas"]) * 2, int(batch["max_priority_fee_per_gas"]) * 2)
+        replacement = sign(
+            batcher.account,
+            chain_id=deployment.chain_id,
+            nonce=nonce,
+            to=deployment.token,
+            data=bytes(batch["call_data"]),
+            gas=batch["gas_limit"],
+            fees=bumped,
+        )
+        async with pg_pool.acquire() as conn, conn.transaction():
+            await store_attempt(conn, batch_id, replacement, bumped)
+            await batcher.lock.fence(conn)
+    w3.eth.send_raw_transaction(original_raw)
+    confirmer = services("confirmer", **FAST)
+    rows = await completed_exactly_once(pg_pool, w3, deployment, ids, confirmer.log_tail)
+    assert {r["mint_tx_hash"] for r in rows} == {original_hash}
     settled = await pg_pool.fetchrow(
-        "SELECT status, tx_hash, mined_tx_hash FROM batches WHERE id = $1", batch["id"]
+        "SELECT status, tx_hash, mined_tx_hash FROM batches WHERE id = $1", batch_id
     )
-    assert settled["status"] == "confirmed" and settled["mined_tx_hash"] == original["tx_hash"]
-    assert settled["tx_hash"] != original["tx_hash"]  # the latest attempt is a replacement
-    assert {r["tx_hash"] for r in replacements} <= set(proxy.dropped)
+    assert settled["status"] == "confirmed" and settled["mined_tx_hash"] == original_hash
+    assert settled["tx_hash"] == replacement.tx_hash  # the latest attempt is the replacement
     assert await confirmer_metric(confirmer, "mintline_nonces_taken_total") == 0
 
 

@@ -59,6 +59,9 @@ class Confirmer:
         self.watched: dict[int, Watched] = {}
         self.finality = Finality(pool, redis, rpc, self.streams.completed, settings.finality_depth)
         self._reload_now = asyncio.Event()
+        # The head the watched batches were last checked at: a round of receipts is read only when a
+        # new block came, the watched set changed, or the last round left a batch unanswered.
+        self._checked_at: int | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         async with asyncio.TaskGroup() as tasks:
@@ -78,10 +81,13 @@ class Confirmer:
                     next_refresh = now + self.settings.settings_refresh_seconds
                 if self._reload_now.is_set() or now >= next_reload:
                     self._reload_now.clear()
+                    before = {b.id: tuple(b.tx_hashes) for b in self.watched.values()}
                     self.watched = await watching.open_batches(self.pool, self.watched)
+                    if {b.id: tuple(b.tx_hashes) for b in self.watched.values()} != before:
+                        self._checked_at = None
                     metrics.WATCHED.set(len(self.watched))
                     next_reload = now + self.settings.reload_seconds
-                if self.watched:
+                if self.watched and await self._new_block():
                     await self.check_all()
                 if now >= next_finality:
                     next_finality = now + self.settings.finality_check_seconds
@@ -89,13 +95,22 @@ class Confirmer:
                         self._reload_now.set()
             except Exception:
                 log.exception("confirmer poll failed; going on")
+                self._checked_at = None
             await pause(self._reload_now, self.settings.poll_interval_seconds)
+
+    async def _new_block(self) -> bool:
+        """Whether there is anything new to look at: a block since the last round, or a change."""
+        return (
+            self._checked_at is None
+            or int(await self.rpc.call("eth_blockNumber", []), 16) != self._checked_at
+        )
 
     async def check_all(self) -> None:
         """One JSON-RPC round for every watched batch, then act on each."""
         batches = list(self.watched.values())
         seen = await watching.read_round(self.rpc, batches, self.tuning.confirmations)
         metrics.HEAD.set(seen.head)
+        self._checked_at = None if seen.unanswered else seen.head
         for batch in batches:
             if batch.id in seen.unanswered:
                 # Not known yet: without its receipt, a used nonce would look taken by a stranger.
@@ -105,6 +120,7 @@ class Confirmer:
                     await self._check(batch, seen)
                 except Exception:
                     log.exception("checking batch %d failed; will look again", batch.id)
+                    self._checked_at = None
 
     async def _check(self, batch: Watched, seen: Round) -> None:
         if batch.id not in seen.receipts:

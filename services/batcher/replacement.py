@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING
 from services.batcher import fees as fee_logic
 from services.batcher import metrics
 from services.batcher.fees import Fees
-from services.batcher.store import store_attempt
-from services.batcher.transactions import is_legacy, sign
+from services.batcher.store import sign_again, store_attempt
+from services.batcher.transactions import is_legacy
 from shared.events import Event, TxStuck
 
 if TYPE_CHECKING:
@@ -70,16 +70,7 @@ class Replacer:
             await batcher.dispatch(batch["id"], batch["nonce"], batch["tx_hash"], raw)
             return
         fees = plan.fees
-        signed = sign(
-            batcher.account,
-            chain_id=batcher.deployment.chain_id,
-            nonce=batch["nonce"],
-            # A nonce filled with a no-op (unsendable.py) stays a no-op: to the wallet itself.
-            to=batcher.wallet if batch["fill_reason"] else batcher.contracts[batch["kind"]],
-            data=bytes(batch["call_data"]),
-            gas=batch["gas_limit"],
-            fees=fees,
-        )
+        signed = sign_again(batcher, batch, fees)
         async with batcher.pool.acquire() as conn, conn.transaction():
             await store_attempt(conn, batch["id"], signed, fees)
             await batcher.lock.fence(conn)

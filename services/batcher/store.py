@@ -8,7 +8,7 @@ follow the chain (fees.read_quote) within the ceiling and the wallet's balance (
 
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
@@ -161,4 +161,18 @@ async def store_attempt(conn: asyncpg.Connection, batch_id: int, signed: SignedT
         signed.raw,
         fees.max_fee_per_gas,
         fees.max_priority_fee_per_gas,
+    )
+
+
+def sign_again(batcher: "Batcher", batch: Any, fees: Fees) -> SignedTx:
+    """A stored batch's transaction at its nonce with other fees: its call, or for a nonce filled with
+    a no-op (unsendable.py) the no-op again, to the wallet itself."""
+    return sign(
+        batcher.account,
+        chain_id=batcher.deployment.chain_id,
+        nonce=batch["nonce"],
+        to=batcher.wallet if batch["fill_reason"] else batcher.contracts[batch["kind"]],
+        data=bytes(batch["call_data"]),
+        gas=batch["gas_limit"],
+        fees=fees,
     )

@@ -18,7 +18,7 @@ from services.batcher import fees as fee_logic
 from services.batcher import metrics
 from services.batcher.fees import Fees, WaitingForFunds
 from services.batcher.send_errors import Classified, Refusal
-from services.batcher.store import store_attempt
+from services.batcher.store import sign_again, store_attempt
 from services.batcher.transactions import sign
 from shared.chain_checks import ChainMismatch
 from shared.events import MintRequested
@@ -103,15 +103,7 @@ class Unsendable:
         batch = await batcher.pool.fetchrow(OPEN_BATCH, batch_id, batcher.wallet)
         if batch is None or (fees := await self._fees(batch["gas_limit"])) is None:
             return
-        signed = sign(
-            batcher.account,
-            chain_id=batcher.deployment.chain_id,
-            nonce=batch["nonce"],
-            to=batcher.wallet if batch["fill_reason"] else batcher.contracts[batch["kind"]],
-            data=bytes(batch["call_data"]),
-            gas=batch["gas_limit"],
-            fees=fees,
-        )
+        signed = sign_again(batcher, batch, fees)
         if signed.tx_hash == batch["tx_hash"]:
             return  # the same fees as before: nothing new to offer yet
         async with batcher.pool.acquire() as conn, conn.transaction():

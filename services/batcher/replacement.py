@@ -9,9 +9,7 @@ from typing import TYPE_CHECKING
 
 from services.batcher import fees as fee_logic
 from services.batcher import metrics
-from services.batcher.fees import Fees
-from services.batcher.store import sign_again, store_attempt
-from services.batcher.transactions import is_legacy
+from services.batcher.store import offered, sign_again, store_attempt
 from shared.events import Event, TxStuck
 
 if TYPE_CHECKING:
@@ -52,7 +50,7 @@ class Replacer:
             metrics.FEE_BUMPS_REFUSED.labels("not_accepted").inc()
             await batcher.dispatch(batch["id"], batch["nonce"], batch["tx_hash"], raw)
             return
-        old = Fees(int(batch["max_fee_per_gas"]), int(batch["max_priority_fee_per_gas"]), is_legacy(raw))
+        old = offered(batch)
         plan = fee_logic.plan_replacement(
             old,
             await batcher.spending.fees(batcher.tuning),

@@ -17,7 +17,7 @@ from services.batcher import metrics
 from services.batcher.batching import BatchTooLarge, Waiting, gas_limit_for
 from services.batcher.chain import GasEstimateFailed
 from services.batcher.fees import Fees, FeesAboveCeiling
-from services.batcher.transactions import SignedTx, encode_batch_mint, mint_entry, sign
+from services.batcher.transactions import SignedTx, encode_batch_mint, is_legacy, mint_entry, sign
 from shared.events import MintFailed
 from shared.streams import publish_many
 
@@ -176,3 +176,9 @@ def sign_again(batcher: "Batcher", batch: Any, fees: Fees) -> SignedTx:
         gas=batch["gas_limit"],
         fees=fees,
     )
+
+
+def offered(batch: Any) -> Fees:
+    """The fees a stored batch's current attempt offers."""
+    raw = bytes(batch["raw_tx"])
+    return Fees(int(batch["max_fee_per_gas"]), int(batch["max_priority_fee_per_gas"]), is_legacy(raw))

@@ -1,7 +1,8 @@
 """What becomes of a batch the chain will not take as signed (send_errors.Refusal), so that no
 refusal wedges the nonce sequence:
 
-- fees that no longer fit the chain: the same call re-signed at the same nonce with fees read now;
+- fees that no longer fit the chain: the same call re-signed at the same nonce with fees read now
+  (both fields also 10% above the last attempt's), once the chain's fee history asks more;
 - more gas or bytes than the chain takes, or a refusal that keeps coming: the nonce is filled with a
   no-op self-transfer (21,000 gas), the batch's requests go back to the queue (to be sent in smaller
   batches), and batches behind the nonce go on;
@@ -18,7 +19,7 @@ from services.batcher import fees as fee_logic
 from services.batcher import metrics
 from services.batcher.fees import Fees, WaitingForFunds
 from services.batcher.send_errors import Classified, Refusal
-from services.batcher.store import sign_again, store_attempt
+from services.batcher.store import offered, sign_again, store_attempt
 from services.batcher.transactions import sign
 from shared.chain_checks import ChainMismatch
 from shared.events import MintRequested
@@ -29,11 +30,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Refusals of one batch (fees after re-signing, or unknown ones) before its nonce is filled.
+# Refusals of one batch for reasons nobody knows before its nonce is filled.
 REFUSALS_BEFORE_FILL = 3
 NO_OP_GAS = 21_000
 OPEN_BATCH = """
-SELECT id, kind, nonce, tx_hash, call_data, gas_limit, max_fee_per_gas, max_priority_fee_per_gas, fill_reason
+SELECT id, kind, nonce, tx_hash, raw_tx, call_data, gas_limit, max_fee_per_gas, max_priority_fee_per_gas,
+       fill_reason
 FROM batches WHERE id = $1 AND wallet = $2 AND status IN ('signed', 'sent')
 """
 # Through confirmation_failed, as the confirmer retries, so the reason stays in the status history;
@@ -72,36 +74,50 @@ class Unsendable:
             metrics.UNSENDABLE.labels(refusal.value).inc()
             self.batcher.spending.wait_for_funds(verdict.message)
             return
+        if refusal is Refusal.FEES:
+            # Never filled: a no-op would need the same fees. Re-signed once the chain asks more.
+            await self._resign(batch_id)
+            return
         seen = self.refusals[batch_id] = self.refusals.get(batch_id, 0) + 1
         if refusal is Refusal.REJECTED and seen < REFUSALS_BEFORE_FILL:
             return  # the same bytes go again with the next rebroadcast
         metrics.UNSENDABLE.labels(refusal.value).inc()
-        if refusal is Refusal.FEES and seen < REFUSALS_BEFORE_FILL:
-            await self._resign(batch_id)
-        else:
-            await self._fill(batch_id, verdict)
+        await self._fill(batch_id, verdict)
 
     def forget(self, batch_id: int) -> None:
         self.refusals.pop(batch_id, None)
 
-    async def _fees(self, gas: int) -> Fees | None:
-        """Fees for a new transaction of `gas` now; None while the chain asks more than the ceiling
-        or the wallet can pay."""
+    async def _fees(self, gas: int, old: Fees) -> Fees | None:
+        """Fees for a new transaction of `gas` at a nonce whose last attempt offered `old`: what the
+        chain asks now, and both fields at least the nodes' 10% above `old` (a node that still holds
+        the old attempt takes nothing less in its place); None while that passes the ceiling or what
+        the wallet can pay."""
         batcher = self.batcher
         quote = await batcher.spending.fees(batcher.tuning)
-        if not quote.affordable:
+        ceiling = int(batcher.tuning.max_fee_gwei * fee_logic.GWEI)
+        fees = old.bumped(fee_logic.NODE_MIN_BUMP_PERCENT, quote.fees)
+        if not quote.affordable or fees.max_fee_per_gas > ceiling:
             return None
         try:
-            return fee_logic.within_balance(quote.fees, gas, await batcher.spending.balance(), quote.required)
+            return fee_logic.within_balance(fees, gas, await batcher.spending.balance(), quote.required)
         except WaitingForFunds as exc:
             batcher.spending.wait_for_funds(str(exc))
             return None
 
     async def _resign(self, batch_id: int) -> None:
-        """The same call at the same nonce, with fees that fit the chain now."""
+        """The same call at the same nonce, with fees that fit the chain now: only for an attempt the
+        node does not hold (one it holds, waiting for a lower base fee, is the stuck path's to bump),
+        and only when the chain's own quote asks more than the attempt offers (a node that refuses
+        what the chain's fee history says is enough is a block ahead of it: the bytes go again)."""
         batcher = self.batcher
         batch = await batcher.pool.fetchrow(OPEN_BATCH, batch_id, batcher.wallet)
-        if batch is None or (fees := await self._fees(batch["gas_limit"])) is None:
+        if batch is None or await batcher.chain.knows(batch["tx_hash"]):
+            return
+        old = offered(batch)
+        if (await batcher.spending.fees(batcher.tuning)).fees.max_fee_per_gas <= old.max_fee_per_gas:
+            return
+        metrics.UNSENDABLE.labels(Refusal.FEES.value).inc()
+        if (fees := await self._fees(batch["gas_limit"], old)) is None:
             return
         signed = sign_again(batcher, batch, fees)
         if signed.tx_hash == batch["tx_hash"]:
@@ -125,7 +141,7 @@ class Unsendable:
         batch = await batcher.pool.fetchrow(OPEN_BATCH, batch_id, batcher.wallet)
         if batch is None or batch["fill_reason"] is not None:
             return  # settled meanwhile, or filled already (the filler is rebroadcast as any batch)
-        if (fees := await self._fees(NO_OP_GAS)) is None:
+        if (fees := await self._fees(NO_OP_GAS, offered(batch))) is None:
             return
         signed = sign(
             batcher.account,

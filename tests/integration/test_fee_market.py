@@ -91,7 +91,7 @@ async def test_a_replacement_raises_both_fee_fields_by_ten_percent_and_is_accept
     w3.provider.make_request("evm_setAutomine", [False])
     try:
         ids = await enqueue(pg_pool, redis_client, settings_env["MINTLINE_NAMESPACE"], deployment, payers)
-        services(
+        batcher = services(
             "batcher",
             BATCHER_BATCH_WINDOW_SECONDS="0.2",
             BATCHER_FEE_BUMP_PERCENT="10",
@@ -112,7 +112,7 @@ async def test_a_replacement_raises_both_fee_fields_by_ten_percent_and_is_accept
         for field in ("max_fee_per_gas", "max_priority_fee_per_gas"):
             assert new[field] >= math.ceil(old[field] * 110 / 100), (field, old[field], new[field])
     # The node took the replacement: it is the transaction that minted.
-    assert {r["mint_tx_hash"] for r in rows} == {attempts[-1]["tx_hash"]}
+    assert {r["mint_tx_hash"] for r in rows} == {attempts[-1]["tx_hash"]}, batcher.log_tail(60)
     assert w3.eth.get_transaction(attempts[-1]["tx_hash"])["nonce"] == first["nonce"]
     await minted_once(w3, deployment, payers)
 

@@ -11,13 +11,12 @@ import asyncio
 import logging
 import os
 import socket
-import time
 
 import asyncpg
 from eth_account import Account
 from redis.asyncio import Redis
 
-from services.batcher import metrics, nonces, wallet_health
+from services.batcher import maintenance, metrics, nonces
 from services.batcher.batching import (
     BatchTooLarge,
     PendingBuffer,
@@ -31,7 +30,7 @@ from services.batcher.fees import FeesAboveCeiling, WaitingForFunds
 from services.batcher.lock import LockLost, WalletLock
 from services.batcher.replacement import Replacer
 from services.batcher.send_errors import Refusal
-from services.batcher.settings import TUNABLE, BatcherSettings
+from services.batcher.settings import BatcherSettings
 from services.batcher.spending import Spending
 from services.batcher.store import BatchStore
 from services.batcher.unsendable import Misconfigured, Unsendable
@@ -40,7 +39,6 @@ from shared.backoff import exponential_backoff
 from shared.events import MintRequested
 from shared.jsonrpc import JsonRpc, RpcError
 from shared.loops import pause
-from shared.overrides import with_overrides
 from shared.streams import Consumer, Message
 
 log = logging.getLogger(__name__)
@@ -108,7 +106,7 @@ class Batcher:
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self._batch_loop(stop))
                 tasks.create_task(self.stuck.consume(self.replacer.on_stuck, stop))
-                tasks.create_task(self._maintenance_loop(stop))
+                tasks.create_task(maintenance.run(self, stop))
         finally:
             self.active = False
             metrics.ACTIVE.set(0)
@@ -132,7 +130,7 @@ class Batcher:
         """Pick up where the last active batcher stopped: nonce, stored transactions, unacked entries."""
         await self.requests.start()
         await self.stuck.start()
-        await self._read_chain_limits()
+        await self.read_chain_limits()
         await self.resync_nonce()
         open_batches = await self.pool.fetch(
             "SELECT id, nonce, tx_hash, raw_tx FROM batches"
@@ -184,7 +182,7 @@ class Batcher:
                 await self._send_batch(self.buffer.take(sizes))
                 return
             await asyncio.sleep(0.1)  # wait for confirmations (or funds) to free a slot
-            await self._count_in_flight()
+            await self.count_in_flight()
             if len(self.buffer) >= tuning.buffer_limit:
                 return
         room = tuning.buffer_limit - len(self.buffer)
@@ -196,7 +194,7 @@ class Batcher:
         messages = await self.requests.read(min(room, 1000), block_ms=max(1, int(min(wait, 1.0) * 1000)))
         await self._buffer_messages(messages)
 
-    async def _read_chain_limits(self) -> None:
+    async def read_chain_limits(self) -> None:
         self.block_gas_limit = await self.chain.block_gas_limit()
         self.gas_target = batch_gas_target(self.block_gas_limit, self.settings.max_tx_gas)
 
@@ -278,39 +276,8 @@ class Batcher:
         except UNAVAILABLE as exc:
             log.warning("could not read the nonce again (%s); the next store tries once more", exc)
 
-    async def _count_in_flight(self) -> None:
+    async def count_in_flight(self) -> None:
         self.in_flight = await self.pool.fetchval(
             "SELECT count(*) FROM batches WHERE wallet = $1 AND status IN ('signed', 'sent')", self.wallet
         )
         metrics.IN_FLIGHT.set(self.in_flight)
-
-    async def _maintenance_loop(self, stop: asyncio.Event) -> None:
-        """Lock health, run-time settings, in-flight count, rebroadcast of unsent transactions, and
-        the wallet gauges (balance, nonce lag)."""
-        next_refresh = 0.0
-        while not stop.is_set():
-            if not await self.lock.still_held():
-                raise LockLost(f"lost the wallet lock for {self.wallet}")
-            try:
-                now = time.monotonic()
-                if now >= next_refresh:
-                    self.tuning = await with_overrides(self.pool, self.settings, TUNABLE)
-                    await self._read_chain_limits()
-                    next_refresh = now + self.settings.settings_refresh_seconds
-                await self._count_in_flight()
-                unsent = await self.pool.fetch(
-                    "SELECT id, nonce, tx_hash, raw_tx FROM batches WHERE wallet = $1 AND status = 'signed'"
-                    " AND created_at < now() - make_interval(secs => $2) ORDER BY nonce",
-                    self.wallet,
-                    self.settings.rebroadcast_after_seconds,
-                )
-                for batch in unsent:
-                    await self.dispatch(batch["id"], batch["nonce"], batch["tx_hash"], bytes(batch["raw_tx"]))
-                balance = await wallet_health.observe(self.chain, self.pool, lambda: self.next_nonce)
-                if balance is not None and not unsent:
-                    self.spending.observed_balance(balance)
-            except (LockLost, Misconfigured):
-                raise
-            except Exception:
-                log.exception("batcher maintenance failed; going on")
-            await pause(stop, 1.0)

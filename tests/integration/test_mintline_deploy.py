@@ -135,7 +135,8 @@ async def test_a_gasless_mint_completes_against_a_usdc_named_usdc(
     url = f"http://127.0.0.1:{port}"
     assert intake.proc is not None and await wait_healthy(url, intake.proc), intake.log_tail()
     payer: LocalAccount = Account.create()
-    usdc.functions.mint(payer.address, 10 * deployment.price).transact({"from": DEV_ADDRESSES[0]})
+    funding = usdc.functions.mint(payer.address, 10 * deployment.price).transact({"from": DEV_ADDRESSES[0]})
+    assert w3.eth.wait_for_transaction_receipt(funding)["status"] == 1
 
     async with aiohttp.ClientSession() as session:
         async with session.post(f"{url}/mint") as response:

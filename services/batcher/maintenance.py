@@ -1,6 +1,6 @@
 """The active batcher's upkeep, once a second: the wallet lock (lost: stop), run-time settings and the
 chain's gas limits, the in-flight count, batches stored but not yet taken by a node (broadcast again
-and resolved by what it says), and the wallet gauges (balance, nonce lag)."""
+and resolved by what it says), the wallet gauges (balance, nonce lag) and nonce holes (holes.py)."""
 
 import asyncio
 import logging
@@ -43,9 +43,12 @@ async def run(batcher: "Batcher", stop: asyncio.Event) -> None:
             )
             for batch in unsent:
                 await batcher.dispatch(batch["id"], batch["nonce"], batch["tx_hash"], bytes(batch["raw_tx"]))
-            balance = await wallet_health.observe(batcher.chain, batcher.pool, lambda: batcher.next_nonce)
-            if balance is not None and not unsent:
-                batcher.spending.observed_balance(balance)
+            seen = await wallet_health.observe(batcher.chain, batcher.pool, lambda: batcher.next_nonce)
+            if seen is not None:
+                balance, mined = seen
+                if not unsent:
+                    batcher.spending.observed_balance(balance)
+                await batcher.holes.check(mined)
         except (LockLost, Misconfigured):
             raise
         except Exception:

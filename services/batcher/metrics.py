@@ -27,7 +27,8 @@ BROADCAST_ERRORS = Counter(
 UNSENDABLE = Counter(
     "mintline_batcher_unsendable_total",
     "Batches the chain would not take as signed, by reason (fees: re-signed; too_large, rejected: nonce"
-    " filled with a no-op and requests requeued; funds: waiting for funds)",
+    " filled with a no-op and requests requeued; funds: waiting for funds; nonce_hole: a nonce nothing"
+    " held, filled with a no-op)",
     ["reason"],
 )
 NONCE_FILLS = Counter(
@@ -65,3 +66,4 @@ for _refusal in Refusal:
         BROADCAST_ERRORS.labels(_refusal.value)
     if _refusal not in (Refusal.KNOWN, Refusal.NONCE_USED, Refusal.TRANSIENT):
         UNSENDABLE.labels(_refusal.value)
+UNSENDABLE.labels("nonce_hole")

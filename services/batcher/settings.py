@@ -59,4 +59,7 @@ class BatcherSettings(Settings):
     expiry_margin_seconds: int = Field(10, ge=0)
     buffer_limit: int = Field(5000, ge=1)
     rebroadcast_after_seconds: float = Field(5.0, gt=0)
+    # How long the chain's next nonce may have no open batch while later batches wait behind it before
+    # it is filled with a no-op (holes.py).
+    nonce_hole_seconds: float = Field(30.0, gt=0)
     settings_refresh_seconds: float = Field(5.0, gt=0)

@@ -18,9 +18,11 @@ FROM batches WHERE wallet = $1 AND status IN ('signed', 'sent')
 """
 
 
-async def observe(chain: WalletChain, pool: asyncpg.Pool, next_nonce: Callable[[], int]) -> int | None:
-    """Update the wallet gauges and return the balance; a failed read is logged, leaves the last
-    values and returns None."""
+async def observe(
+    chain: WalletChain, pool: asyncpg.Pool, next_nonce: Callable[[], int]
+) -> tuple[int, int] | None:
+    """Update the wallet gauges and return the balance and the mined nonce; a failed read is logged,
+    leaves the last values and returns None."""
     wallet = chain.wallet
     try:
         balance, mined = await chain.balance_and_mined_nonce()
@@ -34,4 +36,4 @@ async def observe(chain: WalletChain, pool: asyncpg.Pool, next_nonce: Callable[[
     # lag negative. (Negative means something else used the wallet's nonces.)
     metrics.NONCE_LAG.labels(wallet).set(next_nonce() - mined)
     metrics.OLDEST_IN_FLIGHT.labels(wallet).set(oldest)
-    return balance
+    return balance, mined

@@ -27,6 +27,7 @@ from services.batcher.batching import (
 from services.batcher.broadcast import Broadcaster
 from services.batcher.chain import WalletChain
 from services.batcher.fees import FeesAboveCeiling, WaitingForFunds
+from services.batcher.holes import HoleWatch
 from services.batcher.lock import LockLost, WalletLock
 from services.batcher.replacement import Replacer
 from services.batcher.send_errors import Refusal
@@ -92,6 +93,7 @@ class Batcher:
         self.store = BatchStore(self)
         self.replacer = Replacer(self)
         self.unsendable = Unsendable(self)
+        self.holes = HoleWatch(self)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Wait for the wallet lock (standby), recover, then batch until `stop`."""

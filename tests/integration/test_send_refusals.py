@@ -177,3 +177,33 @@ async def test_a_node_that_refuses_the_chain_id_stops_the_batcher_and_loses_noth
     assert {r["status"] for r in rows} == {"completed"}
     await minted_once(w3, deployment, payers)
     settled_wallet(w3, deployment.minter)
+
+
+async def test_a_nonce_nothing_holds_is_filled_so_the_batches_behind_it_go(
+    env, services, pg_pool, redis_client, deployment, fund_payers, anvil
+):
+    """The batch at the chain's next nonce was settled as dropped, yet nothing holds that nonce on
+    chain (its transaction was ours after all, and a reorg took it away): later batches would wait
+    forever. The batcher fills the hole with a no-op and they go."""
+    w3 = Web3(HTTPProvider(anvil.rpc_url))
+    minter = deployment.minter
+    hole = w3.eth.get_transaction_count(minter, "pending")
+    await pg_pool.execute(
+        "INSERT INTO batches (wallet, nonce, status, request_ids, tx_hash, raw_tx, call_data, gas_limit,"
+        " max_fee_per_gas, max_priority_fee_per_gas)"
+        " VALUES ($1, $2, 'reverted', '{}', $3, '', '', 21000, 0, 0)",
+        minter,
+        hole,
+        "0x" + uuid.uuid4().hex * 2,
+    )
+    payers = fund_payers(4)
+    ids = await enqueue(pg_pool, redis_client, env["MINTLINE_NAMESPACE"], deployment, payers)
+    batcher = services("batcher", BATCHER_BATCH_WINDOW_SECONDS="0.2", BATCHER_NONCE_HOLE_SECONDS="2")
+    services("confirmer")
+    rows = await wait_for(pg_pool, ids, timeout=60)
+    assert {r["status"] for r in rows} == {"completed"}, batcher.log_tail()
+    filled = await pg_pool.fetchrow("SELECT status, fill_reason FROM batches WHERE nonce = $1", hole)
+    assert filled["status"] == "confirmed" and filled["fill_reason"].startswith("nonce hole")
+    assert await metric(batcher, 'mintline_batcher_unsendable_total{reason="nonce_hole"}') == 1
+    await minted_once(w3, deployment, payers)
+    settled_wallet(w3, minter)

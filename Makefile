@@ -31,7 +31,7 @@ unit: install
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy shared services
+	$(VENV)/bin/mypy shared services admin
 
 bench: install
 	$(PY) bench/pipeline.py

@@ -7,8 +7,11 @@ import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
 
 /// @title MockUSDC
 /// @notice Stand-in for Circle's USDC on local chains. It reproduces the parts of FiatTokenV2_2 that
-/// mintline and x402 rely on (6 decimals, the "USD Coin"/"2" EIP-712 domain and EIP-3009 with the same
-/// type hashes and revert messages), so signatures made for it are valid for real USDC too.
+/// mintline and x402 rely on (6 decimals, an EIP-712 domain whose name is the token's name, `version()`,
+/// `DOMAIN_SEPARATOR()` and EIP-3009 with the same type hashes and revert messages), so signatures made
+/// for it are valid for real USDC too. The domain is a constructor argument because real deployments
+/// differ: "USD Coin"/"2" on Ethereum, "USDC"/"2" on Base Sepolia. Unlike FiatTokenV2_2 it also answers
+/// ERC-5267's `eip712Domain()`.
 /// @dev `mint` and `mintMany` are unrestricted: never deploy this contract to a public network.
 contract MockUSDC is ERC20, EIP712 {
     bytes32 public constant TRANSFER_WITH_AUTHORIZATION_TYPEHASH = keccak256(
@@ -25,7 +28,7 @@ contract MockUSDC is ERC20, EIP712 {
     event AuthorizationUsed(address indexed authorizer, bytes32 indexed nonce);
     event AuthorizationCanceled(address indexed authorizer, bytes32 indexed nonce);
 
-    constructor() ERC20("USD Coin", "USDC") EIP712("USD Coin", "2") {}
+    constructor(string memory name_, string memory version_) ERC20(name_, "USDC") EIP712(name_, version_) {}
 
     function decimals() public pure override returns (uint8) {
         return 6;
@@ -33,6 +36,11 @@ contract MockUSDC is ERC20, EIP712 {
 
     function DOMAIN_SEPARATOR() external view returns (bytes32) {
         return _domainSeparatorV4();
+    }
+
+    /// @notice The EIP-712 domain's version, as FiatTokenV2_2 names it.
+    function version() external view returns (string memory) {
+        return _EIP712Version();
     }
 
     function mint(address to, uint256 amount) external {

@@ -1,7 +1,10 @@
 #!/usr/bin/env node
 // Compiles contracts/*.sol with solc-js and writes contracts/artifacts/<Name>.json.
 //
-//   node contracts/build.js [--out DIR]
+//   node contracts/build.js [--out DIR] [--with FILE ...]
+//
+// --with adds a repo-relative source (a test contract, say) that may import contracts/*.sol by that
+// name; its artifact is written beside the others. The committed artifacts are built without it.
 //
 // The output is committed, so it must be byte-identical on every rebuild: sources are named by
 // repo-relative paths (the metadata hash embedded in the bytecode covers them), files are visited in
@@ -18,14 +21,19 @@ const NODE_MODULES = path.join(REPO_ROOT, "node_modules");
 
 function parseArgs(argv) {
   let out = path.join(CONTRACTS_DIR, "artifacts");
+  const extra = [];
   for (let i = 0; i < argv.length; i++) {
     if (argv[i] === "--out" && i + 1 < argv.length) {
       out = path.resolve(argv[++i]);
+    } else if (argv[i] === "--with" && i + 1 < argv.length) {
+      extra.push(path.relative(REPO_ROOT, path.resolve(argv[++i])).split(path.sep).join("/"));
     } else {
-      throw new Error(`usage: node contracts/build.js [--out DIR] (unexpected argument ${argv[i]})`);
+      throw new Error(
+        `usage: node contracts/build.js [--out DIR] [--with FILE ...] (unexpected argument ${argv[i]})`
+      );
     }
   }
-  return { out };
+  return { out, extra };
 }
 
 // solc hands over package imports (and relative imports inside packages, already resolved to
@@ -39,11 +47,16 @@ function findImports(importPath) {
 }
 
 function main() {
-  const { out } = parseArgs(process.argv.slice(2));
-  const files = fs.readdirSync(CONTRACTS_DIR).filter((f) => f.endsWith(".sol")).sort();
+  const { out, extra } = parseArgs(process.argv.slice(2));
+  const files = fs
+    .readdirSync(CONTRACTS_DIR)
+    .filter((f) => f.endsWith(".sol"))
+    .sort()
+    .map((f) => `contracts/${f}`)
+    .concat(extra);
   const sources = {};
   for (const file of files) {
-    sources[`contracts/${file}`] = { content: fs.readFileSync(path.join(CONTRACTS_DIR, file), "utf8") };
+    sources[file] = { content: fs.readFileSync(path.join(REPO_ROOT, file), "utf8") };
   }
   const input = {
     language: "Solidity",
@@ -69,9 +82,9 @@ function main() {
   // it have no bytecode and the Python side never needs them.
   for (const file of files) {
     const name = path.basename(file, ".sol");
-    const contract = output.contracts[`contracts/${file}`][name];
+    const contract = output.contracts[file][name];
     if (!contract) {
-      throw new Error(`contracts/${file} must define a contract named ${name}`);
+      throw new Error(`${file} must define a contract named ${name}`);
     }
     if (!contract.evm.bytecode.object) {
       continue; // an abstract base (PaidMint): nothing to deploy

@@ -60,6 +60,8 @@ class RpcProxy(Server):
         self.lagging = False
         # eth_sendRawTransaction answers the transaction's hash without forwarding it.
         self.drop_transactions = False
+        # A raw transaction longer than this many bytes is refused as geth refuses one over 128 KiB.
+        self.max_transaction_bytes: int | None = None
         self.calls: collections.Counter[str] = collections.Counter()
         self.requests = 0
         self.refused: collections.Counter[str] = collections.Counter()
@@ -87,7 +89,7 @@ class RpcProxy(Server):
         for name in (
             "max_log_range", "max_batch", "batch_refusal", "rate_limit_every", "rate_limited_until",
             "html_503_every", "unavailable_until", "failing_method", "fail_every", "lagging",
-            "drop_transactions",
+            "drop_transactions", "max_transaction_bytes",
         ):  # fmt: skip
             setattr(self, name, getattr(fresh, name))
 
@@ -197,6 +199,11 @@ class RpcProxy(Server):
             if span is not None and span > self.max_log_range:
                 self.refused["log_range"] += 1
                 return _error(call_id, -32600, f"query exceeds max block range {self.max_log_range}")
+        if method == "eth_sendRawTransaction" and self.max_transaction_bytes is not None and params:
+            size = (len(str(params[0])) - 2) // 2
+            if size > self.max_transaction_bytes:
+                self.refused["oversized"] += 1
+                return _error(call_id, -32000, "oversized data")
         if method == "eth_sendRawTransaction" and self.drop_transactions and params:
             tx_hash = "0x" + keccak(hexstr=params[0]).hex()
             self.dropped.append(tx_hash)

@@ -22,7 +22,8 @@ from pydantic import ValidationError
 from redis import Redis
 from web3 import HTTPProvider, Web3
 
-from devstack.anvil import DEV_ADDRESSES, DEV_KEYS, Anvil
+from devstack.anvil import DEV_KEYS, Anvil
+from devstack.deploy import deploy_dev
 from devstack.ports import free_port
 from devstack.postgres_server import PostgresServer
 from devstack.prometheus_server import PrometheusServer
@@ -32,7 +33,7 @@ from services.confirmer.settings import ConfirmerSettings
 from services.intake.settings import IntakeSettings
 from services.renderer.settings import RendererSettings
 from shared import db
-from shared.deploy import Deployment, deploy_local
+from shared.deploy import Deployment
 
 log = logging.getLogger("mintline.run")
 
@@ -132,13 +133,7 @@ def main() -> None:
             log.info("deploying contracts to %s", rpc_url)
             # Local chain only: anvil's public dev accounts (0 deploys, 1 mints, 2 is the treasury,
             # 3..9 pay).
-            deployment = deploy_local(
-                rpc_url,
-                deployer_key=DEV_KEYS[0],
-                minter_address=DEV_ADDRESSES[1],
-                treasury=DEV_ADDRESSES[2],
-                fund=DEV_ADDRESSES[3:],
-            )
+            deployment = deploy_dev(rpc_url)
             deployment.save(deployment_file)
             asyncio.run(_reset_database(database_url))
             if own_redis:

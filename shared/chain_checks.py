@@ -26,6 +26,9 @@ CHECK_TIMEOUT_SECONDS = 5.0
 class ChainMismatch(Exception):
     """The chain the RPC serves is not the one the deployment describes."""
 
+    # What the service does about it, for its last log line.
+    outcome = "refusing to start"
+
 
 def has_role_call(contract: str, role: bytes, account: str) -> tuple[str, list[object]]:
     data = HAS_ROLE_SELECTOR + role + bytes(12) + bytes.fromhex(account.removeprefix("0x"))

@@ -11,10 +11,8 @@ from typing import Any
 import aiohttp
 import asyncpg
 from redis.asyncio import Redis
-from web3 import AsyncWeb3
 
 from shared import db
-from shared.chain import connect
 from shared.chain_checks import ChainMismatch, check_chain
 from shared.jsonrpc import JsonRpc
 from shared.settings import Settings
@@ -26,8 +24,7 @@ log = logging.getLogger(__name__)
 class Resources:
     pool: asyncpg.Pool
     redis: Redis
-    w3: AsyncWeb3
-    # Raw JSON-RPC for hot read paths, where web3's per-call overhead shows.
+    # JSON-RPC to the chain's endpoints (RPC_URLS): retries, Retry-After, failover.
     rpc: JsonRpc
 
 
@@ -46,17 +43,15 @@ async def resources(
     (shared/chain_checks.py; with `minter`, that wallet must hold the mint contracts' MINTER_ROLE)."""
     pool = await db.create_pool(settings.database_url, max_size=pool_size)
     redis = Redis.from_url(settings.redis_url)
-    w3 = await connect(settings.chain_rpc_url)
     rpc_session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
     try:
-        rpc = JsonRpc(settings.chain_rpc_url, rpc_session, settings.rpc_max_batch)
+        rpc = JsonRpc(settings.chain_rpc_urls, rpc_session, settings.rpc_max_batch)
         await check_chain(rpc, settings.deployment, minter)
-        yield Resources(pool, redis, w3, rpc)
+        yield Resources(pool, redis, rpc)
     finally:
         await rpc_session.close()
         await redis.aclose()
         await pool.close()
-        await w3.provider.disconnect()
 
 
 def run(main: Callable[[asyncio.Event], Coroutine[Any, Any, None]], grace_seconds: float = 10.0) -> None:
@@ -80,6 +75,8 @@ def run(main: Callable[[asyncio.Event], Coroutine[Any, Any, None]], grace_second
 
     try:
         asyncio.run(_runner())
-    except ChainMismatch as exc:
-        log.error("refusing to start: %s", exc)
+    except* ChainMismatch as mismatches:
+        # At start-up, or later (a node refusing the deployment's chain id): raised from a task group too.
+        mismatch = mismatches.exceptions[0]
+        log.error("%s: %s", getattr(mismatch, "outcome", "stopping"), mismatch)
         raise SystemExit(2) from None

@@ -25,6 +25,9 @@ class Settings(BaseSettings):
     redis_url: str = _env("REDIS_URL")
     database_url: str = _env("DATABASE_URL")
     rpc_url: str | None = _env("RPC_URL", None)
+    # Several endpoints, comma-separated (reads fail over in order; raw transactions go to all of
+    # them). Takes precedence over RPC_URL.
+    rpc_urls: str | None = _env("RPC_URLS", None)
     deployment_file: Path = _env("DEPLOYMENT_FILE", Path(".run/deployment.json"))
     namespace: str = _env("MINTLINE_NAMESPACE", "mintline")
     log_level: str = _env("LOG_LEVEL", "INFO")
@@ -40,7 +43,13 @@ class Settings(BaseSettings):
 
     @property
     def chain_rpc_url(self) -> str:
-        return self.rpc_url or self.deployment.rpc_url
+        return self.chain_rpc_urls[0]
+
+    @property
+    def chain_rpc_urls(self) -> list[str]:
+        """RPC_URLS, else RPC_URL, else the deployment file's endpoint."""
+        listed = [url.strip() for url in (self.rpc_urls or "").split(",") if url.strip()]
+        return listed or [self.rpc_url or self.deployment.rpc_url]
 
     @cached_property
     def keys(self) -> Keys:

@@ -14,7 +14,7 @@ async def main(stop: asyncio.Event) -> None:
     settings = BatcherSettings()
     wallet = Account.from_key(settings.private_key.get_secret_value()).address
     async with service.resources(settings, minter=wallet) as res:
-        batcher = Batcher(settings, res.pool, res.redis, res.w3)
+        batcher = Batcher(settings, res.pool, res.redis, res.rpc)
 
         async def health() -> dict:
             # A standby without the lock is healthy; an active batcher that lost it is not. The last

@@ -86,9 +86,9 @@ def gas_limit_for(estimate: int, target: int, cap: int) -> int:
 
 
 class BatchTooLarge(Exception):
-    """The batch needs more gas than one transaction may use: it must be split."""
+    """The batch needs more gas (or bytes) than one transaction may use: it must be split."""
 
-    def __init__(self, needed: int, cap: int) -> None:
-        super().__init__(f"needs {needed} gas; one transaction may use {cap}")
+    def __init__(self, needed: int, cap: int, unit: str = "gas") -> None:
+        super().__init__(f"needs {needed} {unit}; one transaction may use {cap}")
         self.needed = needed
         self.cap = cap

@@ -1,33 +1,34 @@
-"""Broadcasting a stored transaction: send its raw bytes, remember that the node took it, mark its
-batch and requests sent and announce it on tx.sent. A refused broadcast changes nothing stored: the
-batch stays `signed` and is sent again (by the maintenance loop, or as a stuck transaction)."""
+"""Broadcasting a stored transaction: send its raw bytes to every RPC endpoint, remember that a node
+took it, mark its batch and requests sent and announce it on tx.sent. A refusal changes nothing stored
+and is returned classified (send_errors): the caller decides what the batch needs next.
+"""
 
 import logging
 
-import aiohttp
 import asyncpg
 from redis.asyncio import Redis
-from web3 import AsyncWeb3
-from web3.exceptions import TransactionNotFound, Web3Exception
 
 from services.batcher import metrics
+from services.batcher.chain import WalletChain
+from services.batcher.send_errors import Classified, Refusal, classify, decide
 from shared import logs
 from shared.events import TxSent
+from shared.jsonrpc import NodeError, RpcError
 from shared.streams import publish
 
 log = logging.getLogger(__name__)
 
-# Node answers meaning "this transaction (or its nonce) is already there": nothing to resend.
-ALREADY_THERE = ("already known", "already imported", "known transaction", "nonce too low")
 # Accepted hashes remembered; past this the set starts again (the node still answers for the rest).
 MAX_REMEMBERED = 100_000
+# Refusals that still leave the transaction (or its nonce) with the chain: the batch counts as sent.
+OUT_ANYWAY = (Refusal.KNOWN, Refusal.NONCE_USED)
 
 
 class Broadcaster:
     def __init__(
-        self, w3: AsyncWeb3, pool: asyncpg.Pool, redis: Redis, tx_sent_stream: str, stream_maxlen: int
+        self, chain: WalletChain, pool: asyncpg.Pool, redis: Redis, tx_sent_stream: str, stream_maxlen: int
     ) -> None:
-        self.w3 = w3
+        self.chain = chain
         self.pool = pool
         self.redis = redis
         self.tx_sent_stream = tx_sent_stream
@@ -35,23 +36,24 @@ class Broadcaster:
         # Hashes the node took (eth_sendRawTransaction succeeded): only these may be fee-bumped.
         self.taken: set[str] = set()
 
-    async def send(self, batch_id: int, nonce: int, tx_hash: str, raw: bytes) -> bool:
-        """Broadcast one attempt; True once the node has it."""
+    async def send(self, batch_id: int, nonce: int, tx_hash: str, raw: bytes) -> Classified | None:
+        """Broadcast one attempt to every endpoint: None once a node has it, else why not."""
         with logs.bind(batch_id=batch_id, nonce=nonce, tx_hash=tx_hash):
-            try:
-                await self.w3.eth.send_raw_transaction(raw)
-            except (Web3Exception, ValueError) as exc:
-                if not any(text in str(exc).lower() for text in ALREADY_THERE):
-                    metrics.BROADCAST_ERRORS.inc()
-                    log.warning(
-                        "broadcast of batch %d (nonce %d, tx %s) failed: %s", batch_id, nonce, tx_hash, exc
-                    )
-                    return False
-            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-                metrics.BROADCAST_ERRORS.inc()
-                log.warning("broadcast of batch %d (nonce %d) failed: %s", batch_id, nonce, exc)
-                return False
-            self._remember(tx_hash)
+            answers = await self.chain.rpc.send_raw_transaction(raw)
+            verdict = decide([_classified(answer) for answer in answers])
+            if verdict is not None and verdict.refusal not in OUT_ANYWAY:
+                metrics.BROADCAST_ERRORS.labels(verdict.refusal.value).inc()
+                log.warning(
+                    "broadcast of batch %d (nonce %d, tx %s) refused (%s): %s",
+                    batch_id,
+                    nonce,
+                    tx_hash,
+                    verdict.refusal.value,
+                    verdict.message,
+                )
+                return verdict
+            if verdict is None or verdict.refusal is Refusal.KNOWN:
+                self._remember(tx_hash)
             async with self.pool.acquire() as conn, conn.transaction():
                 await conn.execute(
                     "UPDATE batches SET status = 'sent', sent_at = coalesce(sent_at, now())"
@@ -71,16 +73,14 @@ class Broadcaster:
             )
             metrics.BATCHES_SENT.inc()
             log.info("batch %d broadcast: nonce %d, tx %s", batch_id, nonce, tx_hash)
-            return True
+            return verdict
 
     async def accepted(self, tx_hash: str) -> bool:
-        """True when the node took this transaction: it was broadcast without error, or the node
+        """True when a node took this transaction: it was broadcast without error, or the node
         knows its hash (a batcher restarted since)."""
         if tx_hash in self.taken:
             return True
-        try:
-            await self.w3.eth.get_transaction(tx_hash)  # type: ignore[arg-type]
-        except TransactionNotFound:
+        if not await self.chain.knows(tx_hash):
             return False
         self._remember(tx_hash)
         return True
@@ -89,3 +89,12 @@ class Broadcaster:
         if len(self.taken) > MAX_REMEMBERED:
             self.taken.clear()
         self.taken.add(tx_hash)
+
+
+def _classified(answer: object) -> Classified | None:
+    """One endpoint's answer to eth_sendRawTransaction: None for a hash, else the refusal."""
+    if isinstance(answer, NodeError):
+        return classify(answer.message, reached=True)
+    if isinstance(answer, RpcError):
+        return classify(str(answer), reached=False)
+    return None

@@ -11,9 +11,8 @@ from dataclasses import dataclass
 from statistics import median
 from typing import Any
 
-from web3.exceptions import Web3Exception
-
 from shared.backoff import exponential_backoff
+from shared.jsonrpc import NodeError
 
 GWEI = 10**9
 # Nodes (geth, reth, anvil) accept a replacement only when both fee fields rise by at least 10%.
@@ -53,6 +52,11 @@ class Fees:
         tip = max(raised(self.max_priority_fee_per_gas, percent), floor.max_priority_fee_per_gas)
         return Fees(max_fee, min(tip, max_fee))
 
+    @property
+    def fields(self) -> tuple[int, int]:
+        """(max fee per gas, max priority fee per gas), as stored."""
+        return self.max_fee_per_gas, self.max_priority_fee_per_gas
+
     def capped(self, ceiling: int) -> "Fees":
         """These fees, with no field above `ceiling`."""
         max_fee = min(self.max_fee_per_gas, ceiling)
@@ -63,6 +67,22 @@ class Fees:
         return self.max_fee_per_gas >= raised(
             old.max_fee_per_gas, NODE_MIN_BUMP_PERCENT
         ) and self.max_priority_fee_per_gas >= raised(old.max_priority_fee_per_gas, NODE_MIN_BUMP_PERCENT)
+
+
+class WaitingForFunds(RuntimeError):
+    """The wallet cannot pay for a transaction the chain would include: the batch waits for funds."""
+
+
+def within_balance(fees: Fees, gas: int, balance: int, required: int) -> Fees:
+    """`fees` for a transaction of `gas`, lowered so that gas × max fee stays within the wallet's
+    balance (what a node checks before it takes a transaction); WaitingForFunds when even the fee the
+    next block needs (`required`) is more than the balance pays for."""
+    if gas * fees.max_fee_per_gas <= balance:
+        return fees
+    affordable = balance // gas
+    if affordable < required:
+        raise WaitingForFunds(f"{gas} gas at {required} wei costs more than the balance of {balance} wei")
+    return Fees(affordable, min(fees.max_priority_fee_per_gas, affordable), fees.legacy)
 
 
 def raised(value: int, percent: int) -> int:
@@ -124,15 +144,15 @@ def quote_from_history(history: Mapping[str, Any], policy: FeePolicy) -> Quote |
     )
 
 
-async def read_quote(eth: Any, policy: FeePolicy) -> Quote:
-    """The quote for the chain behind `eth` (web3's AsyncEth): EIP-1559 from eth_feeHistory, or the
-    legacy gas price where blocks have no base fee or the node has no eth_feeHistory."""
+async def read_quote(chain: Any, policy: FeePolicy) -> Quote:
+    """The quote for the chain behind `chain` (a batcher WalletChain): EIP-1559 from eth_feeHistory,
+    or the legacy gas price where blocks have no base fee or the node has no eth_feeHistory."""
     try:
-        history = await eth.fee_history(policy.history_blocks, "latest", [policy.tip_percentile])
-        quote = quote_from_history(history, policy)
-    except (Web3Exception, ValueError):
+        history = await chain.fee_history(policy.history_blocks, policy.tip_percentile)
+        quote = quote_from_history(history or {}, policy)
+    except (NodeError, ValueError, TypeError):
         quote = None
-    return quote or quote_from_gas_price(int(await eth.gas_price), policy)
+    return quote or quote_from_gas_price(await chain.gas_price(), policy)
 
 
 def quote_from_gas_price(gas_price: int, policy: FeePolicy) -> Quote:

@@ -7,6 +7,9 @@ Only the batcher's own loop asks the connection whether the lock is still held, 
 time and with a timeout (a dead peer must not hang the check); TCP keepalives let PostgreSQL notice a
 vanished batcher and free the lock. /health reads the last answer (`held`), never the connection:
 two queries at once on one asyncpg connection fail, and a failed check means the lock is lost.
+
+Fencing: every store of a signed batch asks, inside its own transaction, whether the lock's backend
+still holds the lock (`fence`), so a batcher that lost the lock between two checks cannot commit.
 """
 
 import asyncio
@@ -17,6 +20,22 @@ import asyncpg
 from shared.loops import pause
 
 log = logging.getLogger(__name__)
+
+LOCK_KEY = "hashtextextended('batcher:' || $1, 0)"
+# pg_locks shows a bigint advisory key as its high half (classid) and low half (objid), objsubid 1.
+FENCE = f"""
+SELECT EXISTS (
+    SELECT 1 FROM pg_locks
+    WHERE locktype = 'advisory' AND granted AND pid = $2 AND objsubid = 1
+      AND classid = (({LOCK_KEY} >> 32) & 4294967295)::oid
+      AND objid = ({LOCK_KEY} & 4294967295)::oid
+)
+"""
+
+
+class LockLost(RuntimeError):
+    """The wallet lock is gone: another batcher may be active now, so this one must stop."""
+
 
 CHECK_TIMEOUT_SECONDS = 5.0
 # Server-side keepalives on the lock's connection: a batcher that vanished without closing it (a
@@ -32,6 +51,8 @@ class WalletLock:
         self._asking = asyncio.Lock()
         # The last answer of acquire() / still_held(): what /health reports.
         self.held = False
+        # The backend process of the lock's connection, which pg_locks names as the holder.
+        self.backend_pid: int | None = None
 
     async def acquire(self, stop: asyncio.Event, poll_seconds: float = 1.0) -> bool:
         """Wait until this process holds the wallet's lock (True) or `stop` is set (False)."""
@@ -43,11 +64,10 @@ class WalletLock:
                         self.dsn, timeout=CHECK_TIMEOUT_SECONDS, server_settings=KEEPALIVES
                     )
                 got = await self._conn.fetchval(
-                    "SELECT pg_try_advisory_lock(hashtextextended('batcher:' || $1, 0))",
-                    self.wallet,
-                    timeout=CHECK_TIMEOUT_SECONDS,
+                    f"SELECT pg_try_advisory_lock({LOCK_KEY})", self.wallet, timeout=CHECK_TIMEOUT_SECONDS
                 )
                 if got:
+                    self.backend_pid = self._conn.get_server_pid()
                     self.held = True
                     log.info("wallet lock held for %s: this batcher is active", self.wallet)
                     return True
@@ -71,6 +91,13 @@ class WalletLock:
                 held = False
         self.held = held
         return held
+
+    async def fence(self, conn: asyncpg.Connection) -> None:
+        """Raise LockLost unless the lock's backend still holds the lock; call it on `conn` inside the
+        transaction that commits work only the lock holder may do."""
+        if self.backend_pid is None or not await conn.fetchval(FENCE, self.wallet, self.backend_pid):
+            self.held = False
+            raise LockLost(f"the wallet lock for {self.wallet} is no longer held; not committing")
 
     async def release(self) -> None:
         self.held = False

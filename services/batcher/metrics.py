@@ -1,5 +1,7 @@
 from prometheus_client import Counter, Gauge, Histogram
 
+from services.batcher.send_errors import Refusal
+
 BATCHES_SENT = Counter("mintline_batches_sent_total", "batchMint transactions signed and broadcast")
 BATCH_SIZE = Histogram(
     "mintline_batch_size_entries", "Entries per batch", buckets=(1, 5, 10, 25, 50, 100, 200, 300, 500, 1000)
@@ -17,7 +19,24 @@ FEE_CEILING_WAITING = Gauge(
     "1 while batches wait because the chain asks more than BATCHER_MAX_FEE_GWEI",
 )
 MAX_FEE = Gauge("mintline_batcher_max_fee_per_gas_wei", "Max fee per gas (legacy: gas price) offered now")
-BROADCAST_ERRORS = Counter("mintline_broadcast_errors_total", "Failed broadcasts (retried)")
+BROADCAST_ERRORS = Counter(
+    "mintline_broadcast_errors_total",
+    "Broadcasts no endpoint took, by what the node said (services/batcher/send_errors.py)",
+    ["reason"],
+)
+UNSENDABLE = Counter(
+    "mintline_batcher_unsendable_total",
+    "Batches the chain would not take as signed, by reason (fees: re-signed; too_large, rejected: nonce"
+    " filled with a no-op and requests requeued; funds: waiting for funds)",
+    ["reason"],
+)
+NONCE_FILLS = Counter(
+    "mintline_batcher_nonce_fills_total", "No-op self-transfers sent in place of an unsendable batch"
+)
+WAITING_FOR_FUNDS = Gauge(
+    "mintline_batcher_waiting_for_funds",
+    "1 while the wallet cannot pay for the next transaction: batches wait until it is funded",
+)
 EXPIRED_BEFORE_BATCH = Counter(
     "mintline_authorizations_expired_total", "Requests failed because their authorization expired in queue"
 )
@@ -39,3 +58,10 @@ OLDEST_IN_FLIGHT = Gauge(
     "How long the oldest batch signed or sent and not yet confirmed has waited (0 with none)",
     ["wallet"],
 )
+
+# Every reason exported from the start, at 0: a sum over none of them would be no value at all.
+for _refusal in Refusal:
+    if _refusal not in (Refusal.KNOWN, Refusal.NONCE_USED):
+        BROADCAST_ERRORS.labels(_refusal.value)
+    if _refusal not in (Refusal.KNOWN, Refusal.NONCE_USED, Refusal.TRANSIENT):
+        UNSENDABLE.labels(_refusal.value)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from services.batcher import fees as fee_logic
 from services.batcher import metrics
 from services.batcher.fees import Fees
+from services.batcher.store import store_attempt
 from services.batcher.transactions import is_legacy, sign
 from shared.events import Event, TxStuck
 
@@ -31,25 +32,26 @@ class Replacer:
             return
         batch = await batcher.pool.fetchrow(
             "SELECT id, kind, nonce, status, tx_hash, raw_tx, call_data, gas_limit, max_fee_per_gas,"
-            " max_priority_fee_per_gas, attempts, (SELECT extract(epoch FROM now() - max(t.created_at))"
-            " FROM batch_transactions t WHERE t.batch_id = b.id)::float8 AS since_last"
+            " max_priority_fee_per_gas, attempts, fill_reason,"
+            " (SELECT extract(epoch FROM now() - max(t.created_at)) FROM batch_transactions t"
+            " WHERE t.batch_id = b.id)::float8 AS since_last"
             " FROM batches b WHERE id = $1 AND wallet = $2",
             event.batch_id,
             batcher.wallet,
         )
         if batch is None or batch["status"] not in ("signed", "sent") or batch["tx_hash"] != event.tx_hash:
             return  # confirmed, or already bumped since this report
-        if await batcher.w3.eth.get_transaction_count(batcher.wallet, "latest") > batch["nonce"]:
+        if await batcher.chain.nonce("latest") > batch["nonce"]:
             return  # the nonce is mined: the confirmer will find which attempt
         raw = bytes(batch["raw_tx"])
         if not await batcher.broadcaster.accepted(batch["tx_hash"]):
             metrics.FEE_BUMPS_REFUSED.labels("not_accepted").inc()
-            await batcher.broadcaster.send(batch["id"], batch["nonce"], batch["tx_hash"], raw)
+            await batcher.dispatch(batch["id"], batch["nonce"], batch["tx_hash"], raw)
             return
         old = Fees(int(batch["max_fee_per_gas"]), int(batch["max_priority_fee_per_gas"]), is_legacy(raw))
         plan = fee_logic.plan_replacement(
             old,
-            await batcher.current_fees(),
+            await batcher.spending.fees(batcher.tuning),
             percent=batcher.tuning.fee_bump_percent,
             ceiling=int(batcher.tuning.max_fee_gwei * fee_logic.GWEI),
             bumps_done=batch["attempts"] - 1,
@@ -66,30 +68,15 @@ class Replacer:
             batcher.account,
             chain_id=batcher.deployment.chain_id,
             nonce=batch["nonce"],
-            to=batcher.contracts[batch["kind"]],
+            # A nonce filled with a no-op (unsendable.py) stays a no-op: to the wallet itself.
+            to=batcher.wallet if batch["fill_reason"] else batcher.contracts[batch["kind"]],
             data=bytes(batch["call_data"]),
             gas=batch["gas_limit"],
             fees=fees,
         )
         async with batcher.pool.acquire() as conn, conn.transaction():
-            await conn.execute(
-                "INSERT INTO batch_transactions (tx_hash, batch_id, raw_tx, max_fee_per_gas,"
-                " max_priority_fee_per_gas) VALUES ($1, $2, $3, $4, $5)",
-                signed.tx_hash,
-                batch["id"],
-                signed.raw,
-                fees.max_fee_per_gas,
-                fees.max_priority_fee_per_gas,
-            )
-            await conn.execute(
-                "UPDATE batches SET tx_hash = $2, raw_tx = $3, max_fee_per_gas = $4,"
-                " max_priority_fee_per_gas = $5, attempts = attempts + 1 WHERE id = $1",
-                batch["id"],
-                signed.tx_hash,
-                signed.raw,
-                fees.max_fee_per_gas,
-                fees.max_priority_fee_per_gas,
-            )
+            await store_attempt(conn, batch["id"], signed, fees)
+            await batcher.lock.fence(conn)
         metrics.FEE_BUMPS.inc()
         log.info(
             "batch %d fee bump: nonce %d, max fee %d -> %d, tx %s",
@@ -100,4 +87,4 @@ class Replacer:
             signed.tx_hash,
             extra={"batch_id": batch["id"], "nonce": batch["nonce"], "tx_hash": signed.tx_hash},
         )
-        await batcher.broadcaster.send(batch["id"], batch["nonce"], signed.tx_hash, signed.raw)
+        await batcher.dispatch(batch["id"], batch["nonce"], signed.tx_hash, signed.raw)

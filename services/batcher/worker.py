@@ -1,9 +1,10 @@
 """The batcher loop: read mint.requested, close batches, store signed transactions, broadcast.
 
 Order of effects for one batch (invariant 3): claim the rows and store the signed raw transaction
-with its nonce in one PostgreSQL transaction, then ack the stream entries, then broadcast. A crash
-anywhere leaves either nothing (the entries are redelivered) or a stored transaction that the next
-active batcher rebroadcasts with the same nonce.
+with its nonce in one PostgreSQL transaction (store.py), then ack the stream entries, then broadcast
+(broadcast.py). A crash anywhere leaves either nothing (the entries are redelivered) or a stored
+transaction that the next active batcher rebroadcasts with the same nonce. A refused broadcast is
+resolved by what the node said (send_errors.py, unsendable.py), never retried blindly forever.
 """
 
 import asyncio
@@ -12,71 +13,60 @@ import os
 import socket
 import time
 
-import aiohttp
 import asyncpg
 from eth_account import Account
 from redis.asyncio import Redis
-from web3 import AsyncWeb3
-from web3.exceptions import Web3Exception
 
-from services.batcher import fees as fee_logic
-from services.batcher import metrics, wallet_health
+from services.batcher import metrics, nonces, wallet_health
 from services.batcher.batching import (
     BatchTooLarge,
     PendingBuffer,
     Waiting,
     batch_gas_target,
     entries_per_batch,
-    gas_limit_for,
 )
 from services.batcher.broadcast import Broadcaster
-from services.batcher.fees import FeesAboveCeiling, Quote
-from services.batcher.lock import WalletLock
+from services.batcher.chain import WalletChain
+from services.batcher.fees import FeesAboveCeiling, WaitingForFunds
+from services.batcher.lock import LockLost, WalletLock
 from services.batcher.replacement import Replacer
+from services.batcher.send_errors import Refusal
 from services.batcher.settings import TUNABLE, BatcherSettings
-from services.batcher.transactions import encode_batch_mint, mint_entry, sign
+from services.batcher.spending import Spending
+from services.batcher.store import BatchStore
+from services.batcher.unsendable import Misconfigured, Unsendable
 from shared import keys
 from shared.backoff import exponential_backoff
-from shared.events import MintFailed, MintRequested
+from shared.events import MintRequested
+from shared.jsonrpc import JsonRpc, RpcError
 from shared.loops import pause
 from shared.overrides import with_overrides
-from shared.streams import Consumer, Message, publish_many
+from shared.streams import Consumer, Message
 
 log = logging.getLogger(__name__)
 
-CLAIM = """
-UPDATE mint_requests SET status = 'batched', batch_id = $1, updated_at = now()
-WHERE id = ANY($2::uuid[]) AND status = 'pending'
-RETURNING id, kind, payer_address, payment_id, authorization_data, payment_settled, valid_before, token_uri
-"""
-FAIL_EXPIRED = """
-UPDATE mint_requests
-SET status = 'failed', batch_id = NULL, error_message = $2, processed_at = now(), updated_at = now()
-WHERE id = ANY($1::uuid[])
-"""
-
-
-class LockLost(RuntimeError):
-    """The wallet lock's connection died: another batcher may be active now, so this one must stop."""
+# What a store or a chain read may raise when PostgreSQL or the node is briefly away.
+UNAVAILABLE = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, RpcError, TimeoutError)
 
 
 class Batcher:
-    def __init__(self, settings: BatcherSettings, pool: asyncpg.Pool, redis: Redis, w3: AsyncWeb3) -> None:
+    def __init__(self, settings: BatcherSettings, pool: asyncpg.Pool, redis: Redis, rpc: JsonRpc) -> None:
         self.settings = settings
         self.tuning = settings
         self.pool = pool
         self.redis = redis
-        self.w3 = w3
         self.account = Account.from_key(settings.private_key.get_secret_value())
         self.wallet = self.account.address
+        self.chain = WalletChain(rpc, self.wallet)
         self.deployment = settings.deployment
         # Each kind of request is minted by its own contract, on the one nonce sequence of the wallet.
         self.contracts = {"token": self.deployment.token, "nft": self.deployment.nft}
         names = settings.keys
         consumer = f"batcher-{socket.gethostname()}-{os.getpid()}"
+        self.requested_stream = names.stream(keys.MINT_REQUESTED)
         self.requests = Consumer(
             redis,
-            names.stream(keys.MINT_REQUESTED),
+            self.requested_stream,
             keys.BATCHER,
             consumer,
             dead_stream=names.dead(keys.MINT_REQUESTED),
@@ -85,7 +75,6 @@ class Batcher:
         self.stuck = Consumer(
             redis, names.stream(keys.TX_STUCK), keys.BATCHER, consumer, dead_stream=names.dead(keys.TX_STUCK)
         )
-        self.tx_sent_stream = names.stream(keys.TX_SENT)
         self.failed_stream = names.stream(keys.MINT_FAILED)
         self.buffer = PendingBuffer()
         self.lock = WalletLock(settings.database_url, self.wallet)
@@ -98,10 +87,13 @@ class Batcher:
         self.gas_target = settings.max_tx_gas
         # Entries per batch of a kind, learnt when a batch needed more gas than a transaction may use.
         self.entry_caps: dict[str, int] = {}
-        self._fees: tuple[float, Quote] | None = None
-        self.waiting_for_fees = False
-        self.broadcaster = Broadcaster(w3, pool, redis, self.tx_sent_stream, settings.stream_maxlen)
+        self.spending = Spending(self.chain)
+        self.broadcaster = Broadcaster(
+            self.chain, pool, redis, names.stream(keys.TX_SENT), settings.stream_maxlen
+        )
+        self.store = BatchStore(self)
         self.replacer = Replacer(self)
+        self.unsendable = Unsendable(self)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Wait for the wallet lock (standby), recover, then batch until `stop`."""
@@ -129,7 +121,7 @@ class Batcher:
             try:
                 await self.recover()
                 return True
-            except (OSError, asyncpg.PostgresError, Web3Exception, aiohttp.ClientError, TimeoutError) as exc:
+            except UNAVAILABLE as exc:
                 attempt += 1
                 delay = exponential_backoff(attempt, 0.5, 10)
                 log.warning("batcher recovery failed (%s); retrying in %.1f s", exc, delay)
@@ -141,36 +133,36 @@ class Batcher:
         await self.requests.start()
         await self.stuck.start()
         await self._read_chain_limits()
-        chain_nonce = await self.w3.eth.get_transaction_count(self.wallet, "pending")
-        stored = await self.pool.fetchval("SELECT max(nonce) FROM batches WHERE wallet = $1", self.wallet)
-        self.next_nonce = max(chain_nonce, -1 if stored is None else stored + 1)
-        metrics.NEXT_NONCE.set(self.next_nonce)
+        await self.resync_nonce()
         open_batches = await self.pool.fetch(
             "SELECT id, nonce, tx_hash, raw_tx FROM batches"
             " WHERE wallet = $1 AND status IN ('signed', 'sent') ORDER BY nonce",
             self.wallet,
         )
         for batch in open_batches:
-            await self.broadcaster.send(batch["id"], batch["nonce"], batch["tx_hash"], batch["raw_tx"])
+            await self.dispatch(batch["id"], batch["nonce"], batch["tx_hash"], bytes(batch["raw_tx"]))
         # This batcher is the only active consumer now: whatever the group delivered and nobody
         # acked (a dead batcher's buffer) is ours.
         messages = await self.requests.claim_stale(count=500, min_idle_ms=0)
         await self._buffer_messages(messages)
         log.info(
-            "batcher active for %s: next nonce %d (chain %d), rebroadcast %d, reclaimed %d entries",
+            "batcher active for %s: next nonce %d, rebroadcast %d, reclaimed %d entries",
             self.wallet,
             self.next_nonce,
-            chain_nonce,
             len(open_batches),
             len(messages),
         )
+
+    async def resync_nonce(self) -> None:
+        self.next_nonce = await nonces.next_nonce(self.chain, self.pool, self.wallet)
+        metrics.NEXT_NONCE.set(self.next_nonce)
 
     async def _batch_loop(self, stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
         while not stop.is_set():
             try:
                 await self._batch_step(loop)
-            except (LockLost, asyncio.CancelledError):
+            except (LockLost, Misconfigured, asyncio.CancelledError):
                 raise
             except Exception:
                 log.exception("batch loop step failed; going on")
@@ -181,17 +173,17 @@ class Batcher:
         budget = min(tuning.gas_budget, self.gas_target)
         sizes = {
             kind: min(
-                entries_per_batch(tuning.batch_size, budget, self._gas_per_entry(kind)),
+                entries_per_batch(tuning.batch_size, budget, self.gas_per_entry(kind)),
                 self.entry_caps.get(kind, tuning.batch_size),
             )
             for kind in self.contracts
         }
         window = tuning.batch_window_seconds
         if self.buffer.is_due(loop.time(), sizes, window):
-            if self.in_flight < tuning.max_in_flight:
+            if self.in_flight < tuning.max_in_flight and not self.spending.waiting_for_funds:
                 await self._send_batch(self.buffer.take(sizes))
                 return
-            await asyncio.sleep(0.1)  # wait for confirmations to free a slot
+            await asyncio.sleep(0.1)  # wait for confirmations (or funds) to free a slot
             await self._count_in_flight()
             if len(self.buffer) >= tuning.buffer_limit:
                 return
@@ -205,16 +197,20 @@ class Batcher:
         await self._buffer_messages(messages)
 
     async def _read_chain_limits(self) -> None:
-        block = await self.w3.eth.get_block("latest")
-        self.block_gas_limit = int(block["gasLimit"])
+        self.block_gas_limit = await self.chain.block_gas_limit()
         self.gas_target = batch_gas_target(self.block_gas_limit, self.settings.max_tx_gas)
 
     @property
     def tx_gas_cap(self) -> int:
         return min(self.settings.max_tx_gas, self.block_gas_limit)
 
-    def _gas_per_entry(self, kind: str) -> int:
+    def gas_per_entry(self, kind: str) -> int:
         return self.tuning.nft_gas_per_entry if kind == "nft" else self.tuning.gas_per_entry
+
+    def cap_entries(self, kind: str, entries: int) -> None:
+        """Later batches of `kind` carry at most `entries` (learnt from a batch the chain refused)."""
+        self.entry_caps[kind] = min(entries, self.entry_caps.get(kind, entries))
+        log.warning("batches of %s carry at most %d entries from now on", kind, self.entry_caps[kind])
 
     async def _buffer_messages(self, messages: list[Message]) -> None:
         now = asyncio.get_running_loop().time()
@@ -227,37 +223,35 @@ class Batcher:
 
     async def _send_batch(self, chosen: list[Waiting]) -> None:
         try:
-            if not await self._fees_affordable():
+            if not await self.spending.fees_affordable(self.tuning):
                 # The chain asks more than the fee ceiling: keep the requests and wait.
                 self._keep(chosen)
                 await asyncio.sleep(1)
                 return
-            batch = await self._store_batch(chosen)
+            batch = await self.store.store(chosen)
         except BatchTooLarge as exc:
             # Nothing was committed; later batches of this kind carry fewer entries, in proportion.
-            kind = chosen[0].kind
-            self.entry_caps[kind] = max(1, len(chosen) * self.gas_target // exc.needed * 9 // 10)
-            log.warning(
-                "a batch of %d %s entries %s: batches of %d from now on",
-                len(chosen),
-                kind,
-                exc,
-                self.entry_caps[kind],
-            )
+            self.cap_entries(chosen[0].kind, max(1, len(chosen) * exc.cap // exc.needed * 9 // 10))
             self._keep(chosen)
             return
         except FeesAboveCeiling:
             self._keep(chosen)
             return
-        except (OSError, asyncpg.PostgresError, Web3Exception, aiohttp.ClientError, TimeoutError):
-            # Nothing was committed: keep the requests for the next attempt.
+        except WaitingForFunds as exc:
+            self.spending.wait_for_funds(str(exc))
+            self._keep(chosen)
+            return
+        except UNAVAILABLE:
+            # Nothing was committed: keep the requests, and read the nonce again (the failure may
+            # have come after signing, or from a nonce another batch already holds).
             log.exception("could not store a batch of %d; retrying", len(chosen))
             self._keep(chosen)
             await asyncio.sleep(1)
+            await self._resync_quietly()
             return
         await self.requests.ack([entry for waiting in chosen for entry in waiting.entry_ids])
         if batch is not None:
-            await self.broadcaster.send(*batch)
+            await self.dispatch(*batch)
 
     def _keep(self, chosen: list[Waiting]) -> None:
         """Put requests taken for a batch that was not stored back into the buffer."""
@@ -266,135 +260,23 @@ class Batcher:
             for entry_id in waiting.entry_ids:
                 self.buffer.add(waiting.request_id, waiting.kind, waiting.valid_before, entry_id, now)
 
-    async def _store_batch(self, chosen: list[Waiting]) -> tuple[int, int, str, bytes] | None:
-        """Claim the rows and store the signed transaction; returns (batch id, nonce, hash, raw)."""
-        order = {waiting.request_id: position for position, waiting in enumerate(chosen)}
-        cutoff = int(time.time()) + self.tuning.expiry_margin_seconds
-        async with self.pool.acquire() as conn, conn.transaction():
-            batch_id = await conn.fetchval("SELECT nextval('batches_id_seq')")
-            rows = await conn.fetch(CLAIM, batch_id, list(order))
-            expired = [
-                r["id"]
-                for r in rows
-                if r["valid_before"] is not None and r["valid_before"] <= cutoff and not r["payment_settled"]
-            ]
-            if expired:
-                await conn.execute(FAIL_EXPIRED, expired, "authorization expired before it could be sent")
-            live = sorted((r for r in rows if r["id"] not in expired), key=lambda r: order[str(r["id"])])
-            if live:
-                signed_batch = await self._sign_batch(conn, batch_id, live)
-        if expired:
-            metrics.EXPIRED_BEFORE_BATCH.inc(len(expired))
-            await publish_many(
-                self.redis,
-                self.failed_stream,
-                [
-                    MintFailed(request_id=str(i), reason="authorization expired before it could be sent")
-                    for i in expired
-                ],
-                self.settings.stream_maxlen,
-            )
-        if not live:
-            return None
-        self.next_nonce += 1
-        self.in_flight += 1
-        metrics.NEXT_NONCE.set(self.next_nonce)
-        metrics.BATCH_SIZE.observe(len(live))
-        return signed_batch
+    async def dispatch(self, batch_id: int, nonce: int, tx_hash: str, raw: bytes) -> None:
+        """Broadcast a stored transaction and act on what the node said."""
+        verdict = await self.broadcaster.send(batch_id, nonce, tx_hash, raw)
+        if verdict is None or verdict.refusal is Refusal.KNOWN:
+            self.unsendable.forget(batch_id)
+            self.spending.funds_back()
+        elif verdict.refusal is Refusal.NONCE_USED:
+            # Mined already (the confirmer finds by which transaction); our next nonce may be stale.
+            await self._resync_quietly()
+        elif verdict.refusal is not Refusal.TRANSIENT:
+            await self.unsendable.resolve(batch_id, verdict)
 
-    async def _sign_batch(
-        self, conn: asyncpg.Connection, batch_id: int, rows: list
-    ) -> tuple[int, int, str, bytes]:
-        kind = rows[0]["kind"]
-        data = encode_batch_mint(kind, [mint_entry(r) for r in rows])
-        gas = await self._gas_limit(kind, data, len(rows))
-        quote = await self.current_fees()
-        if not quote.affordable:
-            raise FeesAboveCeiling(f"the chain asks {quote.required} wei per gas")
-        fees = quote.fees
-        nonce = self.next_nonce
-        signed = sign(
-            self.account,
-            chain_id=self.deployment.chain_id,
-            nonce=nonce,
-            to=self.contracts[kind],
-            data=data,
-            gas=gas,
-            fees=fees,
-        )
-        await conn.execute(
-            "INSERT INTO batches (id, wallet, nonce, kind, status, request_ids, tx_hash, raw_tx, call_data,"
-            " gas_limit, max_fee_per_gas, max_priority_fee_per_gas)"
-            " VALUES ($1, $2, $3, $4, 'signed', $5, $6, $7, $8, $9, $10, $11)",
-            batch_id,
-            self.wallet,
-            nonce,
-            kind,
-            [r["id"] for r in rows],
-            signed.tx_hash,
-            signed.raw,
-            data,
-            gas,
-            fees.max_fee_per_gas,
-            fees.max_priority_fee_per_gas,
-        )
-        await conn.execute(
-            "INSERT INTO batch_transactions (tx_hash, batch_id, raw_tx, max_fee_per_gas,"
-            " max_priority_fee_per_gas) VALUES ($1, $2, $3, $4, $5)",
-            signed.tx_hash,
-            batch_id,
-            signed.raw,
-            fees.max_fee_per_gas,
-            fees.max_priority_fee_per_gas,
-        )
-        log.info(
-            "batch %d signed: nonce %d, %d %s entries, gas %d, tx %s",
-            batch_id,
-            nonce,
-            len(rows),
-            kind,
-            gas,
-            signed.tx_hash,
-            extra={"batch_id": batch_id, "nonce": nonce, "tx_hash": signed.tx_hash},
-        )
-        return batch_id, nonce, signed.tx_hash, signed.raw
-
-    async def _gas_limit(self, kind: str, data: bytes, entries: int) -> int:
+    async def _resync_quietly(self) -> None:
         try:
-            estimate = await self.w3.eth.estimate_gas(
-                {"from": self.wallet, "to": self.contracts[kind], "data": data}
-            )
-        except (Web3Exception, ValueError) as exc:
-            # Sent anyway with a formula limit: if it reverts, the confirmer retries its requests.
-            log.warning("gas estimate failed for %d entries (%s); using the per-entry budget", entries, exc)
-            return min(self.gas_target, 100_000 + 2 * entries * self._gas_per_entry(kind))
-        return gas_limit_for(estimate, self.gas_target, self.tx_gas_cap)
-
-    async def current_fees(self) -> Quote:
-        """What a new transaction offers now: EIP-1559 fees from eth_feeHistory, or the legacy gas
-        price where the chain has no base fee or no eth_feeHistory."""
-        now = time.monotonic()
-        if self._fees is None or now - self._fees[0] > 0.5:
-            quote = await fee_logic.read_quote(self.w3.eth, fee_logic.FeePolicy.from_settings(self.tuning))
-            if quote.clamped:
-                metrics.FEES_CLAMPED.inc()
-            metrics.MAX_FEE.set(quote.fees.max_fee_per_gas)
-            self._fees = (now, quote)
-        return self._fees[1]
-
-    async def _fees_affordable(self) -> bool:
-        quote = await self.current_fees()
-        waiting = not quote.affordable
-        if waiting != self.waiting_for_fees:
-            self.waiting_for_fees = waiting
-            log.warning(
-                "fee ceiling %s: the next block needs %d wei per gas, the most offered is %d",
-                "reached, batches wait" if waiting else "clear again, batches go",
-                quote.required,
-                quote.fees.max_fee_per_gas,
-            )
-        metrics.FEE_CEILING_WAITING.set(int(waiting))
-        return not waiting
+            await self.resync_nonce()
+        except UNAVAILABLE as exc:
+            log.warning("could not read the nonce again (%s); the next store tries once more", exc)
 
     async def _count_in_flight(self) -> None:
         self.in_flight = await self.pool.fetchval(
@@ -423,10 +305,12 @@ class Batcher:
                     self.settings.rebroadcast_after_seconds,
                 )
                 for batch in unsent:
-                    await self.broadcaster.send(
-                        batch["id"], batch["nonce"], batch["tx_hash"], batch["raw_tx"]
-                    )
-                await wallet_health.observe(self.w3, self.pool, self.wallet, lambda: self.next_nonce)
+                    await self.dispatch(batch["id"], batch["nonce"], batch["tx_hash"], bytes(batch["raw_tx"]))
+                balance = await wallet_health.observe(self.chain, self.pool, lambda: self.next_nonce)
+                if balance is not None and not unsent:
+                    self.spending.observed_balance(balance)
+            except (LockLost, Misconfigured):
+                raise
             except Exception:
                 log.exception("batcher maintenance failed; going on")
             await pause(stop, 1.0)

@@ -20,7 +20,7 @@ from services.intake.orders import CustomBody, GaslessBody, X402Body, read_body
 from services.intake.paywall import payment_header
 from services.intake.resources import NFT_PAYWALL, POOL, REDIS, SETTINGS, THROUGHPUT
 from services.intake.schemas import RenderAccepted, RenderJob
-from services.renderer import jobs
+from shared import render_jobs
 from shared.render_settings import RenderSettings
 
 
@@ -114,12 +114,12 @@ async def get_job(request: web.Request) -> web.Response:
     except ValueError:
         raise BadRequest("invalid_job_id", "jobId must be a UUID") from None
     app = request.app
-    cache = jobs.JobCache(app[REDIS], app[SETTINGS].keys, {})
+    cache = render_jobs.JobCache(app[REDIS], app[SETTINGS].keys, {})
     job = await cache.get(job_id)
     # A completed render is still waiting for its mint: that part is in PostgreSQL.
     if job is None or (job["status"] == "completed" and job["mintTxHash"] is None):
-        row = await jobs.load(app[POOL], job_id)
+        row = await render_jobs.load(app[POOL], job_id)
         if row is None:
             raise ApiError("not_found", f"no render job {job_id}", 404)
-        job = jobs.job_json(row)
+        job = render_jobs.job_json(row)
     return web.json_response(RenderJob.model_validate(job).model_dump(mode="json", by_alias=True))

@@ -64,7 +64,7 @@ async def open_resources(app: web.Application) -> AsyncIterator[None]:
 
         app[POOL] = pool
         app[REDIS] = redis
-        rpc = JsonRpc(settings.chain_rpc_url, rpc_session, settings.rpc_max_batch)
+        rpc = JsonRpc(settings.chain_rpc_urls, rpc_session, settings.rpc_max_batch)
         # A definite mismatch stops start-up (ChainMismatch); a node that is down only means 503s.
         await check_chain(rpc, settings.deployment)
         app[CHAIN] = ChainReader(rpc, app[TERMS].usdc)

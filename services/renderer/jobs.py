@@ -1,27 +1,19 @@
-"""Render job state: PostgreSQL is the record (render_jobs, one row per NFT request), Redis keeps the
-latest status of recent jobs for fast reads (the last `keep_completed` completed and `keep_failed`
-failed ones).
+"""Render job state changes: PostgreSQL is the record (render_jobs, one row per NFT request); reading a
+job, its status JSON and the Redis cache of recent jobs live in shared/render_jobs.py, which intake
+reads too.
 
 A job is leased to one renderer at a time (`leased_by` / `lease_until`, renewed while it runs), so a
 duplicate stream entry never runs a job twice at once, and a job whose renderer died is taken over
 once its lease runs out.
 """
 
-import json
-import time
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
-from redis.asyncio import Redis
 
-from shared.keys import Keys
+from shared.render_jobs import JOB_COLUMNS
 
-JOB_COLUMNS = """
-j.request_id, j.settings, j.status, j.progress, j.attempts, j.image_cid, j.image_url, j.metadata_cid,
-j.metadata_url, j.error, m.payer_address, m.valid_before, m.status AS mint_status, m.token_id, m.mint_tx_hash,
-m.error_message AS mint_error
-"""
 CLAIM = f"""
 WITH claimed AS (
     UPDATE render_jobs SET status = 'active', attempts = attempts + 1, leased_by = $2,
@@ -140,70 +132,3 @@ async def fail(pool: asyncpg.Pool, job_id: str, error: str) -> bool:
                 f"render failed: {error}",
             )
     return bool(done)
-
-
-async def load(pool: asyncpg.Pool, job_id: str) -> dict[str, Any] | None:
-    row = await pool.fetchrow(
-        f"SELECT {JOB_COLUMNS} FROM render_jobs j JOIN mint_requests m ON m.id = j.request_id"
-        " WHERE j.request_id = $1",
-        job_id,
-    )
-    return None if row is None else dict(row)
-
-
-def job_json(job: dict[str, Any]) -> dict[str, Any]:
-    """The job as GET /nft/job shows it. A render that completed but whose mint failed is failed."""
-    status, error = job["status"], job["error"]
-    if status == "completed" and job["mint_status"] == "failed":
-        status, error = "failed", job["mint_error"]
-    return {
-        "jobId": str(job["request_id"]),
-        "status": status,
-        "progress": job["progress"],
-        "attempts": job["attempts"],
-        "imageUrl": job["image_url"],
-        "imageCid": job["image_cid"],
-        "metadataUrl": job["metadata_url"],
-        "metadataCid": job["metadata_cid"],
-        "mintStatus": job["mint_status"],
-        "tokenId": None if job["token_id"] is None else int(job["token_id"]),
-        "mintTxHash": job["mint_tx_hash"],
-        "error": error,
-    }
-
-
-class JobCache:
-    """The latest status of recent jobs in Redis; finished jobs beyond the keep limits are dropped."""
-
-    def __init__(self, redis: Redis, names: Keys, keep: dict[str, int], ttl_seconds: int = 86_400) -> None:
-        self.redis = redis
-        self.names = names
-        self.keep = keep  # final status -> how many to keep
-        self.ttl_seconds = ttl_seconds
-
-    async def put(self, job: dict[str, Any]) -> None:
-        body = job_json(job)
-        key = self.names.render_job(body["jobId"])
-        final = job["status"] if job["status"] in self.keep else None
-        async with self.redis.pipeline(transaction=True) as pipe:
-            # Jobs still running expire on their own should their renderer vanish.
-            pipe.set(key, json.dumps(body), ex=None if final else self.ttl_seconds)
-            if final:
-                pipe.zadd(self.names.render_finished(final), {body["jobId"]: time.time()})
-            await pipe.execute()
-        if final:
-            await self._trim(final)
-
-    async def get(self, job_id: str) -> dict[str, Any] | None:
-        raw = await self.redis.get(self.names.render_job(job_id))
-        return None if raw is None else json.loads(raw)
-
-    async def _trim(self, status: str) -> None:
-        finished = self.names.render_finished(status)
-        dropped: list[bytes] = await self.redis.zrange(finished, 0, -(self.keep[status] + 1))  # type: ignore[assignment]
-        if dropped:
-            ids = [i.decode() for i in dropped]
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.delete(*(self.names.render_job(i) for i in ids))
-                pipe.zrem(finished, *ids)
-                await pipe.execute()

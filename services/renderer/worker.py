@@ -19,15 +19,15 @@ from pydantic import ValidationError
 from redis.asyncio import Redis
 
 from services.renderer import jobs, metrics
-from services.renderer.jobs import JobCache
 from services.renderer.metadata import nft_metadata
 from services.renderer.pinning import Pinner
 from services.renderer.sandbox import Sandbox
 from services.renderer.settings import RendererSettings
-from shared import keys, logs
+from shared import keys, logs, render_jobs
 from shared.backoff import exponential_backoff
 from shared.events import MintFailed, MintRequested, RenderRequested
 from shared.loops import every, pause
+from shared.render_jobs import JobCache
 from shared.render_settings import RenderSettings
 from shared.streams import Consumer, Message, publish
 
@@ -251,7 +251,7 @@ class RenderWorker:
         await self.requests.reject(message, f"render failed after {attempts} attempts: {error}")
 
     async def _cache(self, job_id: str) -> None:
-        job = await jobs.load(self.pool, job_id)
+        job = await render_jobs.load(self.pool, job_id)
         if job is not None:
             await self.cache.put(job)
 

@@ -20,13 +20,14 @@ from eth_account.signers.local import LocalAccount
 from redis.asyncio import Redis
 from web3 import HTTPProvider, Web3
 
-from devstack.anvil import DEV_ADDRESSES, DEV_KEYS, Anvil
+from devstack.anvil import DEV_KEYS, Anvil
+from devstack.deploy import FUND_CHUNK, deploy_dev
 from devstack.ports import free_port
 from devstack.postgres_server import PostgresServer
 from devstack.process import log_tail, stop_process
 from devstack.redis_server import RedisServer
 from shared import db
-from shared.deploy import FUND_CHUNK, Deployment, deploy_local, load_artifact
+from shared.deploy import Deployment, load_artifact
 from tests.support.browser import ARTIFACTS, CHROMIUM
 from tests.support.intake import Intake, running_intake, wait_healthy
 
@@ -70,13 +71,7 @@ def deployment(anvil: Anvil) -> Deployment:
     Public anvil dev accounts: 0 deploys (and is admin), 1 is the minter, 2 the treasury, and 3..9
     hold mock USDC to pay with.
     """
-    return deploy_local(
-        anvil.rpc_url,
-        deployer_key=DEV_KEYS[0],
-        minter_address=DEV_ADDRESSES[1],
-        treasury=DEV_ADDRESSES[2],
-        fund=DEV_ADDRESSES[3:],
-    )
+    return deploy_dev(anvil.rpc_url)
 
 
 @pytest.fixture

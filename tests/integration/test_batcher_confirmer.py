@@ -15,6 +15,7 @@ from shared.deploy import Deployment, load_artifact
 from shared.events import MintRequested
 from shared.keys import Keys
 from shared.streams import publish_many
+from tests.support.batcher import in_process_batcher
 from tests.support.payments import send_signed, settle_directly, sign_authorization, usdc_contract
 
 
@@ -123,19 +124,12 @@ async def test_signed_but_never_broadcast_batch_is_rebroadcast_by_the_next_batch
     env, services, pg_pool, redis_client, deployment, fund_payers, anvil
 ):
     from services.batcher.batching import Waiting
-    from services.batcher.settings import BatcherSettings
-    from services.batcher.worker import Batcher
-    from shared.chain import connect
 
     payers = fund_payers(4)
     ids = await enqueue(pg_pool, redis_client, env["MINTLINE_NAMESPACE"], deployment, payers, publish=False)
-    settings = BatcherSettings()
-    w3 = await connect(settings.chain_rpc_url)
-    crashed = Batcher(settings, pg_pool, redis_client, w3)
-    crashed.next_nonce = await w3.eth.get_transaction_count(crashed.wallet, "pending")
-    # Store the signed transaction, then "crash" before broadcasting it.
-    stored = await crashed._store_batch([Waiting(i, "token", 2**62, 0.0) for i in ids])
-    await w3.provider.disconnect()
+    async with in_process_batcher(pg_pool, redis_client) as crashed:
+        # Store the signed transaction, then "crash" before broadcasting it.
+        stored = await crashed.store.store([Waiting(i, "token", 2**62, 0.0) for i in ids])
     assert stored is not None
     batch_id, nonce, tx_hash, _ = stored
     assert await pg_pool.fetchval("SELECT status FROM batches WHERE id = $1", batch_id) == "signed"

@@ -1,7 +1,7 @@
-"""The admin CLI (`mintline`, shared/cli.py) against real PostgreSQL and Redis.
+"""The admin CLI (`mintline`, admin/cli.py) against real PostgreSQL and Redis.
 
 Most tests call `main([...])` in-process (in a worker thread: it runs its own event loop) and read
-what it printed; one runs `python -m shared.cli status` as a process, as an operator would.
+what it printed; one runs `python -m admin status` as a process, as an operator would.
 """
 
 import asyncio
@@ -22,13 +22,13 @@ import asyncpg
 import pytest
 from redis.asyncio import Redis
 
+from admin.cli import main
 from devstack.anvil import Anvil
 from devstack.ports import free_port
 from devstack.redis_server import RedisServer
 from services.confirmer.settings import TUNABLE, ConfirmerSettings
 from services.intake.payments import payment_id as authorization_payment_id
 from shared import keys
-from shared.cli import main
 from shared.events import FIELD, decode
 from shared.keys import Keys
 from shared.overrides import with_overrides
@@ -211,7 +211,7 @@ async def test_status_reports_what_the_database_and_redis_hold(
 def test_status_as_a_process_tolerates_an_unreachable_chain(cli_env: dict[str, str]) -> None:
     env = {**os.environ, **cli_env, "RPC_URL": f"http://127.0.0.1:{free_port()}"}
     done = subprocess.run(
-        [sys.executable, "-m", "shared.cli", "status"],
+        [sys.executable, "-m", "admin", "status"],
         cwd=REPO,
         env=env,
         capture_output=True,

@@ -12,6 +12,7 @@ from web3 import HTTPProvider, Web3
 from devstack.anvil import Anvil
 from tests.integration.test_batcher_confirmer import enqueue, minted_once, wait_for
 from tests.integration.test_chain_events import mining, sent_batch
+from tests.support.batcher import in_process_batcher, metric
 
 GWEI = 10**9
 
@@ -116,9 +117,10 @@ async def test_a_replacement_raises_both_fee_fields_by_ten_percent_and_is_accept
     await minted_once(w3, deployment, payers)
 
 
-async def test_a_broadcast_refused_for_insufficient_funds_is_not_fee_bumped(
+async def test_a_wallet_that_cannot_pay_signs_nothing_until_it_is_funded(
     settings_env, services, pg_pool, redis_client, deployment, fund_payers, anvil
 ):
+    """Fees with the balance in mind: no transaction the node would refuse for funds is signed."""
     w3 = Web3(HTTPProvider(anvil.rpc_url))
     payers = fund_payers(3)
     minter = deployment.minter
@@ -126,7 +128,40 @@ async def test_a_broadcast_refused_for_insufficient_funds_is_not_fee_bumped(
     w3.provider.make_request("anvil_setBalance", [minter, hex(10**9)])
     try:
         ids = await enqueue(pg_pool, redis_client, settings_env["MINTLINE_NAMESPACE"], deployment, payers)
-        services(
+        batcher = services("batcher", BATCHER_BATCH_WINDOW_SECONDS="0.2")
+        services("confirmer")
+        deadline = time.monotonic() + 20
+        while await metric(batcher, "mintline_batcher_waiting_for_funds") != 1:
+            assert time.monotonic() < deadline, batcher.log_tail()
+            await asyncio.sleep(0.2)
+        assert await pg_pool.fetchval("SELECT count(*) FROM batches") == 0
+    finally:
+        w3.provider.make_request("anvil_setBalance", [minter, hex(balance)])
+    rows = await wait_for(pg_pool, ids, timeout=30)
+    assert {r["status"] for r in rows} == {"completed"}
+    assert await metric(batcher, "mintline_batcher_waiting_for_funds") == 0
+    await minted_once(w3, deployment, payers)
+
+
+async def test_a_broadcast_refused_for_insufficient_funds_is_not_fee_bumped(
+    env, services, pg_pool, redis_client, deployment, fund_payers, anvil
+):
+    """A batch signed while the wallet could pay, refused at broadcast because it no longer can: it
+    waits for funds with its one attempt (no fee spiral), and goes once the wallet is funded."""
+    from services.batcher.batching import Waiting
+
+    w3 = Web3(HTTPProvider(anvil.rpc_url))
+    payers = fund_payers(3)
+    ids = await enqueue(pg_pool, redis_client, env["MINTLINE_NAMESPACE"], deployment, payers, publish=False)
+    async with in_process_batcher(pg_pool, redis_client) as signer:
+        stored = await signer.store.store([Waiting(i, "token", 2**62, 0.0) for i in ids])
+    assert stored is not None
+    batch_id = stored[0]
+    minter = deployment.minter
+    balance = w3.eth.get_balance(minter)
+    w3.provider.make_request("anvil_setBalance", [minter, hex(10**9)])
+    try:
+        batcher = services(
             "batcher",
             BATCHER_BATCH_WINDOW_SECONDS="0.2",
             BATCHER_REBROADCAST_AFTER_SECONDS="0.5",
@@ -134,21 +169,47 @@ async def test_a_broadcast_refused_for_insufficient_funds_is_not_fee_bumped(
         )
         services("confirmer", CONFIRMER_STUCK_AFTER_BLOCKS="1")
         deadline = time.monotonic() + 20
-        while not await pg_pool.fetchval("SELECT count(*) FROM batches"):
-            assert time.monotonic() < deadline, "no batch was signed"
-            await asyncio.sleep(0.1)
+        while await metric(batcher, 'mintline_batcher_unsendable_total{reason="funds"}') < 1:
+            assert time.monotonic() < deadline, batcher.log_tail()
+            await asyncio.sleep(0.2)
         # Blocks keep coming: the confirmer reports the batch stuck again and again.
         async with mining(w3, every=0.3):
-            await asyncio.sleep(6)
-        batch = await pg_pool.fetchrow("SELECT id, status FROM batches")
-        assert batch["status"] == "signed"
-        attempts = await attempts_of(pg_pool, batch["id"])
-        assert len({(a["max_fee_per_gas"], a["max_priority_fee_per_gas"]) for a in attempts}) == 1
-        assert len(attempts) == 1
+            await asyncio.sleep(4)
+        assert await pg_pool.fetchval("SELECT status FROM batches WHERE id = $1", batch_id) == "signed"
+        assert await metric(batcher, "mintline_batcher_waiting_for_funds") == 1
+        assert len(await attempts_of(pg_pool, batch_id)) == 1
     finally:
         w3.provider.make_request("anvil_setBalance", [minter, hex(balance)])
     rows = await wait_for(pg_pool, ids, timeout=30)
     assert {r["status"] for r in rows} == {"completed"}
-    attempts = await attempts_of(pg_pool, batch["id"])
-    assert len({(a["max_fee_per_gas"], a["max_priority_fee_per_gas"]) for a in attempts}) == 1
+    assert len(await attempts_of(pg_pool, batch_id)) == 1
+    await minted_once(w3, deployment, payers)
+
+
+async def test_a_batch_whose_fees_fell_below_the_base_fee_is_re_signed_with_fees_from_the_chain(
+    env, services, pg_pool, redis_client, deployment, fund_payers, anvil
+):
+    """Signed, then the base fee jumps past its max fee before it is broadcast: the node refuses it
+    ("max fee per gas less than block base fee"), and the same call goes at the same nonce with fees
+    read from the chain now, instead of the same bytes again and again."""
+    from services.batcher.batching import Waiting
+
+    w3 = Web3(HTTPProvider(anvil.rpc_url))
+    payers = fund_payers(3)
+    ids = await enqueue(pg_pool, redis_client, env["MINTLINE_NAMESPACE"], deployment, payers, publish=False)
+    async with in_process_batcher(pg_pool, redis_client) as signer:
+        stored = await signer.store.store([Waiting(i, "token", 2**62, 0.0) for i in ids])
+    assert stored is not None
+    batch_id, nonce = stored[0], stored[1]
+    set_base_fee(w3, 100 * GWEI)
+    batcher = services("batcher", BATCHER_BATCH_WINDOW_SECONDS="0.2")
+    services("confirmer")
+    rows = await wait_for(pg_pool, ids, timeout=30)
+    assert {r["status"] for r in rows} == {"completed"}, batcher.log_tail()
+    first, *later = await attempts_of(pg_pool, batch_id)
+    assert len(later) == 1
+    assert later[0]["max_fee_per_gas"] > 2 * 80 * GWEI > first["max_fee_per_gas"]
+    assert {r["mint_tx_hash"] for r in rows} == {later[0]["tx_hash"]}
+    assert w3.eth.get_transaction(later[0]["tx_hash"])["nonce"] == nonce
+    assert await metric(batcher, 'mintline_batcher_unsendable_total{reason="fees"}') == 1
     await minted_once(w3, deployment, payers)

@@ -16,8 +16,7 @@ from x402.schemas import PaymentPayload
 
 from devstack.anvil import Anvil
 from services.intake.resources import NFT_PAYWALL
-from services.renderer import jobs
-from shared import keys
+from shared import keys, render_jobs
 from shared.events import decode
 from shared.render_settings import MAX_PIXELS
 from tests.support.intake import Intake
@@ -233,9 +232,9 @@ async def test_job_status_follows_the_renderers_cache(intake: Intake, payer: Loc
     status, body = await render_gasless(intake, nft_payment(intake, payer))
     assert status == 202, body
     job_id = body["jobId"]
-    row = await jobs.load(intake.pool, job_id)
+    row = await render_jobs.load(intake.pool, job_id)
     assert row is not None
-    cache = jobs.JobCache(intake.redis, intake.settings.keys, {"completed": 3})
+    cache = render_jobs.JobCache(intake.redis, intake.settings.keys, {"completed": 3})
     await cache.put({**row, "status": "active", "progress": 33, "attempts": 1, "image_cid": "bafyimage"})
 
     status, body = await intake.get(f"/nft/job/{job_id}")

@@ -73,7 +73,7 @@ async def test_every_operation_answers_as_described(intake: Intake, fund_payers:
             x402_id,
             "0x" + "cd" * 32,
         )
-        # As shared/admin/importer.py brings in an earlier system's mints: any payer text and hash.
+        # As admin/importer.py brings in an earlier system's mints: any payer text and hash.
         imported = await intake.pool.fetchval(
             "INSERT INTO mint_requests (id, kind, payer_address, payment_type, payment_id, amount,"
             " mint_tx_hash, status, processed_at) VALUES (gen_random_uuid(), 'token', 'legacy:alice',"

@@ -13,6 +13,7 @@ from eth_account import Account
 from redis.asyncio import Redis
 
 from services.renderer import jobs
+from shared import render_jobs
 from shared.keys import Keys
 
 SETTINGS = {"name": "Ring", "palette": "ocean", "shape": "ring", "seed": 1, "frameCount": 2, "size": 32}
@@ -29,7 +30,7 @@ async def names(redis_client: Redis) -> AsyncIterator[Keys]:
 
 
 def job(status: str) -> dict[str, Any]:
-    """A job as `jobs.load` returns it, with a fresh id."""
+    """A job as `render_jobs.load` returns it, with a fresh id."""
     return {
         "request_id": uuid.uuid4(),
         "status": status,
@@ -54,7 +55,7 @@ async def members(redis: Redis, key: str) -> list[str]:
 
 
 async def test_cache_keeps_the_latest_finished_jobs_per_state(redis_client: Redis, names: Keys) -> None:
-    cache = jobs.JobCache(redis_client, names, {"completed": 3, "failed": 1}, ttl_seconds=600)
+    cache = render_jobs.JobCache(redis_client, names, {"completed": 3, "failed": 1}, ttl_seconds=600)
     completed = [job("completed") for _ in range(5)]
     failed = [job("failed") for _ in range(2)]
     for finished in (*completed, *failed):
@@ -125,7 +126,7 @@ async def test_a_job_is_leased_to_one_renderer_until_it_completes(pg_pool: async
     assert await history(pg_pool, job_id) == [("rendering", None), ("rendered", None), ("pending", None)]
     request = await pg_pool.fetchrow("SELECT * FROM mint_requests WHERE id = $1::uuid", job_id)
     assert (request["status"], request["token_uri"]) == ("pending", "ipfs://bafymetadata")
-    done = await jobs.load(pg_pool, job_id)
+    done = await render_jobs.load(pg_pool, job_id)
     assert done is not None and (done["status"], done["progress"]) == ("completed", 100)
     assert await jobs.claim(pg_pool, job_id, "renderer-a", lease_seconds=30) == jobs.Claim(None, "finished")
     assert await jobs.complete(pg_pool, job_id, "ipfs://other") is False
@@ -140,9 +141,9 @@ async def test_a_failed_job_fails_its_request(pg_pool: asyncpg.Pool) -> None:
     assert (request["status"], request["error_message"]) == ("failed", "render failed: out of memory")
     assert request["processed_at"] is not None
     assert await history(pg_pool, job_id) == [("rendering", None), ("failed", "render failed: out of memory")]
-    failed = await jobs.load(pg_pool, job_id)
-    assert failed is not None and jobs.job_json(failed)["status"] == "failed"
-    assert jobs.job_json(failed)["error"] == "out of memory"
+    failed = await render_jobs.load(pg_pool, job_id)
+    assert failed is not None and render_jobs.job_json(failed)["status"] == "failed"
+    assert render_jobs.job_json(failed)["error"] == "out of memory"
     assert await jobs.claim(pg_pool, job_id, "renderer-b", lease_seconds=30) == jobs.Claim(None, "finished")
     assert await jobs.fail(pg_pool, job_id, "again") is False
 

@@ -4,8 +4,10 @@ long-running container has a health check, and Grafana finds its provisioned das
 
 import importlib.util
 import os
+import re
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -133,3 +135,23 @@ def mounts(service: dict[str, Any]) -> dict[str, Path]:
         if source.startswith("/"):
             found[target] = Path(source)
     return found
+
+
+def test_the_deployer_runs_modules_that_exist(compose: dict[str, Any]) -> None:
+    command = " ".join(compose["deployer"]["command"])
+    modules = re.findall(r"python -m ([\w.]+)", command)
+    assert modules == ["shared.db", "devstack.deploy"]
+    for module in modules:
+        assert importlib.util.find_spec(module) is not None, module
+
+
+def test_the_image_holds_every_package_the_project_installs() -> None:
+    include = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
+    packages = {pattern.removesuffix("*") for pattern in include["include"]}
+    assert {"shared", "services", "admin"} <= packages
+    copied = {
+        line.split()[1]
+        for line in (REPO / "deploy/Dockerfile").read_text().splitlines()
+        if line.startswith("COPY ")
+    }
+    assert packages <= copied

@@ -6,7 +6,6 @@ import pytest
 import rlp
 from eth_account import Account
 from hexbytes import HexBytes
-from web3.exceptions import MethodUnavailable
 
 from services.batcher.fees import (
     GWEI,
@@ -14,13 +13,16 @@ from services.batcher.fees import (
     Fees,
     Quote,
     Replacement,
+    WaitingForFunds,
     plan_replacement,
     quote_from_gas_price,
     quote_from_history,
     read_quote,
     tip_from_rewards,
+    within_balance,
 )
 from services.batcher.transactions import is_legacy, sign
+from shared.jsonrpc import NodeError
 
 POLICY = FeePolicy(min_tip=1 * GWEI, ceiling=100 * GWEI, tip_percentile=50, history_blocks=10)
 TOKEN = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
@@ -89,37 +91,42 @@ def test_legacy_fees_are_the_node_gas_price_within_the_ceiling() -> None:
     assert priced_out.clamped and not priced_out.affordable
 
 
-class FakeEth:
+class FakeChain:
+    """The two reads read_quote makes of a batcher WalletChain, answered from fixed values."""
+
     def __init__(self, answer: dict | Exception, gas_price: int = 7 * GWEI) -> None:
         self.answer = answer
         self._gas_price = gas_price
         self.asked: list[tuple] = []
 
-    async def fee_history(self, blocks: int, newest: str, percentiles: list[float]) -> dict:
-        self.asked.append((blocks, newest, percentiles))
+    async def fee_history(self, blocks: int, percentile: float) -> dict:
+        self.asked.append((blocks, percentile))
         if isinstance(self.answer, Exception):
             raise self.answer
         return self.answer
 
-    @property
     async def gas_price(self) -> int:
         return self._gas_price
 
 
 async def test_read_quote_asks_for_the_tip_percentile_over_recent_blocks() -> None:
-    eth = FakeEth(history([GWEI, 2 * GWEI], [3 * GWEI]))
+    chain = FakeChain(history([GWEI, 2 * GWEI], [3 * GWEI]))
 
-    quote = await read_quote(eth, POLICY)
+    quote = await read_quote(chain, POLICY)
 
-    assert eth.asked == [(10, "latest", [50])]
+    assert chain.asked == [(10, 50)]
     assert quote.fees == Fees(7 * GWEI, 3 * GWEI)
 
 
 @pytest.mark.parametrize(
-    "answer", [MethodUnavailable("the method eth_feeHistory does not exist"), {"baseFeePerGas": []}]
+    "answer",
+    [
+        NodeError("eth_feeHistory", {"code": -32601, "message": "the method eth_feeHistory does not exist"}),
+        {"baseFeePerGas": []},
+    ],
 )
 async def test_read_quote_falls_back_to_the_gas_price(answer: dict | Exception) -> None:
-    quote = await read_quote(FakeEth(answer), POLICY)
+    quote = await read_quote(FakeChain(answer), POLICY)
 
     assert quote.fees == Fees(7 * GWEI, 7 * GWEI, legacy=True)
 
@@ -206,3 +213,20 @@ def test_a_replacement_is_capped_at_the_ceiling_and_refused_when_the_cap_is_no_v
     assert capped.fees == Fees(100 * GWEI, int(1.25 * GWEI))
     assert plan(Fees(95 * GWEI, GWEI)).refused == "ceiling"
     assert plan(Fees(100 * GWEI, GWEI)).refused == "ceiling"
+
+
+def test_fees_within_the_balance_are_kept() -> None:
+    fees = Fees(10 * GWEI, GWEI)
+    assert within_balance(fees, 100_000, 100_000 * 10 * GWEI, 2 * GWEI) == fees
+
+
+def test_fees_beyond_the_balance_are_lowered_to_what_it_pays_for() -> None:
+    lowered = within_balance(Fees(10 * GWEI, 3 * GWEI), 100_000, 100_000 * 4 * GWEI, 2 * GWEI)
+    assert lowered == Fees(4 * GWEI, 3 * GWEI)
+    legacy = within_balance(Fees(10 * GWEI, 10 * GWEI, legacy=True), 100_000, 100_000 * 4 * GWEI, 2 * GWEI)
+    assert legacy == Fees(4 * GWEI, 4 * GWEI, legacy=True)
+
+
+def test_a_balance_below_what_the_next_block_needs_waits_for_funds() -> None:
+    with pytest.raises(WaitingForFunds):
+        within_balance(Fees(10 * GWEI, GWEI), 100_000, 100_000 * 2 * GWEI - 1, 2 * GWEI)

@@ -4,11 +4,11 @@ published twice changes nothing."""
 
 import argparse
 
+from admin.common import Admin, note
+from admin.stuck import intake_settings
 from services.confirmer.settings import ConfirmerSettings
 from services.confirmer.worker import replay as replay_outcomes
 from services.intake.replay import replay_pending
-from shared.admin.common import Admin, note
-from shared.admin.stuck import intake_settings
 
 
 async def run(admin: Admin, args: argparse.Namespace) -> int:

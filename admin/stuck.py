@@ -12,10 +12,10 @@
 
 import argparse
 
+from admin.common import Admin, listing, note
 from services.intake.replay import replay_pending
 from services.intake.settings import IntakeSettings
 from shared import keys
-from shared.admin.common import Admin, listing, note
 from shared.events import MintRequested, RenderRequested
 from shared.streams import publish_many
 

@@ -8,9 +8,9 @@ from typing import Any
 import aiohttp
 from redis.exceptions import RedisError, ResponseError
 
+from admin.common import Admin, mask_url
+from admin.status_view import render
 from shared import keys
-from shared.admin.common import Admin, mask_url
-from shared.admin.status_view import render
 from shared.jsonrpc import JsonRpc, RpcError
 
 STREAMS = (

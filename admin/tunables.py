@@ -12,9 +12,9 @@ from typing import Any
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings
 
+from admin.common import Admin, UsageError, table
 from services.batcher import settings as batcher
 from services.confirmer import settings as confirmer
-from shared.admin.common import Admin, UsageError, table
 
 SERVICES: dict[str, tuple[type[BaseSettings], tuple[str, ...]]] = {
     "batcher": (batcher.BatcherSettings, batcher.TUNABLE),

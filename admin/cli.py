@@ -1,7 +1,8 @@
-"""mintline's admin command line: `python -m shared.cli <command>` (installed as `mintline`).
+"""mintline's admin command line: `python -m admin <command>` (installed as `mintline`).
 
 Connects with DATABASE_URL, REDIS_URL and MINTLINE_NAMESPACE (RPC_URL / DEPLOYMENT_FILE for the
-chain's view of the nonces). Reports go to stdout, progress to stderr. Exit codes: 0 done, 1 the
+chain's view of the nonces); `deploy` needs only the chain (RPC_URL or --rpc-url) and
+DEPLOYER_PRIVATE_KEY. Reports go to stdout, progress to stderr. Exit codes: 0 done, 1 the
 operation failed, 2 bad usage or configuration.
 """
 
@@ -11,12 +12,14 @@ import importlib
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 import asyncpg
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
-from shared.admin.common import (
+from admin import deploy
+from admin.common import (
     EXIT_FAILED,
     EXIT_USAGE,
     OperationFailed,
@@ -52,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = commands.add_parser("status", help="queue, transactions in flight, nonces, streams, render jobs")
     status.add_argument("--json", action="store_true", help="machine-readable output")
-    status.set_defaults(handler="shared.admin.status:run")
+    status.set_defaults(handler="admin.status:run")
 
     retry = commands.add_parser(
         "retry-failed",
@@ -78,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="skip authorizations that expire within this many seconds (default 60)",
     )
     retry.add_argument("--dry-run", action="store_true", help="report what would be retried; change nothing")
-    retry.set_defaults(handler="shared.admin.retry:run")
+    retry.set_defaults(handler="admin.retry:run")
 
     stuck = commands.add_parser(
         "reset-stuck",
@@ -90,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--older-than", type=_positive_seconds, default=600.0, metavar="SECONDS", help="default 600"
     )
     stuck.add_argument("--dry-run", action="store_true", help="report what would be repaired; change nothing")
-    stuck.set_defaults(handler="shared.admin.stuck:run")
+    stuck.set_defaults(handler="admin.stuck:run")
 
     tuning = commands.add_parser(
         "settings",
@@ -101,14 +104,14 @@ def build_parser() -> argparse.ArgumentParser:
     actions = tuning.add_subparsers(dest="action", required=True, metavar="action")
     get = actions.add_parser("get", help="every tunable key, or one, with its override and effective value")
     get.add_argument("key", nargs="?")
-    get.set_defaults(handler="shared.admin.tunables:get")
+    get.set_defaults(handler="admin.tunables:get")
     put = actions.add_parser("set", help="set an override (validated like the service validates it)")
     put.add_argument("key")
     put.add_argument("value")
-    put.set_defaults(handler="shared.admin.tunables:set_")
+    put.set_defaults(handler="admin.tunables:set_")
     unset = actions.add_parser("unset", help="remove an override")
     unset.add_argument("key")
-    unset.set_defaults(handler="shared.admin.tunables:unset")
+    unset.set_defaults(handler="admin.tunables:unset")
 
     importer = commands.add_parser(
         "import-sqlite",
@@ -116,10 +119,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     importer.add_argument("path", help="the SQLite database file")
     importer.add_argument("--table", default="processed_payments", help="default processed_payments")
-    importer.set_defaults(handler="shared.admin.importer:run")
+    importer.set_defaults(handler="admin.importer:run")
 
     replay = commands.add_parser("replay-streams", help="rebuild the Redis streams from PostgreSQL")
-    replay.set_defaults(handler="shared.admin.replay:run")
+    replay.set_defaults(handler="admin.replay:run")
+
+    deploy.add_parser(commands)
     return parser
 
 
@@ -134,11 +139,15 @@ def load_settings() -> Settings:
         raise UsageError(f"invalid setting {problem['loc'][0]}: {problem['msg']}") from None
 
 
-async def _run(args: argparse.Namespace, settings: Settings) -> int:
+def _handler(args: argparse.Namespace) -> Any:
     module_name, function_name = args.handler.split(":")
-    handler = getattr(importlib.import_module(module_name), function_name)
+    return getattr(importlib.import_module(module_name), function_name)
+
+
+async def _run(args: argparse.Namespace, settings: Settings) -> int:
     async with connect(settings) as admin:
-        return await handler(admin, args)
+        result: int = await _handler(args)(admin, args)
+        return result
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -149,6 +158,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     settings = None
     try:
+        if not getattr(args, "needs_connections", True):
+            result: int = _handler(args)(args)
+            return result
         settings = load_settings()
         return asyncio.run(_run(args, settings))
     except UsageError as exc:

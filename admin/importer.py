@@ -21,8 +21,8 @@ from typing import Any
 
 from eth_utils import is_address, to_checksum_address
 
+from admin.common import Admin, Progress, UsageError, note
 from services.intake.payments import payment_id as authorization_payment_id
-from shared.admin.common import Admin, Progress, UsageError, note
 
 CHUNK = 500
 ALIASES = {

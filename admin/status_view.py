@@ -2,7 +2,7 @@
 
 from typing import Any
 
-from shared.admin.common import duration, table
+from admin.common import duration, table
 
 STATUSES = (
     "rendering",

@@ -13,9 +13,9 @@ from datetime import UTC, datetime
 
 import asyncpg
 
+from admin.common import Admin, Progress, UsageError, listing, note
 from services.confirmer.settings import TUNABLE, ConfirmerSettings
 from shared import keys
-from shared.admin.common import Admin, Progress, UsageError, listing, note
 from shared.events import MintRequested, RenderRequested
 from shared.overrides import with_overrides
 from shared.streams import publish_many

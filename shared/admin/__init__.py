@@ -1,1 +1,0 @@
-"""The operator's commands behind `mintline` (shared/cli.py): one module per command."""

@@ -54,6 +54,22 @@ async def wait_settled(
     return False
 
 
+class NonceHole(AssertionError):
+    """A batch given up as dropped holds a nonce the chain never mined: every later batch waits."""
+
+
+async def nonce_holes(pool: asyncpg.Pool, w3: Web3, minter: str) -> list[str]:
+    """Batches the confirmer gave up as dropped (reverted, never mined) at or above the wallet's
+    next nonce on the chain: nothing will send a transaction with that nonce any more."""
+    mined = w3.eth.get_transaction_count(minter, "latest")
+    rows = await pool.fetch(
+        "SELECT id, nonce FROM batches WHERE status = 'reverted' AND block_number IS NULL AND nonce >= $1"
+        " ORDER BY nonce",
+        mined,
+    )
+    return [f"batch {r['id']} (nonce {r['nonce']})" for r in rows]
+
+
 async def progress_mark(pool: asyncpg.Pool) -> tuple[object, ...]:
     """What changes while the system still works: request and batch counts per status."""
     requests = await pool.fetch("SELECT status, count(*) AS n FROM mint_requests GROUP BY status ORDER BY 1")

@@ -172,6 +172,7 @@ async def test_chaos_every_accepted_request_completes_exactly_once(
         if not done:
             report.extend(await describe(pg_pool, w3, deployment.minter))
             if holes := await nonce_holes(pg_pool, w3, deployment.minter):
+                say(f"  NONCE HOLE: {', '.join(holes)} given up as dropped, never mined; later batches wait")
                 raise NonceHole(f"{', '.join(holes)} given up as dropped: nonce hole, later batches wait")
         say(f"  service exits nobody caused: {len(supervisor.unexpected_exits)}")
         report.extend(supervisor.unexpected_exits)

@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import logging
 import os
 import shutil
-import signal
-import subprocess
-import tempfile
-import urllib.request
 from pathlib import Path
 
-from devstack.ports import free_port
-from devstack.process import Server, launch, stop_process, wait_until_ready
+from devstack.local_chain import HOST, LocalChain
 
-log = logging.getLogger(__name__)
-
-HOST = "127.0.0.1"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 NODE_MODULES_ANVIL = REPO_ROOT / "node_modules" / "@foundry-rs" / "anvil-linux-amd64" / "bin" / "anvil"
 
@@ -63,7 +53,7 @@ def anvil_binary() -> str:
     )
 
 
-class Anvil(Server):
+class Anvil(LocalChain):
     """An anvil process on 127.0.0.1; `start()` (or `with Anvil() as anvil:`) returns once it answers RPC.
 
     block_time: seconds between blocks. Fractions work (anvil 1.7.1 takes e.g. 0.25 and mines about
@@ -75,6 +65,8 @@ class Anvil(Server):
     (on by default: anvil is friendlier than a real chain without it).
     """
 
+    name = "anvil"
+
     def __init__(
         self,
         port: int | None = None,
@@ -83,21 +75,11 @@ class Anvil(Server):
         start_timeout: float = 15.0,
         tx_gas_limit: bool = True,
     ) -> None:
-        self.port = port or free_port()
+        super().__init__(port, chain_id, start_timeout)
         self.block_time = block_time
-        self.chain_id = chain_id
-        self.start_timeout = start_timeout
         self.tx_gas_limit = tx_gas_limit
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._log_path: Path | None = None
 
-    @property
-    def rpc_url(self) -> str:
-        return f"http://{HOST}:{self.port}"
-
-    def start(self) -> Anvil:
-        if self._proc is not None:
-            raise RuntimeError("Anvil already started")
+    def command(self) -> list[str]:
         cmd = [
             anvil_binary(),
             "--host", HOST,
@@ -109,52 +91,4 @@ class Anvil(Server):
             cmd += ["--block-time", str(self.block_time)]
         if self.tx_gas_limit:
             cmd.append("--enable-tx-gas-limit")
-        fd, log_name = tempfile.mkstemp(prefix="anvil-", suffix=".log")
-        os.close(fd)
-        self._log_path = Path(log_name)
-        self._proc = launch(cmd, self._log_path)
-        try:
-            self._wait_ready()
-        except BaseException:
-            self.stop()
-            raise
-        log.info(
-            "anvil pid %d at %s (chain id %d, block time %s)",
-            self._proc.pid,
-            self.rpc_url,
-            self.chain_id,
-            self.block_time,
-        )
-        return self
-
-    def _wait_ready(self) -> None:
-        assert self._proc is not None and self._log_path is not None
-        wait_until_ready(
-            self._proc,
-            lambda: self._chain_id_answer() == self.chain_id,
-            port=self.port,
-            log_path=self._log_path,
-            timeout=self.start_timeout,
-            waiting_for="answer eth_chainId",
-        )
-
-    def _chain_id_answer(self) -> int | None:
-        request = urllib.request.Request(
-            self.rpc_url,
-            data=json.dumps({"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}).encode(),
-            headers={"Content-Type": "application/json"},
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=1) as response:
-                return int(json.load(response)["result"], 16)
-        except (OSError, ValueError, KeyError, TypeError):
-            # Not listening yet (URLError is an OSError) or not a JSON-RPC answer yet.
-            return None
-
-    def stop(self) -> None:
-        """Terminates anvil (kills it if it does not exit within 5 s); calling it again is a no-op."""
-        proc, self._proc = self._proc, None
-        stop_process(proc, signal.SIGTERM, timeout=5)
-        if self._log_path is not None:
-            self._log_path.unlink(missing_ok=True)
-            self._log_path = None
+        return cmd

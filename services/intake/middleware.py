@@ -84,7 +84,12 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         OSError,
         asyncpg.PostgresConnectionError,
         asyncpg.CannotConnectNowError,
+        asyncpg.AdminShutdownError,
+        asyncpg.CrashShutdownError,
         asyncpg.InterfaceError,
+        # A server's "terminating connection" message arriving between two operations of a pooled
+        # connection leaves asyncpg mid-read when the next one starts (its pool reset, say).
+        asyncpg.exceptions.InternalClientError,
     ) as exc:
         # PostgreSQL is the durable record: without it nothing can be accepted, but the client may retry.
         log.warning("database unavailable answering %s %s: %s", request.method, request.path[:200], exc)

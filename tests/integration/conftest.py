@@ -21,7 +21,7 @@ from redis.asyncio import Redis
 from web3 import HTTPProvider, Web3
 
 from devstack.anvil import DEV_KEYS, Anvil
-from devstack.deploy import deploy_dev
+from devstack.deploy import FUND_CHUNK, deploy_dev
 from devstack.ports import free_port
 from devstack.postgres_server import PostgresServer
 from devstack.process import log_tail, stop_process
@@ -124,17 +124,22 @@ async def redis_client(redis_server: RedisServer) -> AsyncIterator[Redis]:
 
 @pytest.fixture
 def fund_payers(anvil: Anvil, deployment: Deployment) -> Callable[[int], list[LocalAccount]]:
-    """Fresh payers holding mock USDC (ten mints' worth each), funded in one transaction."""
+    """Fresh payers holding mock USDC (ten mints' worth each), funded in one transaction per
+    FUND_CHUNK payers (a transaction for more would pass the per-transaction gas cap)."""
     w3 = Web3(HTTPProvider(anvil.rpc_url))
     usdc = w3.eth.contract(address=deployment.usdc, abi=load_artifact("MockUSDC")["abi"])
     funder = Account.from_key(DEV_KEYS[0])  # anvil's public dev key 0
 
     def fund(count: int, amount: int | None = None) -> list[LocalAccount]:
         payers = [Account.create() for _ in range(count)]
-        tx_hash = usdc.functions.mintMany(
-            [p.address for p in payers], amount or deployment.price * 10
-        ).transact({"from": funder.address})
-        w3.eth.wait_for_transaction_receipt(tx_hash)
+        hashes = [
+            usdc.functions.mintMany(
+                [p.address for p in payers[start : start + FUND_CHUNK]], amount or deployment.price * 10
+            ).transact({"from": funder.address})
+            for start in range(0, count, FUND_CHUNK)
+        ]
+        for tx_hash in hashes:
+            w3.eth.wait_for_transaction_receipt(tx_hash, timeout=60)
         return payers
 
     return fund

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +12,8 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
+from devstack.anvil import DEV_ADDRESSES, Anvil
+from devstack.hardhat import HardhatNode
 from devstack.postgres_server import PostgresServer
 from devstack.redis_server import RedisServer
 
@@ -141,3 +144,43 @@ def test_postgres_start_failure_reports_log_tail(busy_port: int) -> None:
         server.start()
     assert server.run_dir is None
     server.stop()
+
+
+@pytest.mark.parametrize("node_class", [Anvil, HardhatNode])
+def test_local_chains_mine_on_their_interval_fund_the_dev_accounts_and_clean_up(
+    node_class: type[Anvil] | type[HardhatNode],
+) -> None:
+    node = node_class(block_time=0.5, chain_id=31338).start()
+    try:
+        assert node.rpc("eth_chainId") == hex(31338)
+        # Interval mining: blocks come without transactions.
+        first = int(node.rpc("eth_blockNumber"), 16)
+        time.sleep(1.6)
+        assert int(node.rpc("eth_blockNumber"), 16) >= first + 2
+        for address in DEV_ADDRESSES:
+            assert int(node.rpc("eth_getBalance", address, "latest"), 16) == 10_000 * 10**18
+        log_path = node._log_path
+        assert log_path is not None and log_path.exists()
+    finally:
+        node.stop()
+    assert _port_is_free(node.port)
+    assert not log_path.exists()
+    node.stop()
+
+
+def test_hardhat_node_writes_its_config_in_a_temp_dir_it_removes() -> None:
+    with HardhatNode(block_time=None) as node:
+        config_dir = node._config_dir
+        assert config_dir is not None and (config_dir / "hardhat.config.js").exists()
+        # Automine: a block per transaction, none without.
+        assert node.rpc("eth_blockNumber") == "0x0"
+        time.sleep(0.5)
+        assert node.rpc("eth_blockNumber") == "0x0"
+    assert not config_dir.exists()
+
+
+def test_hardhat_start_failure_reports_log_tail(busy_port: int) -> None:
+    node = HardhatNode(port=busy_port)
+    with pytest.raises(RuntimeError, match="(?s)exited with code.*log tail"):
+        node.start()
+    assert node._config_dir is None

@@ -1,6 +1,7 @@
 """A real server going away for a while: clear answers meanwhile, and nothing lost once it is back."""
 
 import asyncio
+import collections
 
 import aiohttp
 from web3 import HTTPProvider, Web3
@@ -74,3 +75,48 @@ async def test_intake_answers_503_while_postgres_is_down_and_accepts_again_after
     finally:
         intake.stop()
         postgres.stop()
+
+
+async def test_intake_answers_503_never_500_while_postgres_stops_under_load(
+    settings_env, services, deployment, fund_payers, shared_tmp
+):
+    """PostgreSQL's fast shutdown ends every connection of intake's pool while requests use them;
+    asyncpg then fails in several ways (a closed connection, an error message it is still reading
+    when the next query starts). Each is the database being unavailable: 503 with Retry-After, which
+    clients retry, never a 500."""
+    postgres = PostgresServer(data_dir=shared_tmp / "pg").start()
+    await db.migrate(postgres.dsn)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    intake = services("intake", DATABASE_URL=postgres.dsn, INTAKE_PORT=str(port))
+    assert await wait_healthy(url, intake.proc), intake.log_tail()
+    payers = fund_payers(50, 100 * deployment.price)
+    unsent = asyncio.Queue()
+    for i in range(3000):
+        unsent.put_nowait(gasless_body(payers[i % 50], deployment))
+    answers: collections.Counter[str] = collections.Counter()
+    running = True
+
+    async def client(session: aiohttp.ClientSession) -> None:
+        while running and not unsent.empty():
+            body = unsent.get_nowait()
+            async with session.post(f"{url}/mint", json=body) as response:
+                answers[f"{response.status} {(await response.json()).get('error')}"] += 1
+                if response.status != 202:
+                    unsent.put_nowait(body)  # not accepted: the same payment goes again
+
+    try:
+        async with aiohttp.ClientSession() as session:
+            clients = [asyncio.create_task(client(session)) for _ in range(32)]
+            for _ in range(3):
+                await asyncio.sleep(1.5)
+                postgres.stop()
+                await asyncio.sleep(1)
+                postgres = PostgresServer(data_dir=shared_tmp / "pg", port=postgres.port).start()
+            await asyncio.sleep(1.5)
+            running = False
+            await asyncio.gather(*clients)
+    finally:
+        postgres.stop()
+    assert answers["503 database_unavailable"] and answers["202 None"] > 100, answers
+    assert set(answers) == {"202 None", "503 database_unavailable"}, answers

@@ -154,7 +154,8 @@ def transfer_usdc(
 
 def pay_by_transfer(w3: Web3, payer: LocalAccount, deployment: Deployment, amount: int | None = None) -> str:
     """Send USDC to the treasury from `payer` (given gas money first); returns the transaction hash."""
-    w3.provider.make_request("anvil_setBalance", [payer.address, hex(10**18)])
+    # hardhat_setBalance: Hardhat's node has no anvil_ methods, anvil answers the hardhat_ ones too.
+    w3.provider.make_request("hardhat_setBalance", [payer.address, hex(10**18)])
     return transfer_usdc(w3, payer, deployment, amount)
 
 

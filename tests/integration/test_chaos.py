@@ -80,17 +80,6 @@ async def restart_postgres(server: PostgresServer, faults: FaultLog, down_for: f
 
 
 # Only this failure is expected, and not strictly: the run passes when the race does not strike.
-CONFIRMER_DROPS_ITS_OWN_BATCH = (
-    "confirmer (services/confirmer/worker.py _not_mined): a wallet nonce ahead of the batch's receipt"
-    " (anvil answers eth_getTransactionCount for a new block before its receipts) is taken for 'nonce"
-    " used by another transaction', and nonce_used_since is never cleared, so after a reorg and the"
-    " 30 s outage the batch's own mined transaction is declared dropped (status reverted, requests"
-    " retried); when a reorg then takes that transaction away nothing refills its nonce and every later"
-    " batch waits forever (a nonce hole)"
-)
-
-
-@pytest.mark.xfail(raises=NonceHole, strict=False, reason=CONFIRMER_DROPS_ITS_OWN_BATCH)
 @pytest.mark.timeout(1800)
 async def test_chaos_every_accepted_request_completes_exactly_once(
     settings_env: dict[str, str],

@@ -48,6 +48,12 @@ def judge(
     return Verdict.WAITING
 
 
+def receipt_seen(batch: Watched) -> None:
+    """One of the batch's attempts has a receipt: rounds that said otherwise (a node serves a block's
+    nonce before its receipts) no longer count toward "taken"."""
+    batch.nonce_used_since = None
+
+
 def waited_blocks(batch: Watched, head: int) -> int:
     """Blocks the batch has been next in line without a receipt."""
     return 0 if batch.next_in_line_since is None else head - batch.next_in_line_since

@@ -58,6 +58,9 @@ async def open_batches(pool: asyncpg.Pool, known: dict[int, Watched]) -> dict[in
         batch = known.get(row["id"])
         if batch is None:
             batch = Watched(row["id"], row["kind"], row["wallet"], row["nonce"], row["tx_hash"], [])
+        if batch.tx_hashes != list(row["tx_hashes"]):
+            # A new attempt (a rebroadcast after a reorg, a replacement): its wait starts over.
+            batch.nonce_used_since = None
         batch.latest_hash, batch.tx_hashes = row["tx_hash"], list(row["tx_hashes"])
         current[row["id"]] = batch
     return current

@@ -126,6 +126,7 @@ class Confirmer:
         if batch.id not in seen.receipts:
             await self._not_mined(batch, seen.head, seen.mined_nonces[batch.wallet])
             return
+        unmined.receipt_seen(batch)
         receipt = seen.deep.get(batch.id)
         if receipt is None:
             return  # mined, not deep enough yet

@@ -1,6 +1,6 @@
 """What the confirmer concludes about a batch none of whose attempts has a receipt, block by block."""
 
-from services.confirmer.unmined import Verdict, judge
+from services.confirmer.unmined import Verdict, judge, receipt_seen
 from services.confirmer.watching import Watched
 
 NONCE = 7
@@ -44,3 +44,14 @@ def test_a_nonce_unmined_again_by_a_reorg_starts_the_wait_over() -> None:
     found = verdicts(watched, used | reorged | used_again, taken=10)
     assert Verdict.TAKEN not in found
     assert judge(watched, 119, NONCE + 1, stuck_after_blocks=3, taken_after_blocks=10) is Verdict.TAKEN
+
+
+def test_a_round_that_saw_the_nonce_before_its_receipt_does_not_count_once_the_receipt_came() -> None:
+    """The chaos run's wedge: a node answered the wallet's nonce for a new block before that block's
+    receipts; the batch was mined by its own transaction, yet a later round without the receipt (a
+    reorg, an outage) found the old mark and took the batch for dropped at once."""
+    watched = batch()
+    assert judge(watched, 100, NONCE + 1, stuck_after_blocks=3, taken_after_blocks=10) is Verdict.WAITING
+    receipt_seen(watched)  # the next round had the receipt
+    found = verdicts(watched, {head: NONCE + 1 for head in range(120, 130)}, taken=10)
+    assert Verdict.TAKEN not in found

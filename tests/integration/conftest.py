@@ -139,7 +139,7 @@ def fund_payers(anvil: Anvil, deployment: Deployment) -> Callable[[int], list[Lo
             for start in range(0, count, FUND_CHUNK)
         ]
         for tx_hash in hashes:
-            w3.eth.wait_for_transaction_receipt(tx_hash, timeout=60)
+            w3.eth.wait_for_transaction_receipt(tx_hash, timeout=180)
         return payers
 
     return fund

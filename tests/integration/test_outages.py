@@ -119,4 +119,6 @@ async def test_intake_answers_503_never_500_while_postgres_stops_under_load(
     finally:
         postgres.stop()
     assert answers["503 database_unavailable"] and answers["202 None"] > 100, answers
-    assert set(answers) == {"202 None", "503 database_unavailable"}, answers
+    # A request committed just before its connection died may be answered 503; its retry (no
+    # Idempotency-Key here) then finds the payment taken: 409, never a second mint, never a 500.
+    assert set(answers) <= {"202 None", "503 database_unavailable", "409 payment_replayed"}, answers

@@ -14,9 +14,7 @@ from typing import TYPE_CHECKING
 
 from services.batcher import metrics
 from services.batcher.fees import WaitingForFunds, within_balance
-from services.batcher.store import INSERT_ATTEMPT
-from services.batcher.transactions import sign
-from services.batcher.unsendable import NO_OP_GAS
+from services.batcher.store import INSERT_ATTEMPT, NO_OP_GAS, sign_no_op
 
 if TYPE_CHECKING:
     from services.batcher.worker import Batcher
@@ -69,15 +67,7 @@ class HoleWatch:
         except WaitingForFunds as exc:
             batcher.spending.wait_for_funds(str(exc))
             return
-        signed = sign(
-            batcher.account,
-            chain_id=batcher.deployment.chain_id,
-            nonce=nonce,
-            to=batcher.wallet,
-            data=b"",
-            gas=NO_OP_GAS,
-            fees=fees,
-        )
+        signed = sign_no_op(batcher, nonce, fees)
         reason = f"nonce hole: nothing held nonce {nonce} while {behind} later batches waited"
         async with batcher.pool.acquire() as conn, conn.transaction():
             batch_id = await conn.fetchval(

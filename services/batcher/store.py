@@ -182,3 +182,19 @@ def offered(batch: Any) -> Fees:
     """The fees a stored batch's current attempt offers."""
     raw = bytes(batch["raw_tx"])
     return Fees(int(batch["max_fee_per_gas"]), int(batch["max_priority_fee_per_gas"]), is_legacy(raw))
+
+
+NO_OP_GAS = 21_000
+
+
+def sign_no_op(batcher: "Batcher", nonce: int, fees: Fees) -> SignedTx:
+    """A self-transfer of nothing at `nonce`: what fills a nonce no batch can or will use."""
+    return sign(
+        batcher.account,
+        chain_id=batcher.deployment.chain_id,
+        nonce=nonce,
+        to=batcher.wallet,
+        data=b"",
+        gas=NO_OP_GAS,
+        fees=fees,
+    )

@@ -19,8 +19,7 @@ from services.batcher import fees as fee_logic
 from services.batcher import metrics
 from services.batcher.fees import Fees, WaitingForFunds
 from services.batcher.send_errors import Classified, Refusal
-from services.batcher.store import offered, sign_again, store_attempt
-from services.batcher.transactions import sign
+from services.batcher.store import NO_OP_GAS, offered, sign_again, sign_no_op, store_attempt
 from shared.chain_checks import ChainMismatch
 from shared.events import MintRequested
 from shared.streams import publish_many
@@ -32,7 +31,6 @@ log = logging.getLogger(__name__)
 
 # Refusals of one batch for reasons nobody knows before its nonce is filled.
 REFUSALS_BEFORE_FILL = 3
-NO_OP_GAS = 21_000
 OPEN_BATCH = """
 SELECT id, kind, nonce, tx_hash, raw_tx, call_data, gas_limit, max_fee_per_gas, max_priority_fee_per_gas,
        fill_reason
@@ -143,15 +141,7 @@ class Unsendable:
             return  # settled meanwhile, or filled already (the filler is rebroadcast as any batch)
         if (fees := await self._fees(NO_OP_GAS, offered(batch))) is None:
             return
-        signed = sign(
-            batcher.account,
-            chain_id=batcher.deployment.chain_id,
-            nonce=batch["nonce"],
-            to=batcher.wallet,
-            data=b"",
-            gas=NO_OP_GAS,
-            fees=fees,
-        )
+        signed = sign_no_op(batcher, batch["nonce"], fees)
         reason = f"batch unsendable ({verdict.refusal.value}): {verdict.message[:200]}"
         async with batcher.pool.acquire() as conn, conn.transaction():
             await store_attempt(conn, batch_id, signed, fees)

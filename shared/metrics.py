@@ -1,16 +1,53 @@
-"""A small HTTP server for the keyless-port services: /metrics for Prometheus and /health."""
+"""Metrics as Prometheus reads them, and a small HTTP server for the keyless-port services: /metrics
+and /health.
+
+A service run as several processes (intake's workers) is one set of figures: with
+PROMETHEUS_MULTIPROC_DIR set, prometheus_client keeps every process's counters, histograms and gauges
+in files there, and a scrape of any process adds them up (MultiProcessCollector). Collectors
+registered with `register_local` hold values about shared state (Redis streams) that each process
+reads for itself; they are exported from the process that answers, once, never from the files.
+"""
 
 import asyncio
+import os
 from collections.abc import Awaitable, Callable, Sequence
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
 
 HEALTH_TIMEOUT = 2.0
+MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
+
+_local: list[Collector] = []
+_combined: CollectorRegistry | None = None
+
+
+def register_local(collector: Collector) -> None:
+    """Export `collector` from this process (its own reading), in either mode."""
+    REGISTRY.register(collector)
+    _local.append(collector)
+
+
+def registry() -> CollectorRegistry:
+    """What a scrape exports: this process's registry, or with PROMETHEUS_MULTIPROC_DIR every
+    process's files plus this process's local collectors."""
+    global _combined
+    path = os.environ.get(MULTIPROC_DIR)
+    if not path:
+        return REGISTRY
+    if _combined is None:
+        combined = CollectorRegistry()
+        MultiProcessCollector(combined, path)
+        for collector in _local:
+            combined.register(collector)
+        _combined = combined
+    return _combined
 
 
 def metrics_response() -> web.Response:
-    body = generate_latest(REGISTRY)
+    body = generate_latest(registry())
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 

@@ -1,4 +1,8 @@
-"""python -m services.intake: start-up only (logging, settings, serve, stop on SIGINT / SIGTERM)."""
+"""python -m services.intake: start-up only (logging, settings, serve, stop on SIGINT / SIGTERM).
+
+With INTAKE_WORKERS above 1 (the default is one per core) this process supervises that many workers
+sharing the port (services/intake/workers.py); each worker, or a lone process, serves the app.
+"""
 
 import asyncio
 import logging
@@ -8,7 +12,7 @@ import sys
 from aiohttp import web
 from pydantic import ValidationError
 
-from services.intake.app import create_app
+from services.intake import workers
 from services.intake.settings import IntakeSettings
 from shared import logs
 from shared.chain_checks import ChainMismatch
@@ -16,26 +20,32 @@ from shared.chain_checks import ChainMismatch
 log = logging.getLogger("services.intake")
 
 
-async def serve(settings: IntakeSettings) -> None:
+async def serve(settings: IntakeSettings, worker: int | None) -> None:
+    """Serve until SIGINT / SIGTERM: alone (`worker` None), or as worker `worker` of several, whose
+    sockets share the port and of which worker 0 runs the once-per-service loops."""
+    # Imported here, not by a parent of workers: the app's metrics belong in the workers' files.
+    from services.intake.app import create_app
+
     runner = web.AppRunner(
-        create_app(settings),
+        create_app(settings, singletons=not worker),
         handle_signals=False,
         access_log=logging.getLogger("aiohttp.access") if settings.access_log else None,
         shutdown_timeout=settings.shutdown_grace_seconds,
     )
+    name = "intake" if worker is None else f"intake worker {worker}"
     await runner.setup()
     try:
-        await web.TCPSite(runner, settings.host, settings.port).start()
-        log.info("intake listening on http://%s:%d", settings.host, settings.port)
+        await web.TCPSite(runner, settings.host, settings.port, reuse_port=worker is not None).start()
+        log.info("%s listening on http://%s:%d", name, settings.host, settings.port)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
-        log.info("intake stopping")
+        log.info("%s stopping", name)
     finally:
         await runner.cleanup()
-    log.info("intake stopped")
+    log.info("%s stopped", name)
 
 
 def main() -> None:
@@ -44,13 +54,18 @@ def main() -> None:
     except ValidationError as exc:
         names = ", ".join(str(error["loc"][0]) for error in exc.errors())
         print(f"intake: invalid or missing settings: {names}\n{exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+        raise SystemExit(workers.REFUSED) from None
     logs.configure("intake", settings.log_level)
+    worker = workers.worker_index()
+    if worker is None and settings.workers > 1:
+        raise SystemExit(workers.supervise(settings.workers, settings.shutdown_grace_seconds))
+    if worker is not None:
+        workers.follow_parent()
     try:
-        asyncio.run(serve(settings))
+        asyncio.run(serve(settings, worker))
     except ChainMismatch as exc:
         log.error("refusing to start: %s", exc)
-        raise SystemExit(2) from None
+        raise SystemExit(workers.REFUSED) from None
 
 
 if __name__ == "__main__":

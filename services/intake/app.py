@@ -15,6 +15,7 @@ from services.intake.resources import (
     PAYER_LIMITS,
     PAYWALL,
     SETTINGS,
+    SINGLETONS,
     STATUS_COUNTS,
     TERMS,
     THROUGHPUT,
@@ -27,13 +28,16 @@ from services.intake.throughput import Throughput
 from services.intake.watcher import Watcher
 
 
-def create_app(settings: IntakeSettings) -> web.Application:
+def create_app(settings: IntakeSettings, *, singletons: bool = True) -> web.Application:
+    """The app; `singletons` False for every intake worker but one (the loops that run once per
+    service: services/intake/background.py)."""
     app = web.Application(
         middlewares=[request_ids, count_requests, json_errors, limit_clients],
         client_max_size=settings.max_body_bytes,
     )
     terms = PaymentTerms.for_deployment(settings.deployment)
     app[SETTINGS] = settings
+    app[SINGLETONS] = singletons
     app[TERMS] = terms
     app[PAYWALL] = Paywall(terms, settings.max_timeout_seconds, "a mint of the token, queued for a batch")
     app[NFT_PAYWALL] = Paywall(

@@ -1,4 +1,5 @@
-"""Intake's Prometheus metrics (the process-wide registry, served at GET /metrics)."""
+"""Intake's Prometheus metrics (the process-wide registry, served at GET /metrics; with several
+workers, their totals: shared/metrics.py)."""
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -24,7 +25,10 @@ PUBLISH_FAILURES = Counter(
 REPUBLISHED = Counter(
     "mintline_intake_republished_total", "mint.requested events published again from PostgreSQL"
 )
-QUEUE_DEPTH = Gauge("mintline_queue_depth_requests", "Requests pending, batched or sent")
+# Every worker sets it from the same read of PostgreSQL: the latest one is the figure.
+QUEUE_DEPTH = Gauge(
+    "mintline_queue_depth_requests", "Requests pending, batched or sent", multiprocess_mode="livemostrecent"
+)
 WEBHOOK_ATTEMPTS = Counter("mintline_webhook_attempts_total", "Webhook POSTs, by outcome", ["outcome"])
 WEBHOOK_DELIVERIES = Counter(
     "mintline_webhook_deliveries_total", "Webhook deliveries finished, delivered or failed", ["outcome"]

@@ -17,9 +17,8 @@ from services.intake.callback_hosts import check_callback_url
 from services.intake.errors import ApiError
 from services.intake.limits import limit_payer
 from services.intake.orders import idempotency_key, idempotency_key_of, parse_order, read_body
-from services.intake.payments import check_expiry
 from services.intake.paywall import Paywall
-from services.intake.queue import NewRequest, Queued
+from services.intake.queue import Expiry, NewRequest, Queued
 from services.intake.resources import CALLBACKS, CHAIN, PAYWALL, POOL, REDIS, SETTINGS, THROUGHPUT
 from services.intake.schemas import MintAccepted
 from services.intake.verify import verify
@@ -65,30 +64,23 @@ async def accept_paid(
     key = idempotency_key_of(key, order)
     # Before any read for it: a payer over their rate costs neither the database nor the chain.
     limit_payer(app, terms, order.authorization, order.payer)
-    if key is not None:
-        earlier = await queue.find_by_idempotency_key(pool, key, order.payment)
-        if earlier is not None:
-            return earlier
+    auth = order.authorization
+    prepared = await queue.prepare(pool, key, order.payment, auth.payer if auth is not None else None)
+    if prepared.earlier is not None:
+        return prepared.earlier
     if order.callback_url is not None:
         await check_callback_url(app[CALLBACKS].hosts, order.callback_url)
 
     now = int(time.time())
-    auth = order.authorization
     verified = await verify(
         order,
         terms,
         app[CHAIN],
         now,
         settings.custom_payment_confirmations,
-        queued_nonces=await queue.queued_nonces(pool, auth.payer) if auth is not None else (),
+        queued_nonces=prepared.queued_nonces,
     )
     valid_before = auth.valid_before if auth is not None else None
-
-    def accept(position: int) -> None:
-        if valid_before is not None:
-            wait = app[THROUGHPUT].wait_seconds(position)
-            check_expiry(valid_before, now, wait, settings.expiry_margin_seconds)
-
     queued = await queue.enqueue(
         pool,
         NewRequest(
@@ -108,7 +100,11 @@ async def accept_paid(
             render_settings=render_settings,
         ),
         balance=verified.balance,
-        accept=accept,
+        expiry=(
+            None
+            if valid_before is None
+            else Expiry(now, app[THROUGHPUT].per_second, settings.expiry_margin_seconds)
+        ),
     )
     if queued.created:
         metrics.MINTS_ACCEPTED.labels(queued.payment_type).inc()

@@ -3,7 +3,7 @@
 Raw calls with precomputed encodings instead of web3's contract layer (1.4 ms against 8 ms per
 request on anvil). A paid authorization needs the payer's balance and the state of its nonce and of
 the payer's other unsettled nonces, all from one block: they go out as one deployless `eth_call` of
-contracts/PayerState.sol.
+contracts/PayerState.sol. The reads of concurrent requests go out together (shared.rpc_coalescer).
 """
 
 from dataclasses import dataclass
@@ -14,7 +14,8 @@ from eth_abi import encode as abi_encode
 
 from services.intake.errors import Unavailable
 from shared.deploy import load_artifact
-from shared.jsonrpc import JsonRpc, RpcError
+from shared.jsonrpc import RpcError
+from shared.rpc_coalescer import Coalescer
 
 PAYER_STATE_CODE = load_artifact("PayerState")["bytecode"]
 
@@ -30,7 +31,7 @@ class PayerState:
 
 
 class ChainReader:
-    def __init__(self, rpc: JsonRpc, usdc: str) -> None:
+    def __init__(self, rpc: Coalescer, usdc: str) -> None:
         self.rpc = rpc
         self.usdc = usdc
 

@@ -1,14 +1,15 @@
 """The mint_requests queue in PostgreSQL: accepting a request (durably, once per payment and per
 Idempotency-Key) and the reads behind the status pages."""
 
+import math
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 
 from services.intake.errors import ApiError, PaymentRejected, PaymentReplayed, Unavailable
+from services.intake.payments import check_expiry
 from services.intake.schemas import QueueItem
 
 # Requests on their way to the chain; NFT requests wait for their render first, and while they do
@@ -18,51 +19,33 @@ ACTIVE_SQL = "('pending', 'batched', 'sent')"
 QUEUED = ("rendering", "rendered", *ACTIVE)
 QUEUED_SQL = "('rendering', 'rendered', 'pending', 'batched', 'sent')"
 
-# The rows a new request conflicts with: the same payment (paymentId; for a custom payment also its
-# transfer log, or a row that claimed its whole transaction) or the same Idempotency-Key.
 ROW_COLUMNS = (
     "id, kind, seq, status, payer_address, payment_type, payment_id, payment_tx_hash, payment_log_index,"
     " idempotency_key"
 )
-EXISTING = f"""
-SELECT {ROW_COLUMNS} FROM mint_requests
-WHERE payment_id = $1 OR idempotency_key = $2
-   OR (payment_tx_hash = $3 AND (payment_log_index IS NULL OR payment_log_index = $4))
-"""
-BY_IDEMPOTENCY_KEY = f"SELECT {ROW_COLUMNS} FROM mint_requests WHERE idempotency_key = $1"
 # The payer's queued authorizations that the chain may have executed already: those in a transaction
 # first (a batch mined but not yet confirmed), then those still waiting (someone else may submit a
 # signed authorization). Their state is read in the same block as the balance.
 MAX_CHECKED_NONCES = 64
-QUEUED_NONCES = f"""
-SELECT authorization_data->>'nonce' AS nonce FROM mint_requests
-WHERE payer_address = $1 AND status IN {QUEUED_SQL} AND authorization_data IS NOT NULL
-  AND NOT payment_settled
-ORDER BY status IN ('batched', 'sent') DESC, seq
-LIMIT {MAX_CHECKED_NONCES}
+# What a request needs from PostgreSQL before its chain read, in one round trip: the request its
+# Idempotency-Key already names (with its current position; $1 NULL: none), and the nonces above for
+# the payer of an authorization ($2 NULL: none).
+PREPARE = f"""
+SELECT k.id, k.kind, k.seq, k.status, k.payer_address, k.payment_type, k.payment_id, k.payment_tx_hash,
+       k.payment_log_index, k.idempotency_key,
+       CASE WHEN k.status IN {QUEUED_SQL} THEN
+           (SELECT count(*) FROM mint_requests a
+            WHERE a.kind = k.kind AND a.status IN {QUEUED_SQL} AND a.seq <= k.seq)
+       END AS queue_position,
+       ARRAY(SELECT n.authorization_data->>'nonce' FROM mint_requests n
+             WHERE n.payer_address = $2 AND n.status IN {QUEUED_SQL} AND n.authorization_data IS NOT NULL
+               AND NOT n.payment_settled
+             ORDER BY n.status IN ('batched', 'sent') DESC, n.seq
+             LIMIT {MAX_CHECKED_NONCES}) AS nonces
+FROM (VALUES (1)) AS one LEFT JOIN mint_requests k ON k.idempotency_key = $1
 """
-# What this payer's earlier authorizations will still take from their balance: those neither settled
-# elsewhere nor seen executed on-chain ($2) when the balance was read.
-RESERVED = f"""
-SELECT coalesce(sum(amount), 0) FROM mint_requests
-WHERE payer_address = $1 AND status IN {QUEUED_SQL} AND authorization_data IS NOT NULL
-  AND NOT payment_settled AND NOT (authorization_data->>'nonce' = ANY($2::text[]))
-"""
-# The count runs on the statement's snapshot, which does not hold the new row: hence the + 1.
-INSERT = f"""
-WITH inserted AS (
-    INSERT INTO mint_requests (id, kind, payer_address, payment_type, payment_id, amount,
-                               authorization_data, valid_before, payment_tx_hash, payment_log_index,
-                               accepted_block, idempotency_key, callback_url, status)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
-    ON CONFLICT DO NOTHING
-    RETURNING seq
-)
-SELECT seq, 1 + (SELECT count(*) FROM mint_requests
-                 WHERE kind = $2 AND status IN {QUEUED_SQL} AND seq < inserted.seq) AS position
-FROM inserted
-"""
-POSITION = f"SELECT count(*) FROM mint_requests WHERE kind = $1 AND status IN {QUEUED_SQL} AND seq <= $2"
+# Conflicts, reservation, position, expiry and insert in one statement (migration 009).
+ENQUEUE = f"SELECT * FROM intake_enqueue({', '.join(f'${n}' for n in range(1, 20))})"
 
 ITEM_COLUMNS = f"""
 id, payer_address, status, created_at, updated_at, processed_at, mint_tx_hash, error_message,
@@ -124,107 +107,104 @@ class Queued:
     created: bool
 
 
-async def find_by_idempotency_key(pool: asyncpg.Pool, key: str, payment: PaymentRef) -> Queued | None:
-    async with pool.acquire() as conn:
-        row = await conn.fetchrow(BY_IDEMPOTENCY_KEY, key)
-        return None if row is None else await _existing(conn, row, payment)
+@dataclass(frozen=True)
+class Prepared:
+    """What PostgreSQL says about a request before its payment is read from the chain."""
+
+    # The request an Idempotency-Key found (an earlier call queued it for the same payment).
+    earlier: Queued | None
+    # The payer's queued, unsettled authorizations whose chain state the balance check needs.
+    queued_nonces: tuple[str, ...]
 
 
-async def queued_nonces(pool: asyncpg.Pool, payer: str) -> tuple[str, ...]:
-    """Nonces of the payer's queued, unsettled authorizations whose chain state the balance check needs."""
-    rows = await pool.fetch(QUEUED_NONCES, payer)
-    return tuple(row["nonce"] for row in rows)
+@dataclass(frozen=True)
+class Expiry:
+    """How the expiry check estimates a request's batch time: its position at `per_second`, read once
+    so the check and its message agree."""
+
+    now: int
+    per_second: float
+    margin_seconds: int
+
+    def wait_seconds(self, position: int) -> int:
+        return math.ceil(max(position, 0) / self.per_second)
+
+
+async def prepare(pool: asyncpg.Pool, key: str | None, payment: PaymentRef, payer: str | None) -> Prepared:
+    """One round trip: the request `key` names (checked against `payment`) and `payer`'s queued nonces."""
+    if key is None and payer is None:
+        return Prepared(None, ())
+    row = await pool.fetchrow(PREPARE, key, payer)
+    assert row is not None  # the query always answers one row
+    earlier = _existing(row, payment) if row["id"] is not None else None
+    return Prepared(earlier, tuple(row["nonces"]))
 
 
 async def enqueue(
-    pool: asyncpg.Pool,
-    request: NewRequest,
-    *,
-    balance: int | None,
-    accept: Callable[[int], None],
+    pool: asyncpg.Pool, request: NewRequest, *, balance: int | None, expiry: Expiry | None
 ) -> Queued:
-    """Insert the request as `pending` (or `rendering`, with its render job) and commit; returns once
-    it is durable.
+    """Insert the request as `pending` (or `rendering`, with its render job) and commit, in one
+    statement (intake_enqueue, migration 009); returns once it is durable.
 
     `balance` (the payer's on-chain USDC, for authorization payments) must cover this request plus
-    their earlier unsettled ones; a per-payer advisory lock makes that check and the insert atomic.
-    `accept(position)` runs before the commit and may raise to refuse the request.
+    their earlier unsettled ones; the payer's advisory lock, held for that statement, makes the check
+    and the insert atomic across intake processes. `expiry` refuses an authorization (valid_before)
+    that would expire before its estimated batch time.
     """
-    async with pool.acquire() as conn:
-        async with conn.transaction():
-            if balance is not None:
-                await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", request.payer)
-            # Under the lock, a retry of the same payment finds the first one before the balance
-            # check, which would otherwise count it twice.
-            found = await _conflicting(conn, request)
-            if found is not None:
-                return found
-            if balance is not None:
-                reserved = int(await conn.fetchval(RESERVED, request.payer, list(request.debited)))
-                if balance - reserved < request.amount:
-                    raise PaymentRejected(
-                        "insufficient_balance",
-                        f"{request.payer} holds {balance} USDC units, {reserved} of them promised to "
-                        f"queued requests; {request.amount} more are needed",
-                    )
-            request_id = uuid.uuid4()
-            row = await conn.fetchrow(
-                INSERT,
-                request_id,
-                request.kind,
-                request.payer,
-                request.payment_type,
-                request.payment_id,
-                request.amount,
-                request.authorization,
-                request.valid_before,
-                request.payment_tx_hash,
-                request.payment_log_index,
-                request.accepted_block,
-                request.idempotency_key,
-                request.callback_url,
-                "pending" if request.render_settings is None else "rendering",
-            )
-            if row is not None and request.render_settings is not None:
-                await conn.execute(
-                    "INSERT INTO render_jobs (request_id, settings) VALUES ($1, $2)",
-                    request_id,
-                    request.render_settings,
-                )
-            if row is not None:
-                accept(row["position"])
-                return Queued(str(request_id), row["position"], request.payer, request.payment_type, True)
-        # ON CONFLICT skipped the insert: a concurrent request with the same payment or key committed
-        # first (the unique index waited for it), so its row is visible now.
-        found = await _conflicting(conn, request)
-        if found is None:
-            raise Unavailable("conflict_unresolved", "the request conflicted with one that is gone; retry")
-        return found
-
-
-async def _conflicting(conn: asyncpg.Connection, request: NewRequest) -> Queued | None:
-    rows = await conn.fetch(
-        EXISTING,
+    rows = await pool.fetch(
+        ENQUEUE,
+        uuid.uuid4(),
+        request.kind,
+        request.payer,
+        request.payment_type,
         request.payment_id,
-        request.idempotency_key,
+        request.amount,
+        request.authorization,
+        request.valid_before,
         request.payment_tx_hash,
         request.payment_log_index,
+        request.accepted_block,
+        request.idempotency_key,
+        request.callback_url,
+        request.render_settings,
+        balance,
+        list(request.debited),
+        expiry.now if expiry is not None else None,
+        expiry.per_second if expiry is not None else None,
+        expiry.margin_seconds if expiry is not None else None,
     )
+    if not rows:
+        # The insert met a concurrent request with the same payment or key that then rolled back.
+        raise Unavailable("conflict_unresolved", "the request conflicted with one that is gone; retry")
+    outcome = rows[0]["outcome"]
+    if outcome == "created":
+        row = rows[0]
+        return Queued(str(row["id"]), row["queue_position"], request.payer, request.payment_type, True)
+    if outcome == "insufficient":
+        reserved = int(rows[0]["reserved"])
+        raise PaymentRejected(
+            "insufficient_balance",
+            f"{request.payer} holds {balance} USDC units, {reserved} of them promised to "
+            f"queued requests; {request.amount} more are needed",
+        )
+    if outcome == "too_soon":
+        assert expiry is not None and request.valid_before is not None
+        position = rows[0]["queue_position"]
+        check_expiry(request.valid_before, expiry.now, expiry.wait_seconds(position), expiry.margin_seconds)
+        raise AssertionError("intake_enqueue and check_expiry disagree")  # same formula: unreachable
     for row in rows:
         if request.idempotency_key is not None and row["idempotency_key"] == request.idempotency_key:
-            return await _existing(conn, row, request.payment)
-    if rows:
-        raise PaymentReplayed()
-    return None
+            return _existing(row, request.payment)
+    raise PaymentReplayed()
 
 
-async def _existing(conn: asyncpg.Connection, row: asyncpg.Record, payment: PaymentRef) -> Queued:
+def _existing(row: asyncpg.Record, payment: PaymentRef) -> Queued:
     """The request an Idempotency-Key already names, if it is for the same payment."""
     if not payment.matches(row):
         raise ApiError(
             "idempotency_key_reused", "this Idempotency-Key was already used with a different payment", 422
         )
-    position = await conn.fetchval(POSITION, row["kind"], row["seq"]) if row["status"] in QUEUED else 0
+    position = row["queue_position"] if row["status"] in QUEUED else 0
     return Queued(str(row["id"]), position, row["payer_address"], row["payment_type"], False)
 
 

@@ -21,8 +21,11 @@ from services.intake.watcher import Watcher
 from shared.chain_checks import check_chain
 from shared.db import create_pool
 from shared.jsonrpc import JsonRpc
+from shared.rpc_coalescer import Coalescer
 
 SETTINGS = web.AppKey("settings", IntakeSettings)
+# Whether this process runs the loops that must run once per service (services/intake/background.py).
+SINGLETONS = web.AppKey("singletons", bool)
 TERMS = web.AppKey("terms", PaymentTerms)
 PAYWALL = web.AppKey("paywall", Paywall)
 # The offer for POST /nft/render: same asset and treasury, the NFT's price.
@@ -67,6 +70,9 @@ async def open_resources(app: web.Application) -> AsyncIterator[None]:
         rpc = JsonRpc(settings.chain_rpc_urls, rpc_session, settings.rpc_max_batch)
         # A definite mismatch stops start-up (ChainMismatch); a node that is down only means 503s.
         await check_chain(rpc, settings.deployment)
-        app[CHAIN] = ChainReader(rpc, app[TERMS].usdc)
+        reads = Coalescer(rpc, settings.rpc_coalesce_seconds)
+        # Closed before the session it sends through (the stack closes in reverse).
+        stack.push_async_callback(reads.close)
+        app[CHAIN] = ChainReader(reads, app[TERMS].usdc)
         app[CALLBACKS] = Callbacks(pool, session, settings, hosts)
         yield

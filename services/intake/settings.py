@@ -1,3 +1,4 @@
+import os
 from ipaddress import ip_network
 from typing import Annotated, Any
 
@@ -18,6 +19,9 @@ class IntakeSettings(Settings):
 
     host: str = "127.0.0.1"
     port: int = Field(default=4021, ge=1, le=65535)
+    # Processes serving the port together (SO_REUSEPORT) as one service: services/intake/workers.py.
+    # The database pool, the rate limits and the live-stream caps below are each worker's own.
+    workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=256)
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     access_log: bool = False
     shutdown_grace_seconds: float = Field(default=5.0, gt=0)
@@ -28,6 +32,8 @@ class IntakeSettings(Settings):
     # Kept-alive connections to the RPC node, and how long one JSON-RPC request may take.
     rpc_connections: int = Field(default=64, ge=1)
     rpc_timeout_seconds: float = Field(default=10.0, gt=0)
+    # Chain reads of concurrent requests wait this long to go out together as one JSON-RPC batch.
+    rpc_coalesce_seconds: float = Field(default=0.002, ge=0)
 
     # x402 `maxTimeoutSeconds`: clients sign authorizations valid this long.
     max_timeout_seconds: int = Field(default=900, ge=60)

@@ -17,8 +17,23 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
-async def create_pool(dsn: str, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
-    return await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, init=_init_connection)
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """A release that sends nothing: asyncpg still rolls back an open transaction first."""
+
+
+async def create_pool(
+    dsn: str, min_size: int = 1, max_size: int = 10, *, reset_sessions: bool = True
+) -> asyncpg.Pool:
+    """`reset_sessions` False skips the reset query asyncpg sends on every release (RESET ALL, CLOSE
+    ALL, UNLISTEN *, pg_advisory_unlock_all()): a round trip per query, for a pool whose users never
+    change session state (no SET, LISTEN, cursor or session advisory lock)."""
+    return await asyncpg.create_pool(
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        init=_init_connection,
+        reset=None if reset_sessions else _keep_session,
+    )
 
 
 async def migrate(dsn: str) -> list[str]:

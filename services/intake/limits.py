@@ -1,8 +1,6 @@
 """The rate limits as a request meets them: who its client is, and the payer's bucket for a paid request
 (the client's bucket is taken by the `limit_clients` middleware). The buckets are in ratelimit.py."""
 
-import time
-
 from aiohttp import web
 
 from services.intake.errors import RateLimited
@@ -24,7 +22,11 @@ def limited_client(request: web.Request) -> str | None:
 
 
 def limit_payer(
-    app: web.Application, terms: PaymentTerms, authorization: Authorization | None, claimed_payer: str | None
+    app: web.Application,
+    terms: PaymentTerms,
+    authorization: Authorization | None,
+    claimed_payer: str | None,
+    now: int,
 ) -> None:
     """Takes a token from the payer's bucket before anything is read for an order (database, chain):
     the signer of its authorization, else the payer a custom payment claims.
@@ -35,7 +37,7 @@ def limit_payer(
     their signed payments. A custom payment claiming no payer is limited per client only.
     """
     if authorization is not None:
-        check_authorization(authorization, terms, int(time.time()))
+        check_authorization(authorization, terms, now)
         payer, bucket = authorization.payer, authorization.payer
     elif claimed_payer is not None:
         payer, bucket = claimed_payer, f"claimed:{claimed_payer}"

@@ -16,12 +16,12 @@ from services.intake import metrics, queue
 from services.intake.callback_hosts import check_callback_url
 from services.intake.errors import ApiError
 from services.intake.limits import limit_payer
-from services.intake.orders import idempotency_key, idempotency_key_of, parse_order, read_body
+from services.intake.orders import Order, idempotency_key, idempotency_key_of, parse_order, read_body
 from services.intake.paywall import Paywall
-from services.intake.queue import Expiry, NewRequest, Queued
+from services.intake.queue import Expiry, NewRequest, Queued, Recheck
 from services.intake.resources import CALLBACKS, CHAIN, PAYWALL, POOL, REDIS, SETTINGS, THROUGHPUT
 from services.intake.schemas import MintAccepted
-from services.intake.verify import verify
+from services.intake.verify import Verified, verify
 from shared import keys
 from shared.events import BaseEvent, MintRequested, RenderRequested
 from shared.streams import publish
@@ -63,49 +63,42 @@ async def accept_paid(
         raise paywall.payment_required()
     key = idempotency_key_of(key, order)
     # Before any read for it: a payer over their rate costs neither the database nor the chain.
-    limit_payer(app, terms, order.authorization, order.payer)
-    auth = order.authorization
-    prepared = await queue.prepare(pool, key, order.payment, auth.payer if auth is not None else None)
-    if prepared.earlier is not None:
-        return prepared.earlier
-    if order.callback_url is not None:
-        await check_callback_url(app[CALLBACKS].hosts, order.callback_url)
-
     now = int(time.time())
-    verified = await verify(
-        order,
-        terms,
-        app[CHAIN],
-        now,
-        settings.custom_payment_confirmations,
-        queued_nonces=prepared.queued_nonces,
-    )
-    valid_before = auth.valid_before if auth is not None else None
-    queued = await queue.enqueue(
-        pool,
-        NewRequest(
-            payer=verified.payer,
-            payment_type=order.payment_type,
-            payment_id=verified.payment_id,
-            amount=verified.amount,
-            authorization=auth.as_json() if auth is not None else None,
-            valid_before=valid_before,
-            payment_tx_hash=order.claim.tx_hash if order.claim is not None else None,
-            payment_log_index=verified.log_index,
-            accepted_block=verified.block,
-            debited=verified.debited,
-            idempotency_key=key,
-            callback_url=order.callback_url,
-            kind=kind,
-            render_settings=render_settings,
-        ),
-        balance=verified.balance,
-        expiry=(
-            None
-            if valid_before is None
-            else Expiry(now, app[THROUGHPUT].per_second, settings.expiry_margin_seconds)
-        ),
-    )
+    limit_payer(app, terms, order.authorization, order.payer, now)
+    try:
+        if order.callback_url is not None:
+            await check_callback_url(app[CALLBACKS].hosts, order.callback_url)
+        verified = await verify(
+            order, terms, app[CHAIN], now, settings.custom_payment_confirmations, checked=True
+        )
+    except ApiError:
+        # A retry of a request its Idempotency-Key already queued gets the first answer, whatever its
+        # payment looks like now (settled on-chain by its own batch, say).
+        earlier = await queue.find_by_idempotency_key(pool, key, order.payment) if key else None
+        if earlier is None:
+            raise
+        return earlier
+    valid_before = order.authorization.valid_before if order.authorization is not None else None
+    expiry = None
+    if valid_before is not None:
+        expiry = Expiry(now, app[THROUGHPUT].per_second, settings.expiry_margin_seconds)
+    new = _new_request(order, verified, key, kind, render_settings)
+    # The chain was asked about this payment only, so the payer's other queued authorizations all count
+    # against their balance; only a payer short on that count pays for a closer look.
+    try:
+        queued = await queue.enqueue(pool, new, balance=verified.balance, expiry=expiry)
+    except Recheck as recheck:
+        verified = await verify(
+            order,
+            terms,
+            app[CHAIN],
+            now,
+            settings.custom_payment_confirmations,
+            queued_nonces=recheck.nonces,
+            checked=True,
+        )
+        new = _new_request(order, verified, key, kind, render_settings, debited=verified.debited)
+        queued = await queue.enqueue(pool, new, balance=verified.balance, expiry=expiry)
     if queued.created:
         metrics.MINTS_ACCEPTED.labels(queued.payment_type).inc()
         log.info(
@@ -125,6 +118,33 @@ async def accept_paid(
             event, stream = RenderRequested(request_id=queued.id), keys.RENDER_REQUESTED
         await _announce(app, stream, event, queued.id)
     return queued
+
+
+def _new_request(
+    order: Order,
+    verified: Verified,
+    key: str | None,
+    kind: str,
+    render_settings: dict[str, Any] | None,
+    debited: frozenset[str] | None = None,
+) -> NewRequest:
+    auth = order.authorization
+    return NewRequest(
+        payer=verified.payer,
+        payment_type=order.payment_type,
+        payment_id=verified.payment_id,
+        amount=verified.amount,
+        authorization=auth.as_json() if auth is not None else None,
+        valid_before=auth.valid_before if auth is not None else None,
+        payment_tx_hash=order.claim.tx_hash if order.claim is not None else None,
+        payment_log_index=verified.log_index,
+        accepted_block=verified.block,
+        debited=debited,
+        idempotency_key=key,
+        callback_url=order.callback_url,
+        kind=kind,
+        render_settings=render_settings,
+    )
 
 
 async def _announce(app: web.Application, stream: str, event: BaseEvent, request_id: str) -> None:

@@ -23,26 +23,14 @@ ROW_COLUMNS = (
     "id, kind, seq, status, payer_address, payment_type, payment_id, payment_tx_hash, payment_log_index,"
     " idempotency_key"
 )
-# The payer's queued authorizations that the chain may have executed already: those in a transaction
-# first (a batch mined but not yet confirmed), then those still waiting (someone else may submit a
-# signed authorization). Their state is read in the same block as the balance.
-MAX_CHECKED_NONCES = 64
-# What a request needs from PostgreSQL before its chain read, in one round trip: the request its
-# Idempotency-Key already names (with its current position; $1 NULL: none), and the nonces above for
-# the payer of an authorization ($2 NULL: none).
-PREPARE = f"""
-SELECT k.id, k.kind, k.seq, k.status, k.payer_address, k.payment_type, k.payment_id, k.payment_tx_hash,
-       k.payment_log_index, k.idempotency_key,
-       CASE WHEN k.status IN {QUEUED_SQL} THEN
+# The request an Idempotency-Key names, with its current position.
+BY_IDEMPOTENCY_KEY = f"""
+SELECT {ROW_COLUMNS},
+       CASE WHEN status IN {QUEUED_SQL} THEN
            (SELECT count(*) FROM mint_requests a
             WHERE a.kind = k.kind AND a.status IN {QUEUED_SQL} AND a.seq <= k.seq)
-       END AS queue_position,
-       ARRAY(SELECT n.authorization_data->>'nonce' FROM mint_requests n
-             WHERE n.payer_address = $2 AND n.status IN {QUEUED_SQL} AND n.authorization_data IS NOT NULL
-               AND NOT n.payment_settled
-             ORDER BY n.status IN ('batched', 'sent') DESC, n.seq
-             LIMIT {MAX_CHECKED_NONCES}) AS nonces
-FROM (VALUES (1)) AS one LEFT JOIN mint_requests k ON k.idempotency_key = $1
+       END AS queue_position
+FROM mint_requests k WHERE idempotency_key = $1
 """
 # Conflicts, reservation, position, expiry and insert in one statement (migration 009).
 ENQUEUE = f"SELECT * FROM intake_enqueue({', '.join(f'${n}' for n in range(1, 20))})"
@@ -89,8 +77,9 @@ class NewRequest:
     payment_log_index: int | None = None
     # The block the payment's chain state was read in.
     accepted_block: int | None = None
-    # Nonces of the payer's queued authorizations the chain had executed in that block.
-    debited: frozenset[str] = frozenset()
+    # Nonces of the payer's queued authorizations the chain had executed in that block; None while
+    # they were not asked about (then every queued authorization reserves its amount).
+    debited: frozenset[str] | None = None
 
     @property
     def payment(self) -> PaymentRef:
@@ -107,14 +96,13 @@ class Queued:
     created: bool
 
 
-@dataclass(frozen=True)
-class Prepared:
-    """What PostgreSQL says about a request before its payment is read from the chain."""
+class Recheck(Exception):
+    """The balance covers the request only if some of the payer's queued authorizations (`nonces`)
+    were executed on-chain already: read their state with the balance, and enqueue again."""
 
-    # The request an Idempotency-Key found (an earlier call queued it for the same payment).
-    earlier: Queued | None
-    # The payer's queued, unsettled authorizations whose chain state the balance check needs.
-    queued_nonces: tuple[str, ...]
+    def __init__(self, nonces: list[str]) -> None:
+        super().__init__(f"{len(nonces)} queued authorizations to check")
+        self.nonces = tuple(nonces)
 
 
 @dataclass(frozen=True)
@@ -130,14 +118,9 @@ class Expiry:
         return math.ceil(max(position, 0) / self.per_second)
 
 
-async def prepare(pool: asyncpg.Pool, key: str | None, payment: PaymentRef, payer: str | None) -> Prepared:
-    """One round trip: the request `key` names (checked against `payment`) and `payer`'s queued nonces."""
-    if key is None and payer is None:
-        return Prepared(None, ())
-    row = await pool.fetchrow(PREPARE, key, payer)
-    assert row is not None  # the query always answers one row
-    earlier = _existing(row, payment) if row["id"] is not None else None
-    return Prepared(earlier, tuple(row["nonces"]))
+async def find_by_idempotency_key(pool: asyncpg.Pool, key: str, payment: PaymentRef) -> Queued | None:
+    row = await pool.fetchrow(BY_IDEMPOTENCY_KEY, key)
+    return None if row is None else _existing(row, payment)
 
 
 async def enqueue(
@@ -148,8 +131,9 @@ async def enqueue(
 
     `balance` (the payer's on-chain USDC, for authorization payments) must cover this request plus
     their earlier unsettled ones; the payer's advisory lock, held for that statement, makes the check
-    and the insert atomic across intake processes. `expiry` refuses an authorization (valid_before)
-    that would expire before its estimated batch time.
+    and the insert atomic across intake processes. With `request.debited` None (not read) every
+    queued authorization counts, and where that is too much Recheck names the ones to read. `expiry`
+    refuses an authorization (valid_before) that would expire before its estimated batch time.
     """
     rows = await pool.fetch(
         ENQUEUE,
@@ -168,7 +152,7 @@ async def enqueue(
         request.callback_url,
         request.render_settings,
         balance,
-        list(request.debited),
+        None if request.debited is None else list(request.debited),
         expiry.now if expiry is not None else None,
         expiry.per_second if expiry is not None else None,
         expiry.margin_seconds if expiry is not None else None,
@@ -180,6 +164,8 @@ async def enqueue(
     if outcome == "created":
         row = rows[0]
         return Queued(str(row["id"]), row["queue_position"], request.payer, request.payment_type, True)
+    if outcome == "recheck":
+        raise Recheck(rows[0]["nonces"])
     if outcome == "insufficient":
         reserved = int(rows[0]["reserved"])
         raise PaymentRejected(

@@ -33,13 +33,16 @@ async def verify(
     confirmations: int,
     *,
     queued_nonces: tuple[str, ...] = (),
+    checked: bool = False,
 ) -> Verified:
     """`queued_nonces`: the payer's other queued, unsettled authorizations, whose state is read in the
-    same block as the balance."""
+    same block as the balance. `checked`: the authorization passed check_authorization at `now`
+    already (the per-payer rate limit checks it first)."""
     auth = order.authorization
     if auth is not None:
         # Before any chain read: a bad signature costs the node nothing.
-        check_authorization(auth, terms, now)
+        if not checked:
+            check_authorization(auth, terms, now)
         state = await chain.payer_state(auth.payer, [auth.nonce, *queued_nonces])
         if state.used[0]:
             raise PaymentReplayed("this authorization's nonce is already used or canceled on-chain")

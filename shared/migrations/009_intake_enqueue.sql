@@ -71,11 +71,20 @@ WHERE status IN ('rendering', 'rendered', 'pending', 'batched', 'sent') GROUP BY
 --                 (the same key and payment: the earlier answer) from a payment used twice;
 --   insufficient  the balance does not cover it and the payer's other queued authorizations
 --                 (`reserved`);
+--   recheck       the same, but `p_debited` was not read (NULL): some of the payer's queued
+--                 authorizations (`nonces`, the ones to ask the chain about, those in a transaction
+--                 first) may have been executed on-chain already and no longer reserve anything; the
+--                 caller reads their state in the balance's block and calls again with `p_debited`;
 --   too_soon      the authorization expires before its estimated batch time (queue_position).
 -- `p_balance` NULL (a custom payment, paid already) skips the reservation and the payer's lock;
--- `p_debited` are the payer's queued nonces the chain had executed when the balance was read;
+-- `p_debited` are the payer's queued nonces the chain had executed when the balance was read (NULL:
+-- not read, so every queued authorization reserves its amount, which can only refuse more);
 -- `p_valid_before` NULL skips the expiry check, which waits ceil(position / p_per_second) seconds
 -- from `p_now` and `p_margin_seconds` more, as intake's payments.check_expiry does.
+--
+-- enable_seqscan is off inside: a plan cached while the table was small (a fresh database) would
+-- otherwise scan the whole table on every call until the statistics catch up, where every query
+-- here has an index to take.
 CREATE FUNCTION intake_enqueue(
     p_id uuid, p_kind text, p_payer text, p_payment_type text, p_payment_id text, p_amount numeric,
     p_authorization jsonb, p_valid_before bigint, p_payment_tx_hash text, p_payment_log_index integer,
@@ -84,12 +93,13 @@ CREATE FUNCTION intake_enqueue(
 ) RETURNS TABLE (
     outcome text, id uuid, kind text, seq bigint, status text, payer_address text, payment_type text,
     payment_id text, payment_tx_hash text, payment_log_index integer, idempotency_key text,
-    queue_position bigint, reserved numeric
+    queue_position bigint, reserved numeric, nonces text[]
 ) AS $$
 DECLARE
     v_reserved numeric;
     v_position bigint;
     v_seq bigint;
+    v_nonces text[];
 BEGIN
     IF p_balance IS NOT NULL THEN
         -- Each statement below reads a snapshot taken after the lock: it sees what the payer's
@@ -106,7 +116,7 @@ BEGIN
                               WHERE a.kind = m.kind AND a.seq <= m.seq
                                 AND a.status IN ('rendering', 'rendered', 'pending', 'batched', 'sent'))
                    END,
-                   NULL::numeric
+                   NULL::numeric, NULL::text[]
             FROM mint_requests m
             WHERE m.payment_id = p_payment_id OR m.idempotency_key = p_idempotency_key
                OR (m.payment_tx_hash = p_payment_tx_hash
@@ -123,11 +133,21 @@ BEGIN
             WHERE r.payer_address = p_payer
               AND r.status IN ('rendering', 'rendered', 'pending', 'batched', 'sent')
               AND r.authorization_data IS NOT NULL AND NOT r.payment_settled
-              AND NOT (r.authorization_data->>'nonce' = ANY(p_debited));
+              AND NOT (r.authorization_data->>'nonce' = ANY(coalesce(p_debited, '{}')));
             IF p_balance - v_reserved < p_amount THEN
-                RETURN QUERY SELECT 'insufficient', NULL::uuid, p_kind, NULL::bigint, NULL::text, p_payer,
-                                    p_payment_type, p_payment_id, NULL::text, NULL::integer, NULL::text,
-                                    NULL::bigint, v_reserved;
+                IF p_debited IS NULL THEN
+                    v_nonces := ARRAY(
+                        SELECT n.authorization_data->>'nonce' FROM mint_requests n
+                        WHERE n.payer_address = p_payer
+                          AND n.status IN ('rendering', 'rendered', 'pending', 'batched', 'sent')
+                          AND n.authorization_data IS NOT NULL AND NOT n.payment_settled
+                        ORDER BY n.status IN ('batched', 'sent') DESC, n.seq
+                        LIMIT 64);
+                END IF;
+                RETURN QUERY SELECT CASE WHEN cardinality(v_nonces) > 0 THEN 'recheck' ELSE 'insufficient' END,
+                                    NULL::uuid, p_kind, NULL::bigint, NULL::text, p_payer, p_payment_type,
+                                    p_payment_id, NULL::text, NULL::integer, NULL::text, NULL::bigint,
+                                    v_reserved, v_nonces;
                 RETURN;
             END IF;
         END IF;
@@ -139,7 +159,7 @@ BEGIN
            AND p_valid_before < p_now + ceil(v_position / p_per_second)::bigint + p_margin_seconds THEN
             RETURN QUERY SELECT 'too_soon', NULL::uuid, p_kind, NULL::bigint, NULL::text, p_payer,
                                 p_payment_type, p_payment_id, NULL::text, NULL::integer, NULL::text,
-                                v_position, NULL::numeric;
+                                v_position, NULL::numeric, NULL::text[];
             RETURN;
         END IF;
 
@@ -159,9 +179,9 @@ BEGIN
             END IF;
             RETURN QUERY SELECT 'created', p_id, p_kind, v_seq, NULL::text, p_payer, p_payment_type,
                                 p_payment_id, p_payment_tx_hash, p_payment_log_index, p_idempotency_key,
-                                v_position, NULL::numeric;
+                                v_position, NULL::numeric, NULL::text[];
             RETURN;
         END IF;
     END LOOP;
 END
-$$ LANGUAGE plpgsql;
+$$ LANGUAGE plpgsql SET enable_seqscan = off;

@@ -9,7 +9,8 @@ clock starts (tests/support/load.py: alternately gasless bodies and x402 v2 head
 from each payer, shuffled), and every client keeps its connection alive, as a browser or SDK does.
 Only intake and what it needs run: the batcher and confirmer would take the same cores (`--pipeline`
 starts them too). With `--intake URL` it posts to a running intake instead (`make run`, whose
-`.run/env` and `.run/deployment.json` it reads): one run, as that intake is configured.
+`.run/env` and `.run/deployment.json` it reads): one run, as that intake is configured. With
+`--checkout DIR` the intake (and the migrations) come from another checkout, for a before/after.
 
     .venv/bin/python bench/intake.py [--count 5000] [--concurrency 64] [--workers 1,2] [--per-payer 10]
 """
@@ -131,13 +132,19 @@ async def post_all(url: str, mints: list[SignedMint], concurrency: int, run: Run
         run.seconds = time.perf_counter() - started
 
 
+def migrate_from(checkout: Path, dsn: str) -> None:
+    """The migrations of another checkout (what its intake expects)."""
+    migrate = [sys.executable, "-m", "shared.db"]
+    subprocess.run(migrate, cwd=checkout, env={**os.environ, "DATABASE_URL": dsn}, check=True)
+
+
 @contextlib.contextmanager
-def intake_process(env: dict[str, str], workers: int, log_path: Path):
+def intake_process(env: dict[str, str], workers: int, log_path: Path, checkout: Path = REPO):
     port = free_port()
     env = {**os.environ, **env, "INTAKE_PORT": str(port), "INTAKE_WORKERS": str(workers)}
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "services.intake"], cwd=REPO, env=env, stdout=log, stderr=log
+            [sys.executable, "-m", "services.intake"], cwd=checkout, env=env, stdout=log, stderr=log
         )
     try:
         deadline = time.monotonic() + 60
@@ -204,7 +211,10 @@ async def own_system(args: argparse.Namespace) -> list[Run]:
             warm_up = signed_mints(w3, deployment, WARM_UP, args.per_payer)
             mints = signed_mints(w3, deployment, args.count, args.per_payer)
             dsn = postgres.create_database(f"bench_{uuid.uuid4().hex[:12]}")
-            await db.migrate(dsn)
+            if args.checkout == REPO:
+                await db.migrate(dsn)
+            else:
+                migrate_from(args.checkout, dsn)
             env = {
                 "REDIS_URL": redis.url,
                 "DATABASE_URL": dsn,
@@ -214,7 +224,8 @@ async def own_system(args: argparse.Namespace) -> list[Run]:
                 "WEBHOOK_SECRET": "bench-webhook-secret",  # a local value only
             }
             log_path = Path(tmp) / f"intake-{workers}.log"
-            with pipeline(env, Path(tmp), args.pipeline), intake_process(env, workers, log_path) as url:
+            intake = intake_process(env, workers, log_path, args.checkout)
+            with pipeline(env, Path(tmp), args.pipeline), intake as url:
                 await post_all(url, warm_up, args.concurrency, Run("warm-up"))
                 print(f"INTAKE_WORKERS={workers}: posting ...", file=sys.stderr)
                 run = Run(f"INTAKE_WORKERS={workers}")
@@ -244,6 +255,7 @@ async def main() -> None:
     parser.add_argument("--workers", type=lambda s: [int(n) for n in s.split(",")], default=[1, 2])
     parser.add_argument("--pipeline", action="store_true", help="run the batcher and confirmer too")
     parser.add_argument("--intake", help="post to this running intake (make run) instead")
+    parser.add_argument("--checkout", type=Path, default=REPO, help="run the intake of this checkout")
     args = parser.parse_args()
 
     runs = await (running_system(args) if args.intake else own_system(args))

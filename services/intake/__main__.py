@@ -9,13 +9,15 @@ import logging
 import signal
 import sys
 
+import aiohttp
 from aiohttp import web
 from pydantic import ValidationError
 
 from services.intake import workers
 from services.intake.settings import IntakeSettings
 from shared import logs
-from shared.chain_checks import ChainMismatch
+from shared.chain_checks import ChainMismatch, check_chain
+from shared.jsonrpc import JsonRpc
 
 log = logging.getLogger("services.intake")
 
@@ -27,7 +29,7 @@ async def serve(settings: IntakeSettings, worker: int | None) -> None:
     from services.intake.app import create_app
 
     runner = web.AppRunner(
-        create_app(settings, singletons=not worker),
+        create_app(settings, worker=worker),
         handle_signals=False,
         access_log=logging.getLogger("aiohttp.access") if settings.access_log else None,
         shutdown_timeout=settings.shutdown_grace_seconds,
@@ -48,6 +50,14 @@ async def serve(settings: IntakeSettings, worker: int | None) -> None:
     log.info("%s stopped", name)
 
 
+async def check_chain_once(settings: IntakeSettings) -> None:
+    """A parent of workers checks the chain itself before it starts them: one refusal, not one each."""
+    timeout = aiohttp.ClientTimeout(total=settings.rpc_timeout_seconds)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        rpc = JsonRpc(settings.chain_rpc_urls, session, settings.rpc_max_batch)
+        await check_chain(rpc, settings.deployment)
+
+
 def main() -> None:
     try:
         settings = IntakeSettings()  # type: ignore[call-arg]  # read from the environment
@@ -57,15 +67,19 @@ def main() -> None:
         raise SystemExit(workers.REFUSED) from None
     logs.configure("intake", settings.log_level)
     worker = workers.worker_index()
-    if worker is None and settings.workers > 1:
-        raise SystemExit(workers.supervise(settings.workers, settings.shutdown_grace_seconds))
+    supervising = worker is None and settings.workers > 1
     if worker is not None:
         workers.follow_parent()
     try:
-        asyncio.run(serve(settings, worker))
+        if supervising:
+            asyncio.run(check_chain_once(settings))
+        else:
+            asyncio.run(serve(settings, worker))
     except ChainMismatch as exc:
         log.error("refusing to start: %s", exc)
         raise SystemExit(workers.REFUSED) from None
+    if supervising:
+        raise SystemExit(workers.supervise(settings.workers, settings.shutdown_grace_seconds))
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ from services.intake import live, openapi
 from services.intake.background import run_background
 from services.intake.counts import StatusCounts
 from services.intake.middleware import count_requests, json_errors, limit_clients, request_ids
+from services.intake.open_streams import open_streams
 from services.intake.payments import PaymentTerms
 from services.intake.paywall import Paywall
 from services.intake.ratelimit import TokenBuckets
@@ -28,16 +29,17 @@ from services.intake.throughput import Throughput
 from services.intake.watcher import Watcher
 
 
-def create_app(settings: IntakeSettings, *, singletons: bool = True) -> web.Application:
-    """The app; `singletons` False for every intake worker but one (the loops that run once per
-    service: services/intake/background.py)."""
+def create_app(settings: IntakeSettings, *, worker: int | None = None) -> web.Application:
+    """The app of a lone intake process, or of worker `worker` of several (services/intake/workers.py):
+    worker 0 runs the loops that run once per service (services/intake/background.py), and the
+    workers' open live streams count together toward the cap."""
     app = web.Application(
         middlewares=[request_ids, count_requests, json_errors, limit_clients],
         client_max_size=settings.max_body_bytes,
     )
     terms = PaymentTerms.for_deployment(settings.deployment)
     app[SETTINGS] = settings
-    app[SINGLETONS] = singletons
+    app[SINGLETONS] = not worker
     app[TERMS] = terms
     app[PAYWALL] = Paywall(terms, settings.max_timeout_seconds, "a mint of the token, queued for a batch")
     app[NFT_PAYWALL] = Paywall(
@@ -60,6 +62,7 @@ def create_app(settings: IntakeSettings, *, singletons: bool = True) -> web.Appl
         queue_seconds=settings.live_queue_seconds,
         max_streams=settings.live_max_streams,
         max_streams_per_client=settings.live_max_streams_per_client,
+        open_streams=open_streams(worker, settings.workers),
     )
     setup_routes(app)
     app[openapi.SPEC] = openapi.document()

@@ -8,7 +8,7 @@ tests check both agree.
 
 import re
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Any
 
 from coincurve import PublicKey
@@ -136,15 +136,22 @@ def payment_id(payer: str, nonce: str) -> str:
     return "0x" + keccak(_word(payer) + bytes.fromhex(nonce[2:])).hex()
 
 
+@lru_cache(maxsize=16_384)
+def checksummed(address: str) -> str:
+    """EIP-55 form of a 0x address, remembered: every request names the treasury and its payer, whose
+    checksum (a keccak and eth_utils' validation) cost more than the rest of their parsing."""
+    return to_checksum_address(address)
+
+
 def parse_address(value: Any, field: str, code: str = "invalid_address") -> str:
     """A 0x address as its checksummed form; a mixed-case one must carry a valid EIP-55 checksum."""
     if not isinstance(value, str) or not ADDRESS_RE.fullmatch(value):
         raise BadRequest(code, f"{field} must be a 0x-prefixed 20-byte hex address")
-    checksummed = to_checksum_address(value)
+    checksummed_value = checksummed(value)
     body = value[2:]
-    if body != body.lower() and body != body.upper() and value != checksummed:
+    if body != body.lower() and body != body.upper() and value != checksummed_value:
         raise BadRequest(code, f"{field} has an invalid EIP-55 checksum")
-    return checksummed
+    return checksummed_value
 
 
 def parse_bytes32(value: Any, field: str, code: str = "invalid_authorization") -> str:
@@ -212,7 +219,7 @@ def recover_signer(digest: bytes, signature: str) -> str | None:
         public_key = PublicKey.from_signature_and_message(raw[:64] + bytes([v]), digest, hasher=None)
     except ValueError:
         return None
-    return to_checksum_address(keccak(public_key.format(compressed=False)[1:])[-20:])
+    return checksummed("0x" + keccak(public_key.format(compressed=False)[1:])[-20:].hex())
 
 
 def check_authorization(auth: Authorization, terms: PaymentTerms, now: int) -> None:

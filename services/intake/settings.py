@@ -9,6 +9,13 @@ from services.intake.callback_hosts import CallbackHosts
 from shared.settings import Settings
 
 
+def _cores() -> int:
+    """The cores this process may run on (its CPU affinity, where the platform tells), else all."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 class IntakeSettings(Settings):
     """Intake's knobs carry the INTAKE_ prefix (INTAKE_PORT, ...); WEBHOOK_SECRET is unprefixed."""
 
@@ -19,9 +26,10 @@ class IntakeSettings(Settings):
 
     host: str = "127.0.0.1"
     port: int = Field(default=4021, ge=1, le=65535)
-    # Processes serving the port together (SO_REUSEPORT) as one service: services/intake/workers.py.
-    # The database pool, the rate limits and the live-stream caps below are each worker's own.
-    workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=256)
+    # Processes serving the port together (SO_REUSEPORT) as one service: services/intake/workers.py;
+    # by default one per core this process may run on. The database pool, the rate limits and the
+    # live-stream caps below are each worker's own.
+    workers: int = Field(default_factory=lambda: _cores(), ge=1, le=256)
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     access_log: bool = False
     shutdown_grace_seconds: float = Field(default=5.0, gt=0)

@@ -23,6 +23,7 @@ import asyncpg
 from services.intake import queue
 from services.intake.counts import StatusCounts
 from services.intake.errors import RateLimited, Unavailable
+from services.intake.open_streams import OpenStreams
 from services.intake.schemas import LiveBatch, LiveItem, LiveQueue, RecentThroughput, RenderProgress
 from services.intake.throughput import Throughput
 from shared.loops import every, pause
@@ -89,6 +90,7 @@ class Watcher:
         queue_seconds: float,
         max_streams: int,
         max_streams_per_client: int,
+        open_streams: OpenStreams | None = None,
     ) -> None:
         self.throughput = throughput
         self.counts = counts
@@ -96,7 +98,8 @@ class Watcher:
         self.queue_seconds = queue_seconds
         self.max_streams = max_streams
         self.max_streams_per_client = max_streams_per_client
-        self.streams = 0
+        # Every worker's open streams count toward max_streams (services/intake/open_streams.py).
+        self.open_streams = open_streams or OpenStreams()
         # Open streams per limited client (no entry at 0, so departed clients cost no memory).
         self.client_streams: dict[str, int] = {}
         # Set at shutdown: every stream ends, so the server does not wait for them.
@@ -118,7 +121,7 @@ class Watcher:
             raise Unavailable(
                 "shutting_down", "intake is stopping; reconnect shortly", headers={"Retry-After": "5"}
             )
-        if self.streams >= self.max_streams:
+        if self.open_streams.total() >= self.max_streams:
             raise Unavailable(
                 "too_many_streams",
                 f"{self.max_streams} live streams are open; retry shortly",
@@ -130,13 +133,13 @@ class Watcher:
                 f"{client} has {self.max_streams_per_client} live streams open; close one or retry later",
                 10,
             )
-        self.streams += 1
+        self.open_streams.add(1)
         if client is not None:
             self.client_streams[client] = self.client_streams.get(client, 0) + 1
         try:
             yield
         finally:
-            self.streams -= 1
+            self.open_streams.add(-1)
             if client is not None:
                 left = self.client_streams.pop(client) - 1
                 if left:

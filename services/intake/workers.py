@@ -18,6 +18,8 @@ itself. Each worker binds the port with SO_REUSEPORT, so the kernel spreads conn
   leaves workers holding the port.
 - The loops that must run once per service (stream replay, the stale-publish sweep) run in worker 0
   only (services/intake/background.py); a restarted worker 0 takes them up again.
+- INTAKE_LIVE_MAX_STREAMS caps the live streams of all workers together (a file of counts they share,
+  services/intake/open_streams.py); the per-client caps and the rate limits are each worker's.
 """
 
 import contextlib
@@ -35,6 +37,7 @@ from pathlib import Path
 
 from prometheus_client.multiprocess import mark_process_dead
 
+from services.intake.open_streams import STREAMS_ENV, create_shared_file
 from shared.backoff import exponential_backoff
 from shared.metrics import MULTIPROC_DIR
 
@@ -108,7 +111,15 @@ class Supervisor:
         given = os.environ.get(MULTIPROC_DIR)
         metrics_dir = Path(given) if given else Path(tempfile.mkdtemp(prefix="mintline-intake-metrics-"))
         _empty(metrics_dir)
-        env = {**os.environ, MULTIPROC_DIR: str(metrics_dir), PARENT_ENV: str(os.getpid())}
+        streams_file = tempfile.NamedTemporaryFile(prefix="mintline-intake-streams-", delete=False)
+        streams_file.close()
+        create_shared_file(streams_file.name, self.count)
+        env = {
+            **os.environ,
+            MULTIPROC_DIR: str(metrics_dir),
+            PARENT_ENV: str(os.getpid()),
+            STREAMS_ENV: streams_file.name,
+        }
         workers = [Worker(index, env) for index in range(self.count)]
         log.info("intake starting %d workers (metrics in %s)", self.count, metrics_dir)
         try:
@@ -119,6 +130,7 @@ class Supervisor:
                     self._tend(worker, metrics_dir)
         finally:
             self._stop_all(workers)
+            Path(streams_file.name).unlink(missing_ok=True)
             if given:
                 _empty(metrics_dir)
             else:

@@ -4,6 +4,7 @@ giving one row and one mint per payment, and no more mints than the payer paid f
 
 import asyncio
 import collections
+import contextlib
 import os
 import signal
 import time
@@ -219,3 +220,39 @@ async def test_racing_across_workers_one_row_and_one_mint_per_payment(
     assert usdc_contract(w3, deployment).functions.balanceOf(payer.address).call() == 0
     for row in rows:
         assert token.functions.processed(bytes.fromhex(row["payment_id"][2:])).call()
+
+
+async def test_the_live_stream_cap_counts_every_workers_streams(
+    services: Callable[..., ServiceProcess], tmp_path: Path
+) -> None:
+    intake, url = await start_workers(services, tmp_path / "metrics", INTAKE_LIVE_MAX_STREAMS="2")
+    assert intake.proc is not None
+    workers = await wait_workers(intake.proc.pid, 2)
+    async with fresh_connections() as session:
+        streams = [await session.get(f"{url}/events/queue") for _ in range(2)]
+        assert [stream.status for stream in streams] == [200, 200]
+        # Whichever worker a new connection reaches, the service's two places are taken.
+        for _ in range(6):
+            async with session.get(f"{url}/events/queue") as refused:
+                assert (refused.status, (await refused.json())["error"]) == (503, "too_many_streams")
+
+        # A worker killed with its streams open: the one started in its place does not count them.
+        for pid in workers:
+            os.kill(pid, signal.SIGKILL)
+        await wait_workers(intake.proc.pid, 2, other_than=workers)
+        for stream in streams:
+            stream.close()
+        deadline = time.monotonic() + 30
+        while True:
+            again = []
+            with contextlib.suppress(aiohttp.ClientConnectionError):  # not listening again yet
+                for _ in range(2):
+                    again.append(await session.get(f"{url}/events/queue"))
+            if [response.status for response in again] == [200, 200]:
+                break
+            for response in again:
+                response.close()
+            assert time.monotonic() < deadline, "the dead workers' streams still hold their places"
+            await asyncio.sleep(0.2)
+        for response in again:
+            response.close()

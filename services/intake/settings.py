@@ -40,8 +40,9 @@ class IntakeSettings(Settings):
     # Kept-alive connections to the RPC node, and how long one JSON-RPC request may take.
     rpc_connections: int = Field(default=64, ge=1)
     rpc_timeout_seconds: float = Field(default=10.0, gt=0)
-    # Chain reads of concurrent requests wait this long to go out together as one JSON-RPC batch.
-    rpc_coalesce_seconds: float = Field(default=0.002, ge=0)
+    # Chain reads of concurrent requests go out together as one JSON-RPC batch: at once when none is in
+    # flight, else when it is answered, but never more than this after the first of them.
+    rpc_coalesce_seconds: float = Field(default=0.005, ge=0)
 
     # x402 `maxTimeoutSeconds`: clients sign authorizations valid this long.
     max_timeout_seconds: int = Field(default=900, ge=60)

@@ -4,6 +4,7 @@ reads go out as one batch, a call the node refuses fails only its own caller, an
 requests share their reads."""
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 
 import aiohttp
@@ -48,6 +49,20 @@ async def test_concurrent_reads_go_out_as_one_batch(
     # One HTTP request carried every caller's calls.
     assert proxy.requests == 1 and reads.batches_sent == 1
     assert proxy.calls["eth_getBalance"] == len(DEV_ADDRESSES) and reads.calls_sent == len(DEV_ADDRESSES) + 2
+
+
+async def test_reads_behind_a_batch_in_flight_go_together_when_it_is_answered(
+    proxy: RpcProxy, session: aiohttp.ClientSession
+) -> None:
+    # A window far longer than the test: what waits goes when the batch before it is answered.
+    reads = Coalescer(JsonRpc(proxy.url, session), window_seconds=30)
+    first = asyncio.ensure_future(reads.call("eth_blockNumber", []))
+    await asyncio.sleep(0)  # the first read is on its way alone
+    started = time.monotonic()
+    later = await asyncio.gather(*(reads.call("eth_chainId", []) for _ in range(10)))
+    assert time.monotonic() - started < 5
+    assert len(set(later)) == 1 and int(await first, 16) >= 0
+    assert reads.batches_sent == proxy.requests == 2 and reads.calls_sent == 11
 
 
 async def test_a_full_batch_goes_at_once_and_the_rest_waits_for_the_next(
@@ -105,7 +120,7 @@ async def test_a_caller_that_gives_up_leaves_the_others_their_answers(
     reads = Coalescer(JsonRpc(proxy.url, session), window_seconds=0.05)
     leaving = asyncio.ensure_future(reads.call("eth_blockNumber", []))
     staying = asyncio.ensure_future(reads.call("eth_chainId", []))
-    await asyncio.sleep(0.01)
+    await asyncio.sleep(0)  # both are waiting for their batch, which no node has answered yet
     leaving.cancel()
     assert int(await staying, 16) > 0
     assert leaving.cancelled() and proxy.requests == 1

@@ -9,9 +9,6 @@ contracts/PayerState.sol. The reads of concurrent requests go out together (shar
 from dataclasses import dataclass
 from typing import Any
 
-from eth_abi import decode as abi_decode
-from eth_abi import encode as abi_encode
-
 from services.intake.errors import Unavailable
 from shared.deploy import load_artifact
 from shared.jsonrpc import RpcError
@@ -30,6 +27,31 @@ class PayerState:
     used: tuple[bool, ...]
 
 
+def payer_state_arguments(usdc: str, payer: str, nonces: list[str]) -> str:
+    """abi.encode(address usdc, address payer, bytes32[] nonces) in hex, written out: eth_abi's
+    general encoder cost more than the rest of the read."""
+    words = [_address_word(usdc), _address_word(payer), f"{0x60:064x}", f"{len(nonces):064x}"]
+    words += [nonce[2:].lower() for nonce in nonces]
+    return "".join(words)
+
+
+def read_payer_state(result: Any, count: int) -> PayerState:
+    """abi.decode(result, (uint256 block, uint256 balance, bool[] used)), `count` flags long."""
+    if not isinstance(result, str) or not result.startswith("0x"):
+        raise ValueError(f"not hex data: {str(result)[:80]!r}")
+    data = bytes.fromhex(result[2:])
+    words = [int.from_bytes(data[i : i + 32], "big") for i in range(0, len(data), 32)]
+    if len(data) % 32 or len(words) < 4 or words[2] != 0x60 or words[3] != count or len(words) != 4 + count:
+        raise ValueError(f"{len(data)} bytes that do not hold a payer state of {count} nonces")
+    if any(flag > 1 for flag in words[4:]):
+        raise ValueError("a used flag that is not a bool")
+    return PayerState(words[0], words[1], tuple(flag == 1 for flag in words[4:]))
+
+
+def _address_word(address: str) -> str:
+    return "0" * 24 + address[2:].lower()
+
+
 class ChainReader:
     def __init__(self, rpc: Coalescer, usdc: str) -> None:
         self.rpc = rpc
@@ -43,21 +65,21 @@ class ChainReader:
 
     async def payer_state(self, payer: str, nonces: list[str]) -> PayerState:
         """The payer's USDC balance and whether each of `nonces` is used, read in one block."""
-        arguments = abi_encode(
-            ["address", "address", "bytes32[]"], [self.usdc, payer, [bytes.fromhex(n[2:]) for n in nonces]]
-        )
         (result,) = await self._batch(
-            [("eth_call", [{"data": PAYER_STATE_CODE + arguments.hex()}, "latest"])]
+            [
+                (
+                    "eth_call",
+                    [{"data": PAYER_STATE_CODE + payer_state_arguments(self.usdc, payer, nonces)}, "latest"],
+                )
+            ]
         )
         try:
-            block, balance, used = abi_decode(["uint256", "uint256", "bool[]"], bytes.fromhex(result[2:]))
-        except Exception as exc:
+            state = read_payer_state(result, len(nonces))
+        except ValueError as exc:
             raise Unavailable(
                 "chain_unavailable", f"the node answered an unreadable payer state: {exc}"
             ) from exc
-        if len(used) != len(nonces):
-            raise Unavailable("chain_unavailable", "the node answered a payer state of the wrong length")
-        return PayerState(block, balance, tuple(used))
+        return state
 
     async def receipt_and_head(self, tx_hash: str) -> tuple[dict[str, Any] | None, int]:
         """The raw receipt (hex fields; None while the transaction is unknown or not mined) and the head."""

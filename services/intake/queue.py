@@ -33,7 +33,7 @@ SELECT {ROW_COLUMNS},
 FROM mint_requests k WHERE idempotency_key = $1
 """
 # Conflicts, reservation, position, expiry and insert in one statement (migration 009).
-ENQUEUE = f"SELECT * FROM intake_enqueue({', '.join(f'${n}' for n in range(1, 20))})"
+ENQUEUE = f"SELECT * FROM intake_enqueue({', '.join(f'${n}' for n in range(1, 19))})"
 
 ITEM_COLUMNS = f"""
 id, payer_address, status, created_at, updated_at, processed_at, mint_tx_hash, error_message,
@@ -137,7 +137,6 @@ async def enqueue(
     """
     rows = await pool.fetch(
         ENQUEUE,
-        uuid.uuid4(),
         request.kind,
         request.payer,
         request.payment_type,

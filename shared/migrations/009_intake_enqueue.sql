@@ -86,7 +86,7 @@ WHERE status IN ('rendering', 'rendered', 'pending', 'batched', 'sent') GROUP BY
 -- otherwise scan the whole table on every call until the statistics catch up, where every query
 -- here has an index to take.
 CREATE FUNCTION intake_enqueue(
-    p_id uuid, p_kind text, p_payer text, p_payment_type text, p_payment_id text, p_amount numeric,
+    p_kind text, p_payer text, p_payment_type text, p_payment_id text, p_amount numeric,
     p_authorization jsonb, p_valid_before bigint, p_payment_tx_hash text, p_payment_log_index integer,
     p_accepted_block bigint, p_idempotency_key text, p_callback_url text, p_render_settings jsonb,
     p_balance numeric, p_debited text[], p_now bigint, p_per_second float8, p_margin_seconds bigint
@@ -99,6 +99,7 @@ DECLARE
     v_reserved numeric;
     v_position bigint;
     v_seq bigint;
+    v_id uuid := gen_random_uuid();
     v_nonces text[];
 BEGIN
     IF p_balance IS NOT NULL THEN
@@ -167,7 +168,7 @@ BEGIN
                                         authorization_data, valid_before, payment_tx_hash,
                                         payment_log_index, accepted_block, idempotency_key, callback_url,
                                         status)
-        VALUES (p_id, p_kind, p_payer, p_payment_type, p_payment_id, p_amount, p_authorization,
+        VALUES (v_id, p_kind, p_payer, p_payment_type, p_payment_id, p_amount, p_authorization,
                 p_valid_before, p_payment_tx_hash, p_payment_log_index, p_accepted_block,
                 p_idempotency_key, p_callback_url,
                 CASE WHEN p_render_settings IS NULL THEN 'pending' ELSE 'rendering' END)
@@ -175,9 +176,9 @@ BEGIN
         RETURNING m.seq INTO v_seq;
         IF v_seq IS NOT NULL THEN
             IF p_render_settings IS NOT NULL THEN
-                INSERT INTO render_jobs (request_id, settings) VALUES (p_id, p_render_settings);
+                INSERT INTO render_jobs (request_id, settings) VALUES (v_id, p_render_settings);
             END IF;
-            RETURN QUERY SELECT 'created', p_id, p_kind, v_seq, NULL::text, p_payer, p_payment_type,
+            RETURN QUERY SELECT 'created', v_id, p_kind, v_seq, NULL::text, p_payer, p_payment_type,
                                 p_payment_id, p_payment_tx_hash, p_payment_log_index, p_idempotency_key,
                                 v_position, NULL::numeric, NULL::text[];
             RETURN;

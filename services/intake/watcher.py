@@ -113,6 +113,11 @@ class Watcher:
         self._queue_pushed: dict[str, Any] | None = None
         self._queue_lock = asyncio.Lock()
 
+    @property
+    def streams(self) -> int:
+        """The streams this process holds open."""
+        return self.open_streams.own
+
     @contextmanager
     def admit(self, client: str | None = None) -> Iterator[None]:
         """Holds one of `max_streams` places, or refuses with 503 when none is free; and one of the

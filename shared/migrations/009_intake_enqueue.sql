@@ -96,71 +96,78 @@ CREATE FUNCTION intake_enqueue(
     queue_position bigint, reserved numeric, nonces text[]
 ) AS $$
 DECLARE
-    v_reserved numeric;
-    v_position bigint;
+    v_conflict boolean;
     v_seq bigint;
     v_id uuid := gen_random_uuid();
-    v_nonces text[];
 BEGIN
     IF p_balance IS NOT NULL THEN
         -- Each statement below reads a snapshot taken after the lock: it sees what the payer's
         -- previous request committed.
         PERFORM pg_advisory_xact_lock(hashtext(p_payer));
     END IF;
+    -- The single-row answers below fill the output columns and RETURN NEXT them.
+    kind := p_kind;
+    payer_address := p_payer;
+    payment_type := p_payment_type;
+    payment_id := p_payment_id;
     FOR attempt IN 1..2 LOOP
-        RETURN QUERY
-            SELECT 'found', m.id, m.kind, m.seq, m.status, m.payer_address, m.payment_type,
-                   m.payment_id, m.payment_tx_hash, m.payment_log_index, m.idempotency_key,
-                   CASE WHEN m.idempotency_key = p_idempotency_key
-                             AND m.status IN ('rendering', 'rendered', 'pending', 'batched', 'sent')
-                        THEN (SELECT count(*) FROM mint_requests a
-                              WHERE a.kind = m.kind AND a.seq <= m.seq
-                                AND a.status IN ('rendering', 'rendered', 'pending', 'batched', 'sent'))
-                   END,
-                   NULL::numeric, NULL::text[]
-            FROM mint_requests m
-            WHERE m.payment_id = p_payment_id OR m.idempotency_key = p_idempotency_key
-               OR (m.payment_tx_hash = p_payment_tx_hash
-                   AND (m.payment_log_index IS NULL OR m.payment_log_index = p_payment_log_index));
-        IF FOUND OR attempt = 2 THEN
+        -- One read for what a new request needs: a conflict, the payer's reservations, the depth.
+        SELECT EXISTS (SELECT FROM mint_requests m
+                       WHERE m.payment_id = p_payment_id OR m.idempotency_key = p_idempotency_key
+                          OR (m.payment_tx_hash = p_payment_tx_hash
+                              AND (m.payment_log_index IS NULL
+                                   OR m.payment_log_index = p_payment_log_index))),
+               CASE WHEN p_balance IS NOT NULL THEN
+                   (SELECT coalesce(sum(r.amount), 0) FROM mint_requests r
+                    WHERE r.payer_address = p_payer
+                      AND r.status IN ('rendering', 'rendered', 'pending', 'batched', 'sent')
+                      AND r.authorization_data IS NOT NULL AND NOT r.payment_settled
+                      AND NOT (r.authorization_data->>'nonce' = ANY(coalesce(p_debited, '{}'))))
+               END,
+               -- Never below 1, should the counts ever be off: the answer stays a valid position.
+               (SELECT greatest(1, 1 + coalesce(sum(d.n), 0)) FROM mint_queue_depth d WHERE d.kind = p_kind)
+        INTO v_conflict, reserved, queue_position;
+        IF v_conflict OR attempt = 2 THEN
             -- The second pass: the insert below met a concurrent request with the same payment or key,
             -- which the unique index waited for; committed, it is visible to this new snapshot (none
             -- found: it rolled back, and the caller may retry).
+            RETURN QUERY
+                SELECT 'found', m.id, m.kind, m.seq, m.status, m.payer_address, m.payment_type,
+                       m.payment_id, m.payment_tx_hash, m.payment_log_index, m.idempotency_key,
+                       CASE WHEN m.idempotency_key = p_idempotency_key
+                                 AND m.status IN ('rendering', 'rendered', 'pending', 'batched', 'sent')
+                            THEN (SELECT count(*) FROM mint_requests a
+                                  WHERE a.kind = m.kind AND a.seq <= m.seq
+                                    AND a.status IN ('rendering', 'rendered', 'pending', 'batched', 'sent'))
+                       END,
+                       NULL::numeric, NULL::text[]
+                FROM mint_requests m
+                WHERE m.payment_id = p_payment_id OR m.idempotency_key = p_idempotency_key
+                   OR (m.payment_tx_hash = p_payment_tx_hash
+                       AND (m.payment_log_index IS NULL OR m.payment_log_index = p_payment_log_index));
             RETURN;
         END IF;
 
-        IF p_balance IS NOT NULL THEN
-            SELECT coalesce(sum(r.amount), 0) INTO v_reserved FROM mint_requests r
-            WHERE r.payer_address = p_payer
-              AND r.status IN ('rendering', 'rendered', 'pending', 'batched', 'sent')
-              AND r.authorization_data IS NOT NULL AND NOT r.payment_settled
-              AND NOT (r.authorization_data->>'nonce' = ANY(coalesce(p_debited, '{}')));
-            IF p_balance - v_reserved < p_amount THEN
-                IF p_debited IS NULL THEN
-                    v_nonces := ARRAY(
-                        SELECT n.authorization_data->>'nonce' FROM mint_requests n
-                        WHERE n.payer_address = p_payer
-                          AND n.status IN ('rendering', 'rendered', 'pending', 'batched', 'sent')
-                          AND n.authorization_data IS NOT NULL AND NOT n.payment_settled
-                        ORDER BY n.status IN ('batched', 'sent') DESC, n.seq
-                        LIMIT 64);
-                END IF;
-                RETURN QUERY SELECT CASE WHEN cardinality(v_nonces) > 0 THEN 'recheck' ELSE 'insufficient' END,
-                                    NULL::uuid, p_kind, NULL::bigint, NULL::text, p_payer, p_payment_type,
-                                    p_payment_id, NULL::text, NULL::integer, NULL::text, NULL::bigint,
-                                    v_reserved, v_nonces;
-                RETURN;
+        IF p_balance IS NOT NULL AND p_balance - reserved < p_amount THEN
+            IF p_debited IS NULL THEN
+                nonces := ARRAY(
+                    SELECT n.authorization_data->>'nonce' FROM mint_requests n
+                    WHERE n.payer_address = p_payer
+                      AND n.status IN ('rendering', 'rendered', 'pending', 'batched', 'sent')
+                      AND n.authorization_data IS NOT NULL AND NOT n.payment_settled
+                    ORDER BY n.status IN ('batched', 'sent') DESC, n.seq
+                    LIMIT 64);
             END IF;
+            outcome := CASE WHEN cardinality(nonces) > 0 THEN 'recheck' ELSE 'insufficient' END;
+            queue_position := NULL;
+            RETURN NEXT;
+            RETURN;
         END IF;
 
-        -- Never below 1, should the counts ever be off: the answer stays a valid position.
-        SELECT greatest(1, 1 + coalesce(sum(d.n), 0)) INTO v_position FROM mint_queue_depth d
-        WHERE d.kind = p_kind;
         IF p_valid_before IS NOT NULL
-           AND p_valid_before < p_now + ceil(v_position / p_per_second)::bigint + p_margin_seconds THEN
-            RETURN QUERY SELECT 'too_soon', NULL::uuid, p_kind, NULL::bigint, NULL::text, p_payer,
-                                p_payment_type, p_payment_id, NULL::text, NULL::integer, NULL::text,
-                                v_position, NULL::numeric, NULL::text[];
+           AND p_valid_before < p_now + ceil(queue_position / p_per_second)::bigint + p_margin_seconds THEN
+            outcome := 'too_soon';
+            RETURN NEXT;
             RETURN;
         END IF;
 
@@ -178,9 +185,11 @@ BEGIN
             IF p_render_settings IS NOT NULL THEN
                 INSERT INTO render_jobs (request_id, settings) VALUES (v_id, p_render_settings);
             END IF;
-            RETURN QUERY SELECT 'created', v_id, p_kind, v_seq, NULL::text, p_payer, p_payment_type,
-                                p_payment_id, p_payment_tx_hash, p_payment_log_index, p_idempotency_key,
-                                v_position, NULL::numeric, NULL::text[];
+            outcome := 'created';
+            id := v_id;
+            seq := v_seq;
+            reserved := NULL;
+            RETURN NEXT;
             RETURN;
         END IF;
     END LOOP;

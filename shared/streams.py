@@ -14,6 +14,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from shared import events
+from shared.coalescing import Coalescing
 from shared.events import FIELD, DecodeError, Event
 from shared.stream_metrics import DEAD_LETTERED, stream_label
 
@@ -37,6 +38,49 @@ async def ensure_group(redis: Redis, stream: str, group: str) -> None:
 async def publish(redis: Redis, stream: str, event: events.BaseEvent, maxlen: int = 500_000) -> str:
     entry_id = await redis.xadd(stream, {FIELD: events.encode(event)}, maxlen=maxlen, approximate=True)
     return entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+
+
+class PublishFailed(Exception):
+    """Redis took none of the entries of a coalesced pipeline."""
+
+
+class Publisher:
+    """XADDs of concurrent callers sent together as one pipeline (shared/coalescing.py): at once when
+    none is in flight, else when the one in flight is answered. Each caller gets its own entry id, or
+    the error Redis gave its entry."""
+
+    def __init__(
+        self, redis: Redis, maxlen: int = 500_000, window_seconds: float = 0.005, max_entries: int = 500
+    ) -> None:
+        self.redis = redis
+        self.maxlen = maxlen
+        self._batches: Coalescing[tuple[str, bytes]] = Coalescing(
+            self._add_all,
+            lambda exc: PublishFailed(f"publishing failed: {exc}"),
+            window_seconds,
+            max_entries,
+            "stream-publish",
+        )
+
+    @property
+    def pipelines_sent(self) -> int:
+        return self._batches.batches_sent
+
+    async def publish(self, stream: str, event: events.BaseEvent) -> str:
+        (entry_id,) = await self._batches.submit([(stream, events.encode(event))])
+        if isinstance(entry_id, Exception):
+            raise entry_id
+        return entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+
+    async def close(self) -> None:
+        """Send what is waiting and wait for the pipeline in flight; safe to call twice."""
+        await self._batches.close()
+
+    async def _add_all(self, entries: list[tuple[str, bytes]]) -> list[Any]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for stream, payload in entries:
+                pipe.xadd(stream, {FIELD: payload}, maxlen=self.maxlen, approximate=True)
+            return await pipe.execute(raise_on_error=False)
 
 
 async def publish_many(

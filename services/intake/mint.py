@@ -19,16 +19,18 @@ from services.intake.limits import limit_payer
 from services.intake.orders import Order, idempotency_key, idempotency_key_of, parse_order, read_body
 from services.intake.paywall import Paywall
 from services.intake.queue import Expiry, NewRequest, Queued, Recheck
-from services.intake.resources import CALLBACKS, CHAIN, PAYWALL, POOL, REDIS, SETTINGS, THROUGHPUT
+from services.intake.resources import CALLBACKS, CHAIN, PAYWALL, POOL, PUBLISHER, SETTINGS, THROUGHPUT
 from services.intake.schemas import MintAccepted
 from services.intake.verify import Verified, verify
 from shared import keys
 from shared.events import BaseEvent, MintRequested, RenderRequested
-from shared.streams import publish
+from shared.streams import Publisher
 
 log = logging.getLogger(__name__)
 
 PUBLISH_TIMEOUT = 2.0
+# Module-level, so a test can play a Redis that fails after the commit.
+publish = Publisher.publish
 
 
 async def post_mint(request: web.Request) -> web.Response:
@@ -151,7 +153,7 @@ async def _announce(app: web.Application, stream: str, event: BaseEvent, request
     settings = app[SETTINGS]
     try:
         await asyncio.wait_for(
-            publish(app[REDIS], settings.keys.stream(stream), event, maxlen=settings.stream_maxlen),
+            publish(app[PUBLISHER], settings.keys.stream(stream), event),
             timeout=PUBLISH_TIMEOUT,
         )
     except Exception as exc:

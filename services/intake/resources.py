@@ -22,6 +22,7 @@ from shared.chain_checks import check_chain
 from shared.db import create_pool
 from shared.jsonrpc import JsonRpc
 from shared.rpc_coalescer import Coalescer
+from shared.streams import Publisher
 
 SETTINGS = web.AppKey("settings", IntakeSettings)
 # Whether this process runs the loops that must run once per service (services/intake/background.py).
@@ -33,6 +34,8 @@ NFT_PAYWALL = web.AppKey("nft_paywall", Paywall)
 THROUGHPUT = web.AppKey("throughput", Throughput)
 POOL = web.AppKey("pool", asyncpg.Pool)
 REDIS = web.AppKey("redis", Redis)
+# mint.requested and render.requested entries of concurrent requests, added in one pipeline.
+PUBLISHER = web.AppKey("publisher", Publisher)
 CHAIN = web.AppKey("chain", ChainReader)
 CALLBACKS = web.AppKey("callbacks", Callbacks)
 # The live status streams' one PostgreSQL poller.
@@ -61,6 +64,8 @@ async def open_resources(app: web.Application) -> AsyncIterator[None]:
             settings.redis_url, decode_responses=False, socket_timeout=5, socket_connect_timeout=3
         )
         stack.push_async_callback(redis.aclose)
+        publisher = Publisher(redis, settings.stream_maxlen)
+        stack.push_async_callback(publisher.close)
         rpc_session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=settings.rpc_connections),
             timeout=aiohttp.ClientTimeout(total=settings.rpc_timeout_seconds),
@@ -72,6 +77,7 @@ async def open_resources(app: web.Application) -> AsyncIterator[None]:
 
         app[POOL] = pool
         app[REDIS] = redis
+        app[PUBLISHER] = publisher
         rpc = JsonRpc(settings.chain_rpc_urls, rpc_session, settings.rpc_max_batch)
         # A definite mismatch stops start-up (ChainMismatch); a node that is down only means 503s.
         await check_chain(rpc, settings.deployment)

@@ -32,6 +32,7 @@ from pathlib import Path
 import aiohttp
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
+from prometheus_client.multiprocess import MultiProcessCollector
 from web3 import HTTPProvider, Web3
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -63,6 +64,8 @@ class Run:
     seconds: float = 0.0
     latencies: list[float] = field(default_factory=list)
     statuses: collections.Counter[str] = field(default_factory=collections.Counter)
+    # POST /mint answers by worker, from the workers' metrics files (several workers only).
+    per_worker: list[int] = field(default_factory=list)
 
     @property
     def accepted(self) -> int:
@@ -78,6 +81,7 @@ class Run:
             f"{max(ms):.1f} ms",
             f"{self.accepted} of {len(self.latencies)}",
             ", ".join(f"{k}: {v}" for k, v in sorted(refused.items())) or "none",
+            " / ".join(str(n) for n in self.per_worker) or "-",
         ]
 
 
@@ -132,6 +136,20 @@ async def post_all(url: str, mints: list[SignedMint], concurrency: int, run: Run
         run.seconds = time.perf_counter() - started
 
 
+def mint_answers_by_worker(metrics_dir: Path) -> dict[str, int]:
+    """POST /mint answers counted in each worker's own metrics file, by pid."""
+    counts = {}
+    for path in metrics_dir.glob("counter_*.db"):
+        samples = [
+            sample.value
+            for metric in MultiProcessCollector.merge([str(path)], accumulate=False)
+            for sample in metric.samples
+            if sample.name == "mintline_intake_http_requests_total" and sample.labels.get("route") == "/mint"
+        ]
+        counts[path.stem.split("_")[1]] = int(sum(samples))
+    return counts
+
+
 def migrate_from(checkout: Path, dsn: str) -> None:
     """The migrations of another checkout (what its intake expects)."""
     migrate = [sys.executable, "-m", "shared.db"]
@@ -142,6 +160,8 @@ def migrate_from(checkout: Path, dsn: str) -> None:
 def intake_process(env: dict[str, str], workers: int, log_path: Path, checkout: Path = REPO):
     port = free_port()
     env = {**os.environ, **env, "INTAKE_PORT": str(port), "INTAKE_WORKERS": str(workers)}
+    if workers > 1:
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(log_path.with_suffix(".metrics"))
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "services.intake"], cwd=checkout, env=env, stdout=log, stderr=log
@@ -229,7 +249,11 @@ async def own_system(args: argparse.Namespace) -> list[Run]:
                 await post_all(url, warm_up, args.concurrency, Run("warm-up"))
                 print(f"INTAKE_WORKERS={workers}: posting ...", file=sys.stderr)
                 run = Run(f"INTAKE_WORKERS={workers}")
+                before = mint_answers_by_worker(log_path.with_suffix(".metrics"))
                 await post_all(url, mints, args.concurrency, run)
+                after = mint_answers_by_worker(log_path.with_suffix(".metrics"))
+                answered = [n - before.get(pid, 0) for pid, n in after.items()]
+                run.per_worker = sorted(answered, reverse=True) if workers > 1 else []
             runs.append(run)
     return runs
 
@@ -259,7 +283,15 @@ async def main() -> None:
     args = parser.parse_args()
 
     runs = await (running_system(args) if args.intake else own_system(args))
-    headings = ["accepted req/s", "latency p50", "latency p99", "latency max", "accepted", "refused"]
+    headings = [
+        "accepted req/s",
+        "latency p50",
+        "latency p99",
+        "latency max",
+        "accepted",
+        "refused",
+        "requests per worker",
+    ]
     print(f"{args.count} paid mints, {args.concurrency} concurrent clients, on {os.cpu_count()} cores")
     print(f"{'':26}" + "".join(f"{run.label:>24}" for run in runs))
     for index, heading in enumerate(headings):

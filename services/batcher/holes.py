@@ -13,7 +13,6 @@ import time
 from typing import TYPE_CHECKING
 
 from services.batcher import metrics
-from services.batcher.fees import WaitingForFunds, within_balance
 from services.batcher.store import INSERT_ATTEMPT, NO_OP_GAS, sign_no_op
 
 if TYPE_CHECKING:
@@ -61,12 +60,8 @@ class HoleWatch:
 
     async def _fill(self, nonce: int, behind: int) -> None:
         batcher = self.batcher
-        quote = await batcher.spending.fees(batcher.tuning)
-        try:
-            fees = within_balance(quote.fees, NO_OP_GAS, await batcher.spending.balance(), quote.required)
-        except WaitingForFunds as exc:
-            batcher.spending.wait_for_funds(str(exc))
-            return
+        if (fees := await batcher.spending.offer(batcher.tuning, NO_OP_GAS)) is None:
+            return  # the chain asks more than the ceiling, or the wallet waits for funds
         signed = sign_no_op(batcher, nonce, fees)
         reason = f"nonce hole: nothing held nonce {nonce} while {behind} later batches waited"
         async with batcher.pool.acquire() as conn, conn.transaction():

@@ -96,7 +96,17 @@ class Batcher:
         self.holes = HoleWatch(self)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Wait for the wallet lock (standby), recover, then batch until `stop`."""
+        """Wait for the wallet lock (standby), recover, then batch until `stop`. A lost lock (its
+        connection gone with a PostgreSQL restart, say) sends the batcher back to standby: another
+        batcher may be active now, and whoever takes the lock next picks up what this one held."""
+        while not stop.is_set():
+            try:
+                await self._active_while_locked(stop)
+            except* LockLost as lost:
+                log.error("%s: back to standby", lost.exceptions[0])
+                self.buffer = PendingBuffer()  # unacked entries: the next active batcher claims them
+
+    async def _active_while_locked(self, stop: asyncio.Event) -> None:
         metrics.ACTIVE.set(0)
         if not await self.lock.acquire(stop):
             return

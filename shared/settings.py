@@ -12,7 +12,7 @@ from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.deploy import Deployment
-from shared.keys import Keys
+from shared.keys import NAMESPACE, Keys
 
 
 def _env(name: str, default: Any = ..., **kwargs: Any) -> Any:
@@ -29,7 +29,8 @@ class Settings(BaseSettings):
     # them). Takes precedence over RPC_URL.
     rpc_urls: str = _env("RPC_URLS", "")
     deployment_file: Path = _env("DEPLOYMENT_FILE", Path(".run/deployment.json"))
-    namespace: str = _env("MINTLINE_NAMESPACE", "mintline")
+    # The Redis hash tag of every key (shared/keys.py): letters, digits, `_`, `.`, `-`.
+    namespace: str = _env("MINTLINE_NAMESPACE", "mintline", pattern=f"^{NAMESPACE.pattern}$")
     log_level: str = _env("LOG_LEVEL", "INFO")
     stream_maxlen: int = _env("STREAM_MAXLEN", 500_000, gt=1000)
     # The most blocks one eth_getLogs query spans (hosted providers cap it, often at 2,000).

@@ -2,8 +2,8 @@
 
 Every key of a namespace starts with the namespace as a Redis Cluster hash tag (`{mintline}:...`):
 a cluster hashes only the part inside the braces, so all of a deployment's keys live in one slot and
-multi-key commands and pipelines over them (XREADGROUP over several streams, DEL of many render jobs)
-work on a Redis Cluster as they do on one server.
+multi-key commands and pipelines over them (a DEL of many render jobs, the stream gauges' one
+pipeline) work on a Redis Cluster as they do on one server.
 """
 
 import re

@@ -17,31 +17,58 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
-async def create_pool(dsn: str, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
-    return await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, init=_init_connection)
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """A released connection's reset, behind a transaction pooler: none. asyncpg's default
+    (pg_advisory_unlock_all, CLOSE ALL, UNLISTEN *, RESET ALL) would run on whichever server
+    connection the pooler picks, an extra round trip that resets nothing of this client's."""
+
+
+async def create_pool(
+    dsn: str, min_size: int = 1, max_size: int = 10, *, transaction_pooling: bool = False
+) -> asyncpg.Pool:
+    """A pool of connections to `dsn`. With `transaction_pooling` (DATABASE_POOLER: PgBouncer in
+    transaction mode), statements are never named: asyncpg's statement cache names and prepares each
+    statement once per connection, but the pooler may run the next transaction on a server connection
+    that never saw it ("prepared statement ... does not exist"). Without the cache asyncpg uses the
+    unnamed statement and sends it again with its Bind, all before the one Sync at which the pooler
+    may hand the server connection on. The price: each query is described first, a second round
+    trip (PgBouncer 1.21's max_prepared_statements would lift it; Debian 12 ships 1.18)."""
+    if not transaction_pooling:
+        return await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, init=_init_connection)
+    return await asyncpg.create_pool(
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        init=_init_connection,
+        statement_cache_size=0,
+        reset=_keep_session,
+    )
 
 
 async def migrate(dsn: str) -> list[str]:
-    """Apply every migration not applied yet, in file-name order; safe to run from several processes."""
-    conn = await asyncpg.connect(dsn)
+    """Apply every migration not applied yet, in file-name order, all in one transaction; safe to run
+    from several processes, and through a transaction pooler: the lock is the transaction's, so it
+    ends with it (a session lock taken through PgBouncer would stay on its server connection)."""
+    conn = await asyncpg.connect(dsn, statement_cache_size=0)
     applied_now = []
     try:
-        await conn.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK)
-        await conn.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations ("
-            " version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
-        )
-        applied = {row["version"] for row in await conn.fetch("SELECT version FROM schema_migrations")}
-        for path in sorted(MIGRATIONS.glob("*.sql")):
-            if path.stem in applied:
-                continue
-            async with conn.transaction():
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                " version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            applied = {row["version"] for row in await conn.fetch("SELECT version FROM schema_migrations")}
+            for path in sorted(MIGRATIONS.glob("*.sql")):
+                if path.stem in applied:
+                    continue
                 await conn.execute(path.read_text())
                 await conn.execute("INSERT INTO schema_migrations (version) VALUES ($1)", path.stem)
-            log.info("applied migration %s", path.stem)
-            applied_now.append(path.stem)
+                applied_now.append(path.stem)
     finally:
         await conn.close()
+    for version in applied_now:
+        log.info("applied migration %s", version)
     return applied_now
 
 

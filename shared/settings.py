@@ -6,7 +6,7 @@ environment serves every service; tuning knobs carry the service's prefix (BATCH
 
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -24,6 +24,10 @@ class Settings(BaseSettings):
 
     redis_url: str = _env("REDIS_URL")
     database_url: str = _env("DATABASE_URL")
+    # "pgbouncer": DATABASE_URL goes through PgBouncer (or another pooler) in transaction pooling mode,
+    # where each transaction may run on another server connection: nothing may outlive a transaction
+    # (shared/db.py: no prepared statement cache, no session reset; no session locks, LISTEN or SET).
+    database_pooler: Literal["none", "pgbouncer"] = _env("DATABASE_POOLER", "none")
     rpc_url: str | None = _env("RPC_URL", None)
     # Several endpoints, comma-separated (reads fail over in order; raw transactions go to all of
     # them). Takes precedence over RPC_URL.
@@ -37,6 +41,10 @@ class Settings(BaseSettings):
     rpc_max_log_range: int = _env("RPC_MAX_LOG_RANGE", 2000, ge=1)
     # The most calls one JSON-RPC batch carries (hosted providers cap it, or refuse large batches).
     rpc_max_batch: int = _env("RPC_MAX_BATCH", 100, ge=1)
+
+    @property
+    def transaction_pooling(self) -> bool:
+        return self.database_pooler != "none"
 
     @cached_property
     def deployment(self) -> Deployment:

@@ -92,3 +92,32 @@ async def explain_routes(pool: asyncpg.Pool, whale: str, historical_id: str, que
             out.extend(f"   {line}" for line in plan)
     out.append(f"\nqueries reading a whole table: {', '.join(flagged) or 'none'}")
     return "\n".join(out)
+
+
+BACKLOG = """
+INSERT INTO mint_requests (id, payer_address, payment_type, payment_id, amount, authorization_data, status)
+SELECT gen_random_uuid(), 'backlog payer ' || (i % 5000), 'gasless', 'backlog ' || $2::text || i, 1000000,
+       jsonb_build_object('nonce', 'backlog ' || i), 'pending'
+FROM generate_series(1, $1) i
+"""
+
+
+async def backlog_plans(pool: asyncpg.Pool, whale: str, count: int) -> str:
+    """The payer's queued lookups of POST /mint while `count` other requests wait: they read the
+    payer's queued requests only, not the whole queue (the rows are rolled back afterwards)."""
+    out = [f"\n-- with a backlog of {count:,} other queued requests:"]
+    async with pool.acquire() as conn:
+        transaction = conn.transaction()
+        await transaction.start()
+        try:
+            await conn.execute(BACKLOG, count, uuid.uuid4().hex)
+            await conn.execute("ANALYZE mint_requests")
+            for label, sql, args in queries(whale, str(uuid.uuid4()), str(uuid.uuid4()))[2:4]:
+                plan = [row[0] for row in await conn.fetch(f"EXPLAIN (ANALYZE, BUFFERS) {sql}", *args)]
+                text = "\n".join(plan)
+                took = re.search(r"Execution Time: ([\d.]+) ms", text)
+                indexes = ", ".join(sorted(set(INDEX.findall(text)))) or "none"
+                out.append(f"   {label}: {took.group(1) if took else '?'} ms, indexes {indexes}")
+        finally:
+            await transaction.rollback()
+    return "\n".join(out)

@@ -38,7 +38,7 @@ from web3 import HTTPProvider, Web3
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import history  # noqa: E402
-from bench.explain import explain_routes  # noqa: E402
+from bench.explain import backlog_plans, explain_routes  # noqa: E402
 from bench.routes import Round, measure, percentile, post  # noqa: E402
 from devstack.anvil import DEV_KEYS, Anvil  # noqa: E402
 from devstack.deploy import FUND_CHUNK, deploy_dev  # noqa: E402
@@ -288,6 +288,8 @@ async def run(
             rows = f"{sizes['requests']:,} requests, {sizes['history']:,} history rows"
             print(f"{side.name} database {sizes['db']}: {rows}")
         print(plans_text)
+        assert filled.pool is not None
+        print(await backlog_plans(filled.pool, whale.address, args.backlog))
 
         stages = ", ".join(f"{stage} {value:,}" for stage, value in memory.items())
         print(f"\nRedis used_memory: {stages}")
@@ -311,6 +313,7 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--whale", type=int, default=50)
     parser.add_argument("--samples", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--backlog", type=int, default=20_000)
     return parser.parse_args()
 
 

@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench import history  # noqa: E402
 from bench.explain import backlog_plans, explain_routes  # noqa: E402
 from bench.routes import Round, measure, percentile, post  # noqa: E402
+from bench.stream_memory import trimming, used_memory  # noqa: E402
 from devstack.anvil import DEV_KEYS, Anvil  # noqa: E402
 from devstack.deploy import FUND_CHUNK, deploy_dev  # noqa: E402
 from devstack.ports import free_port  # noqa: E402
@@ -47,10 +48,7 @@ from devstack.postgres_server import PostgresServer  # noqa: E402
 from devstack.redis_server import RedisServer  # noqa: E402
 from shared import db, keys  # noqa: E402
 from shared.deploy import Deployment, load_artifact  # noqa: E402
-from shared.events import MintRequested  # noqa: E402
 from shared.keys import Keys  # noqa: E402
-from shared.settings import Settings  # noqa: E402
-from shared.streams import publish_many  # noqa: E402
 from tests.support.payments import authorize  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -137,10 +135,6 @@ async def complete(pool: asyncpg.Pool, ids: list[str]) -> None:
     )
 
 
-async def used_memory(redis: Redis) -> int:
-    return int((await redis.info("memory"))["used_memory"])
-
-
 def report(empty: Side, filled: Side) -> None:
     print(f"\n{'route':<44} {'empty p50/p99 ms':>18} {'filled p50/p99 ms':>19} {'p50 ratio':>9}")
     for label, now in filled.figures.items():
@@ -149,25 +143,6 @@ def report(empty: Side, filled: Side) -> None:
         left = f"{ms(then, 0.5):.1f} / {ms(then, 0.99):.1f}" if then else "-"
         ratio = f"{percentile(now, 0.5) / percentile(then, 0.5):.2f}" if then else "-"
         print(f"{label:<44} {left:>18} {f'{ms(now, 0.5):.1f} / {ms(now, 0.99):.1f}':>19} {ratio:>9}")
-
-
-async def trimming(redis: Redis, namespace: str, maxlen: int, rounds: int, per_round: int) -> None:
-    """XADD through shared.streams (the one path every stream write takes) far past MAXLEN: the stream
-    and Redis memory stop growing at the cap."""
-    stream = Keys(f"{namespace}-trim").stream(keys.MINT_REQUESTED)
-    print(f"\nstream trimming: {rounds} x {per_round} entries into {stream} with MAXLEN ~{maxlen}")
-    for number in range(1, rounds + 1):
-        events = [MintRequested(request_id=str(uuid.uuid4()), valid_before=2**31) for _ in range(per_round)]
-        await publish_many(redis, stream, events, maxlen=maxlen)
-        length, memory = await redis.xlen(stream), await used_memory(redis)
-        print(f"  after {number * per_round:>6} entries: XLEN {length:>6}, used_memory {memory:>10,}")
-    per_entry = await redis.memory_usage(stream) / await redis.xlen(stream)
-    default = Settings.model_fields["stream_maxlen"].default
-    print(
-        f"  {per_entry:.0f} bytes per entry: at the default STREAM_MAXLEN ({default:,}) a stream stays under"
-        f" ~{per_entry * default / 2**20:.0f} MiB; dead-letter streams are capped at 100,000 entries"
-    )
-    await redis.delete(stream)
 
 
 async def main(args: argparse.Namespace) -> None:

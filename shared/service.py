@@ -45,7 +45,12 @@ async def resources(
 ) -> AsyncIterator[Resources]:
     """The connections a worker uses, once the chain is checked against the deployment
     (shared/chain_checks.py; with `minter`, that wallet must hold the mint contracts' MINTER_ROLE)."""
-    pool = await db.create_pool(settings.database_url, max_size=pool_size, wait_seconds=START_WAIT_SECONDS)
+    pool = await db.create_pool(
+        settings.database_url,
+        max_size=pool_size,
+        transaction_pooling=settings.transaction_pooling,
+        wait_seconds=START_WAIT_SECONDS,
+    )
     redis = Redis.from_url(settings.redis_url)
     rpc_session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
     try:

@@ -1,4 +1,4 @@
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from shared.settings import Settings
@@ -63,3 +63,24 @@ class BatcherSettings(Settings):
     # it is filled with a no-op (holes.py).
     nonce_hole_seconds: float = Field(30.0, gt=0)
     settings_refresh_seconds: float = Field(5.0, gt=0)
+    # A direct connection to the same PostgreSQL for the wallet lock (lock.py), a session advisory
+    # lock: a transaction pooler would leave it on a server connection other clients then use, and
+    # PostgreSQL would never see this batcher go. Default: DATABASE_URL; required with DATABASE_POOLER.
+    lock_database_url: str | None = Field(
+        None, validation_alias="BATCHER_LOCK_DATABASE_URL", validate_default=True
+    )
+
+    @field_validator("lock_database_url")
+    @classmethod
+    def _lock_needs_its_own_session(cls, value: str | None, info: ValidationInfo) -> str | None:
+        # A field validator, not a model one: its error shows only this field's value, never the key.
+        if value is None and info.data.get("database_pooler", "none") != "none":
+            raise ValueError(
+                "BATCHER_LOCK_DATABASE_URL is required with DATABASE_POOLER: the wallet lock needs a"
+                " session of its own, which transaction pooling cannot give"
+            )
+        return value
+
+    @property
+    def lock_dsn(self) -> str:
+        return self.lock_database_url or self.database_url

@@ -76,7 +76,7 @@ class Batcher:
         )
         self.failed_stream = names.stream(keys.MINT_FAILED)
         self.buffer = PendingBuffer()
-        self.lock = WalletLock(settings.database_url, self.wallet)
+        self.lock = WalletLock(settings.lock_dsn, self.wallet)
         self.active = False
         self.next_nonce = 0
         self.in_flight = 0

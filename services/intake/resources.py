@@ -45,7 +45,10 @@ async def open_resources(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     async with AsyncExitStack() as stack:
         pool = await create_pool(
-            settings.database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max
+            settings.database_url,
+            min_size=settings.db_pool_min,
+            max_size=settings.db_pool_max,
+            transaction_pooling=settings.transaction_pooling,
         )
         stack.push_async_callback(pool.close)
         # decode_responses=False: shared.streams works with bytes.

@@ -8,8 +8,10 @@ import re
 import shutil
 import subprocess
 import tomllib
+from configparser import ConfigParser
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -155,3 +157,27 @@ def test_the_image_holds_every_package_the_project_installs() -> None:
         if line.startswith("COPY ")
     }
     assert packages <= copied
+
+
+def test_the_services_reach_postgresql_through_pgbouncer_and_the_wallet_lock_directly(
+    compose: dict[str, Any],
+) -> None:
+    bouncer = ConfigParser()
+    bouncer.read_string((REPO / "deploy/pgbouncer/pgbouncer.ini").read_text())
+    assert bouncer["pgbouncer"]["pool_mode"] == "transaction"
+    assert Path(compose["pgbouncer"]["build"]["context"]) == REPO / "deploy/pgbouncer"
+    upstream = dict(part.split("=") for part in bouncer["databases"]["mintline"].split())
+    for name in SERVICES:
+        environment = compose[name]["environment"]
+        pooled = urlsplit(environment["DATABASE_URL"])
+        assert (pooled.hostname, pooled.port, pooled.path) == (
+            "pgbouncer",
+            int(bouncer["pgbouncer"]["listen_port"]),
+            "/mintline",
+        )
+        assert environment["DATABASE_POOLER"] == "pgbouncer"
+        assert compose[name]["depends_on"]["pgbouncer"]["condition"] == "service_healthy"
+    lock = urlsplit(compose["batcher"]["environment"]["BATCHER_LOCK_DATABASE_URL"])
+    assert (lock.hostname, str(lock.port)) == (upstream["host"], upstream["port"])
+    # The deployer migrates on a direct connection too (migrations would work through PgBouncer).
+    assert urlsplit(compose["deployer"]["environment"]["DATABASE_URL"]).hostname == "postgres"

@@ -9,10 +9,11 @@ from redis.exceptions import ResponseError
 
 from shared import events
 from shared.events import FIELD, MintRequested, TxSent, encode
+from shared.keys import MINT_REQUESTED, Keys
 from shared.streams import Consumer, ensure_group, publish, publish_many
 
-STREAM = "t:mint.requested"
-DEAD = "t:mint.requested.dead"
+STREAM = Keys("t").stream(MINT_REQUESTED)
+DEAD = Keys("t").dead(MINT_REQUESTED)
 GROUP = "batcher"
 
 

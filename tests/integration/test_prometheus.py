@@ -188,7 +188,7 @@ async def system(
     deployment = deploy_local(
         anvil.rpc_url,
         deployer_key=DEV_KEYS[0],
-        minter_address=DEV_ADDRESSES[1],
+        minters=[DEV_ADDRESSES[1]],
         treasury=DEV_ADDRESSES[2],
         fund=[payer.address for payer in payers],
     )

@@ -81,7 +81,7 @@ class HoleWatch:
             await conn.execute(INSERT_ATTEMPT, signed.tx_hash, batch_id, signed.raw, *fees.fields)
             await batcher.lock.fence(conn)
         self._since = None
-        metrics.NONCE_FILLS.inc()
-        metrics.UNSENDABLE.labels("nonce_hole").inc()
+        metrics.NONCE_FILLS.labels(batcher.wallet).inc()
+        metrics.UNSENDABLE.labels("nonce_hole", batcher.wallet).inc()
         log.error("%s: filled with a no-op (batch %d, tx %s)", reason, batch_id, signed.tx_hash)
         await batcher.dispatch(batch_id, nonce, signed.tx_hash, signed.raw)

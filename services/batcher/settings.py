@@ -1,4 +1,5 @@
-from pydantic import Field, SecretStr
+from eth_account import Account
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from shared.settings import Settings
@@ -22,7 +23,10 @@ TUNABLE = (
 class BatcherSettings(Settings):
     model_config = SettingsConfigDict(env_prefix="BATCHER_", extra="ignore")
 
-    private_key: SecretStr = Field(validation_alias="BATCHER_PRIVATE_KEY")
+    # The signer wallets: BATCHER_PRIVATE_KEYS (comma-separated; one batcher per wallet in this process)
+    # takes precedence over BATCHER_PRIVATE_KEY (one wallet), as RPC_URLS does over RPC_URL.
+    private_key: SecretStr | None = Field(None, validation_alias="BATCHER_PRIVATE_KEY")
+    private_keys: SecretStr | None = Field(None, validation_alias="BATCHER_PRIVATE_KEYS")
     metrics_port: int = 9101
     metrics_host: str = "127.0.0.1"
 
@@ -63,3 +67,34 @@ class BatcherSettings(Settings):
     # it is filled with a no-op (holes.py).
     nonce_hole_seconds: float = Field(30.0, gt=0)
     settings_refresh_seconds: float = Field(5.0, gt=0)
+    # A wallet whose oldest open batch has waited this long takes no new batches (taking.py): the
+    # backlog goes to the other wallets while fee bumps, hole fills or refusals resolve its own.
+    wedged_after_seconds: float = Field(120.0, gt=0)
+    # A wallet that has not been able to pay for this long gives the requests of its batches no node
+    # holds back to the queue (their nonces filled with no-ops, sent once it is funded): dry.py.
+    release_after_seconds: float = Field(30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _wallets(self) -> "BatcherSettings":
+        keys = self.signing_keys
+        if not keys:
+            raise ValueError("set BATCHER_PRIVATE_KEY (or BATCHER_PRIVATE_KEYS, comma-separated)")
+        wallets = []
+        for position, key in enumerate(keys, 1):
+            try:
+                wallets.append(Account.from_key(key).address)
+            except (ValueError, TypeError):
+                # Never the value itself: it is a secret.
+                raise ValueError(f"signer key {position} is not a private key (32 bytes of hex)") from None
+        if len(set(wallets)) != len(wallets):
+            raise ValueError("the same signer key is listed twice: one batcher per wallet")
+        return self
+
+    @property
+    def signing_keys(self) -> list[str]:
+        """The private key of every signer wallet, in the order given."""
+        listed = self.private_keys.get_secret_value() if self.private_keys else ""
+        keys = [key.strip() for key in listed.split(",") if key.strip()]
+        if not keys and self.private_key is not None and self.private_key.get_secret_value().strip():
+            keys = [self.private_key.get_secret_value().strip()]
+        return keys

@@ -62,6 +62,10 @@ def deploy_local(
     # The payers' mock USDC goes into the same block as the mint contracts.
     usdc = w3.eth.contract(address=usdc_address, abi=usdc_artifact["abi"])
     fund_addresses = [to_checksum_address(a) for a in fund]
+    # Fees as web3 fills them for the contract calls beside it (a higher tip would raise what the fee
+    # history says a batch must offer).
+    tip = w3.eth.max_priority_fee
+    base_fee = w3.eth.get_block("latest").get("baseFeePerGas", 0)
     funding = sender.send(
         [
             usdc.functions.mintMany(
@@ -75,7 +79,8 @@ def deploy_local(
                 "to": to_checksum_address(minter),
                 "value": MINTER_ETH,
                 "gas": 21_000,
-                "gasPrice": 2 * w3.eth.gas_price,
+                "maxFeePerGas": 2 * base_fee + tip,
+                "maxPriorityFeePerGas": tip,
             }
             for minter in minters
             if w3.eth.get_balance(to_checksum_address(minter)) < MINTER_ETH

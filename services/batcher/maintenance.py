@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+SLOW_ROUND_SECONDS = 10.0
 UNSENT = """
 SELECT id, nonce, tx_hash, raw_tx FROM batches WHERE wallet = $1 AND status = 'signed'
 AND created_at < now() - make_interval(secs => $2) ORDER BY nonce
@@ -31,6 +32,7 @@ async def run(batcher: "Batcher", stop: asyncio.Event) -> None:
     """Until `stop`; raises LockLost once the lock is gone."""
     next_refresh = next_share = 0.0
     while not stop.is_set():
+        started = time.monotonic()
         if not await batcher.lock.still_held():
             raise LockLost(f"lost the wallet lock for {batcher.wallet}")
         try:
@@ -64,4 +66,8 @@ async def run(batcher: "Batcher", stop: asyncio.Event) -> None:
             raise
         except Exception:
             log.exception("batcher maintenance failed; going on")
+        if (took := time.monotonic() - started) > SLOW_ROUND_SECONDS:
+            # The lock is asked between rounds: a slow round delays noticing a lost one (the fence
+            # still stops any commit).
+            log.warning("maintenance round of %s took %.1f s", batcher.wallet, took)
         await pause(stop, 1.0)

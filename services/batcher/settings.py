@@ -73,6 +73,9 @@ class BatcherSettings(Settings):
     # A wallet that has not been able to pay for this long gives the requests of its batches no node
     # holds back to the queue (their nonces filled with no-ops, sent once it is funded): dry.py.
     release_after_seconds: float = Field(30.0, gt=0)
+    # mint.requested entries idle this long in a batcher that died or lost its lock are taken over by
+    # the batchers of the other wallets (handover.py); the wallet's own successor takes them at once.
+    claim_idle_seconds: float = Field(30.0, ge=1)
 
     @model_validator(mode="after")
     def _wallets(self) -> "BatcherSettings":

@@ -81,6 +81,7 @@ class Batcher:
             keys.BATCHER,
             consumer,
             dead_stream=names.dead(keys.MINT_REQUESTED),
+            claim_idle_ms=int(settings.claim_idle_seconds * 1000),
             max_deliveries=20,
         )
         # A group per wallet: every wallet sees every report, and acts on those about its batches. Only

@@ -345,7 +345,8 @@ def test_the_stream_gauges_match_redis(system: System) -> None:
         (keys.RENDER_REQUESTED, keys.RENDERER),
         (keys.MINT_REQUESTED, keys.BATCHER),
         (keys.TX_SENT, keys.CONFIRMER),
-        (keys.TX_STUCK, keys.BATCHER),
+        # Each signer wallet reads the stuck reports in a group of its own.
+        (keys.TX_STUCK, f"{keys.BATCHER}.{system.deployment.minter.lower()}"),
         (keys.MINT_COMPLETED, keys.INTAKE),
         (keys.MINT_FAILED, keys.INTAKE),
     }

@@ -77,6 +77,8 @@ def run(main: Callable[[asyncio.Event], Coroutine[Any, Any, None]], grace_second
         asyncio.run(_runner())
     except* ChainMismatch as mismatches:
         # At start-up, or later (a node refusing the deployment's chain id): raised from a task group too.
-        mismatch = mismatches.exceptions[0]
+        mismatch: BaseException = mismatches
+        while isinstance(mismatch, BaseExceptionGroup):  # task groups inside task groups nest them
+            mismatch = mismatch.exceptions[0]
         log.error("%s: %s", getattr(mismatch, "outcome", "stopping"), mismatch)
         raise SystemExit(2) from None

@@ -1,5 +1,5 @@
 from eth_account import Account
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from shared.settings import Settings
@@ -26,7 +26,9 @@ class BatcherSettings(Settings):
     # The signer wallets: BATCHER_PRIVATE_KEYS (comma-separated; one batcher per wallet in this process)
     # takes precedence over BATCHER_PRIVATE_KEY (one wallet), as RPC_URLS does over RPC_URL.
     private_key: SecretStr | None = Field(None, validation_alias="BATCHER_PRIVATE_KEY")
-    private_keys: SecretStr | None = Field(None, validation_alias="BATCHER_PRIVATE_KEYS")
+    private_keys: SecretStr | None = Field(
+        None, validation_alias="BATCHER_PRIVATE_KEYS", validate_default=True
+    )
     metrics_port: int = 9101
     metrics_host: str = "127.0.0.1"
 
@@ -77,9 +79,12 @@ class BatcherSettings(Settings):
     # the batchers of the other wallets (handover.py); the wallet's own successor takes them at once.
     claim_idle_seconds: float = Field(30.0, ge=1)
 
-    @model_validator(mode="after")
-    def _wallets(self) -> "BatcherSettings":
-        keys = self.signing_keys
+    @field_validator("private_keys")
+    @classmethod
+    def _wallets(cls, listed: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        """At least one signer key, each a private key, none twice. A field validator (run for the
+        default too, and after BATCHER_PRIVATE_KEY), so assigning a tunable never re-checks keys."""
+        keys = _split(listed) or _split(info.data.get("private_key"))[:1]
         if not keys:
             raise ValueError("set BATCHER_PRIVATE_KEY (or BATCHER_PRIVATE_KEYS, comma-separated)")
         wallets = []
@@ -91,13 +96,14 @@ class BatcherSettings(Settings):
                 raise ValueError(f"signer key {position} is not a private key (32 bytes of hex)") from None
         if len(set(wallets)) != len(wallets):
             raise ValueError("the same signer key is listed twice: one batcher per wallet")
-        return self
+        return listed
 
     @property
     def signing_keys(self) -> list[str]:
         """The private key of every signer wallet, in the order given."""
-        listed = self.private_keys.get_secret_value() if self.private_keys else ""
-        keys = [key.strip() for key in listed.split(",") if key.strip()]
-        if not keys and self.private_key is not None and self.private_key.get_secret_value().strip():
-            keys = [self.private_key.get_secret_value().strip()]
-        return keys
+        return _split(self.private_keys) or _split(self.private_key)[:1]
+
+
+def _split(keys: SecretStr | None) -> list[str]:
+    text = keys.get_secret_value() if keys is not None else ""
+    return [key.strip() for key in text.split(",") if key.strip()]

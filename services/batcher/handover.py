@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-async def release_buffer(batcher: "Batcher", why: str) -> None:
+async def release_buffer(batcher: "Batcher") -> None:
     """The buffered requests back to the queue for the other wallets: published again, then their
     entries acked (a crash between leaves both entries, which the batchers take as one request)."""
     waiting = batcher.buffer.take_all()
@@ -33,9 +33,7 @@ async def release_buffer(batcher: "Batcher", why: str) -> None:
     await publish_many(batcher.redis, batcher.requested_stream, events, batcher.settings.stream_maxlen)
     await batcher.requests.ack([entry for w in waiting for entry in w.entry_ids])
     metrics.RELEASED.labels(batcher.wallet).inc(len(waiting))
-    log.warning(
-        "wallet %s takes no batches (%s): %d buffered requests released", batcher.wallet, why, len(waiting)
-    )
+    log.warning("wallet %s released %d buffered requests to the other wallets", batcher.wallet, len(waiting))
 
 
 async def keep_and_reclaim(batcher: "Batcher", taking: bool) -> None:

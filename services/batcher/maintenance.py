@@ -49,7 +49,7 @@ async def run(batcher: "Batcher", stop: asyncio.Event) -> None:
                 await batcher.dispatch(batch["id"], batch["nonce"], batch["tx_hash"], bytes(batch["raw_tx"]))
             seen = await wallet_health.observe(batcher.chain, batcher.pool, lambda: batcher.next_nonce)
             if seen is not None:
-                batcher.oldest_open_seconds = seen.oldest_open
+                batcher.stalled_seconds = batcher.stalls.seen(seen.mined, batcher.next_nonce, now)
                 if not unsent:
                     batcher.spending.observed_balance(seen.balance)
                 await batcher.holes.check(seen.mined)

@@ -21,7 +21,8 @@ TUNABLE = (
 
 
 class BatcherSettings(Settings):
-    model_config = SettingsConfigDict(env_prefix="BATCHER_", extra="ignore")
+    # Errors never quote what was given: a signer key is a secret.
+    model_config = SettingsConfigDict(env_prefix="BATCHER_", extra="ignore", hide_input_in_errors=True)
 
     # The signer wallets: BATCHER_PRIVATE_KEYS (comma-separated; one batcher per wallet in this process)
     # takes precedence over BATCHER_PRIVATE_KEY (one wallet), as RPC_URLS does over RPC_URL.
@@ -69,8 +70,9 @@ class BatcherSettings(Settings):
     # it is filled with a no-op (holes.py).
     nonce_hole_seconds: float = Field(30.0, gt=0)
     settings_refresh_seconds: float = Field(5.0, gt=0)
-    # A wallet whose oldest open batch has waited this long takes no new batches (taking.py): the
-    # backlog goes to the other wallets while fee bumps, hole fills or refusals resolve its own.
+    # A wallet with transactions to mine whose nonce on chain has not moved for this long takes no new
+    # batches (taking.py): the backlog goes to the other wallets while fee bumps, hole fills or
+    # refusals resolve its own.
     wedged_after_seconds: float = Field(120.0, gt=0)
     # A wallet that has not been able to pay for this long gives the requests of its batches no node
     # holds back to the queue (their nonces filled with no-ops, sent once it is funded): dry.py.

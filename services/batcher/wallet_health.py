@@ -24,8 +24,6 @@ class Seen:
     balance: int
     # The wallet's transaction count at the latest block: the next nonce to be mined.
     mined: int
-    # How long the oldest signed or sent batch has waited, in seconds (0 with none).
-    oldest_open: float
 
 
 async def observe(chain: WalletChain, pool: asyncpg.Pool, next_nonce: Callable[[], int]) -> Seen | None:
@@ -44,4 +42,4 @@ async def observe(chain: WalletChain, pool: asyncpg.Pool, next_nonce: Callable[[
     # lag negative. (Negative means something else used the wallet's nonces.)
     metrics.NONCE_LAG.labels(wallet).set(next_nonce() - mined)
     metrics.OLDEST_IN_FLIGHT.labels(wallet).set(oldest)
-    return Seen(balance, mined, oldest)
+    return Seen(balance, mined)

@@ -100,8 +100,12 @@ class Batcher:
         self.active = False
         self.next_nonce = 0
         self.in_flight = 0
-        # The age of the wallet's oldest open batch, read by the maintenance loop (taking.py: wedged).
-        self.oldest_open_seconds = 0.0
+        # How long the wallet's nonce on chain has stood still with transactions to mine, from the
+        # maintenance loop's reads (taking.py: wedged).
+        self.stalls = taking.StallWatch()
+        self.stalled_seconds = 0.0
+        # Why the wallet takes no new batches now (None: it takes them), as last logged.
+        self.not_taking: str | None = None
         # The chain's limits, read at recovery and with the run-time settings: the block gas limit, and
         # what one batch's gas limit aims for (batching.batch_gas_target).
         self.block_gas_limit = settings.max_tx_gas
@@ -144,8 +148,8 @@ class Batcher:
     def _set_active(self, active: bool) -> None:
         self.active = active
         metrics.ACTIVE.labels(self.wallet).set(int(active))
-        if not active:
-            metrics.TAKING.labels(self.wallet).set(0)
+        metrics.TAKING.labels(self.wallet).set(int(active))
+        self.not_taking = None
 
     async def resync_nonce(self) -> None:
         self.next_nonce = await nonces.next_nonce(self.chain, self.pool, self.wallet)
@@ -173,12 +177,18 @@ class Batcher:
             for kind in self.contracts
         }
         state = self.state()
-        if (why := taking.why_not_taking(state, tuning.wedged_after_seconds)) is not None:
-            metrics.TAKING.labels(self.wallet).set(0)
-            await handover.release_buffer(self, why)
+        why = taking.why_not_taking(state, tuning.wedged_after_seconds)
+        if why != self.not_taking:
+            self.not_taking = why
+            metrics.TAKING.labels(self.wallet).set(int(why is None))
+            if why is None:
+                log.warning("wallet %s takes batches again", self.wallet)
+            else:
+                log.warning("wallet %s takes no batches (%s)", self.wallet, why)
+        if why is not None:
+            await handover.release_buffer(self)
             await asyncio.sleep(0.2)
             return
-        metrics.TAKING.labels(self.wallet).set(1)
         window = tuning.batch_window_seconds
         if self.buffer.is_due(loop.time(), sizes, window):
             if self.in_flight < tuning.max_in_flight:
@@ -203,7 +213,7 @@ class Batcher:
         await self.buffer_messages(messages)
 
     def state(self) -> taking.WalletState:
-        return taking.WalletState(self.in_flight, self.spending.waiting_for_funds, self.oldest_open_seconds)
+        return taking.WalletState(self.in_flight, self.spending.waiting_for_funds, self.stalled_seconds)
 
     async def read_chain_limits(self) -> None:
         self.block_gas_limit = await self.chain.block_gas_limit()

@@ -15,10 +15,12 @@ import asyncpg
 from web3 import HTTPProvider, Web3
 
 from devstack.anvil import MINTER_ADDRESSES, MINTER_KEYS
+from devstack.rpc_proxy import RpcProxy
 from services.batcher.batching import Waiting
 from services.batcher.lock import LOCK_KEY, WalletLock
 from shared.deploy import Deployment
 from tests.integration.test_batcher_confirmer import consecutive, enqueue, logged, minted_once, wait_for
+from tests.integration.test_chain_events import mining
 from tests.support.audit import minted_payment_ids
 from tests.support.batcher import in_process_batcher, metric
 
@@ -272,3 +274,40 @@ async def test_a_wallet_whose_lock_is_taken_stands_by_and_the_process_goes_on_wi
         await holder.release()
     await minted_exactly_once(pg_pool, w3, deployment, first + later)
     await assert_gap_free(pg_pool, w3)
+
+
+async def test_a_wedged_wallet_takes_no_new_batches_and_its_own_go_once_it_is_unwedged(
+    settings_env, services, pg_pool, redis_client, deployment, fund_payers, anvil
+):
+    """The first wallet's endpoint answers its transactions and never forwards them, so its nonce on
+    chain stands still: after BATCHER_WEDGED_AFTER_SECONDS it takes no new batches (long before its
+    in-flight cap) and the other wallet takes the backlog as it arrives. Once its transactions get
+    through, its own batches are mined and confirmed, and its nonces have no gap."""
+    w3 = Web3(HTTPProvider(anvil.rpc_url))
+    namespace = settings_env["MINTLINE_NAMESPACE"]
+    payers = fund_payers(60)
+    with RpcProxy(anvil.rpc_url) as proxy:
+        proxy.drop_transactions = True
+        wedged = services(
+            "batcher", RPC_URL=proxy.url, BATCHER_PRIVATE_KEY=KEY_A, BATCHER_WEDGED_AFTER_SECONDS="2", **FAST
+        )
+        services("batcher", BATCHER_PRIVATE_KEY=KEY_B, **FAST)
+        services("confirmer")
+        await logged(wedged, "this batcher is active")
+        ids = []
+        for wave in range(10):  # a backlog that keeps arriving
+            ids += await enqueue(
+                pg_pool, redis_client, namespace, deployment, payers[wave * 6 : wave * 6 + 6]
+            )
+            await asyncio.sleep(0.5)
+        await logged(wedged, "takes no batches (wedged)")
+        assert await metric(wedged, f'mintline_batcher_taking_batches{{wallet="{A}"}}') == 0
+        stuck = await pg_pool.fetchval("SELECT count(*) FROM batches WHERE wallet = $1", A)
+        assert 1 <= stuck < 16, stuck  # stopped by the wedge, not by the in-flight cap
+        proxy.drop_transactions = False
+        async with mining(w3, every=0.3):  # blocks, so the confirmer reports its batches stuck
+            rows = await wait_for(pg_pool, ids, timeout=90)
+    assert {r["status"] for r in rows} == {"completed"}, wedged.log_tail()
+    await minted_exactly_once(pg_pool, w3, deployment, payers)
+    by_wallet = await assert_gap_free(pg_pool, w3)
+    assert len(by_wallet[B]) > len(by_wallet[A])

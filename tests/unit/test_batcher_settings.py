@@ -43,4 +43,6 @@ def test_keys_that_make_no_wallets_are_refused_without_repeating_them(
     with pytest.raises(ValidationError) as refused:
         BatcherSettings()
     assert reason in str(refused.value)
-    assert MINTER_KEYS[0].removeprefix("0x") not in str(refused.value)
+    for key in keys.split(","):
+        # Not even a part of one (pydantic would quote the input, shortened in the middle).
+        assert not key or key.removeprefix("0x")[-6:] not in str(refused.value)

@@ -5,21 +5,33 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from services.batcher.taking import CANNOT_PAY, WEDGED, WalletState, read_count, why_not_taking
+from services.batcher.taking import CANNOT_PAY, WEDGED, StallWatch, WalletState, read_count, why_not_taking
 
 SIZES = {"token": 300, "nft": 75}
 
 
-def state(in_flight: int = 0, dry: bool = False, oldest: float = 0.0) -> WalletState:
-    return WalletState(in_flight=in_flight, waiting_for_funds=dry, oldest_open_seconds=oldest)
+def state(in_flight: int = 0, dry: bool = False, stalled: float = 0.0) -> WalletState:
+    return WalletState(in_flight=in_flight, waiting_for_funds=dry, stalled_seconds=stalled)
 
 
 def test_a_wallet_that_cannot_pay_or_is_wedged_takes_no_batches() -> None:
     assert why_not_taking(state(), wedged_after_seconds=120) is None
-    assert why_not_taking(state(in_flight=16, oldest=119.9), wedged_after_seconds=120) is None
-    assert why_not_taking(state(oldest=120), wedged_after_seconds=120) == WEDGED
+    assert why_not_taking(state(in_flight=16, stalled=119.9), wedged_after_seconds=120) is None
+    assert why_not_taking(state(stalled=120), wedged_after_seconds=120) == WEDGED
     assert why_not_taking(state(dry=True), wedged_after_seconds=120) == CANNOT_PAY
-    assert why_not_taking(state(dry=True, oldest=500), wedged_after_seconds=120) == CANNOT_PAY
+    assert why_not_taking(state(dry=True, stalled=500), wedged_after_seconds=120) == CANNOT_PAY
+
+
+def test_a_wallet_is_stalled_while_its_nonce_stands_still_with_transactions_to_mine() -> None:
+    watch = StallWatch()
+    assert watch.seen(mined=5, next_nonce=8, now=100.0) == 0
+    assert watch.seen(mined=5, next_nonce=8, now=130.0) == 30  # three waiting, none mined
+    assert watch.seen(mined=6, next_nonce=9, now=140.0) == 0  # one mined: moving again
+    assert watch.seen(mined=6, next_nonce=9, now=150.0) == 10
+    # Nothing to mine (a wallet idle for hours, or one waiting for confirmations): never stalled.
+    assert watch.seen(mined=9, next_nonce=9, now=160.0) == 0
+    assert watch.seen(mined=9, next_nonce=9, now=10_000.0) == 0
+    assert watch.seen(mined=9, next_nonce=10, now=10_001.0) == 1  # a new one waits: counted from then
 
 
 @pytest.mark.parametrize(

@@ -95,6 +95,7 @@ def export_wallet(wallet: str) -> None:
     """A wallet's series from the start, at 0: a sum or an increase over none would be no value."""
     for counter in (BATCHES_SENT, FEE_BUMPS, FEES_CLAMPED, NONCE_FILLS, RELEASED):
         counter.labels(wallet)
+    BATCH_SIZE.labels(wallet)
     for gauge in (FEE_CEILING_WAITING, WAITING_FOR_FUNDS, TAKING, NEXT_NONCE, IN_FLIGHT, ACTIVE):
         gauge.labels(wallet)
     for refusal in Refusal:

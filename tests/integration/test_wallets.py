@@ -129,10 +129,11 @@ async def test_a_wallet_killed_mid_backlog_its_batches_still_complete_and_the_ot
 
 
 async def test_a_stored_batch_of_a_wallet_whose_batcher_is_gone_is_broadcast_by_another_wallet(
-    env, services, pg_pool, redis_client, deployment, fund_payers, anvil
+    env, services, pg_pool, redis_client, deployment, fund_payers, anvil, database
 ):
     """The window a SIGKILL can hit: the batch stored and its entries acked, the broadcast not made.
-    No batcher of that wallet comes back; the other wallet's batcher sends the stored bytes."""
+    While something holds that wallet's lock the batch is its own; once nothing does (no batcher of
+    that wallet comes back), the other wallet's batcher sends the stored bytes."""
     w3 = Web3(HTTPProvider(anvil.rpc_url))
     payers = fund_payers(3)
     ids = await enqueue(pg_pool, redis_client, env["MINTLINE_NAMESPACE"], deployment, payers, publish=False)
@@ -140,8 +141,21 @@ async def test_a_stored_batch_of_a_wallet_whose_batcher_is_gone_is_broadcast_by_
         stored = await crashed.store.store([Waiting(i, "token", 2**62, 0.0) for i in ids])
     assert stored is not None
     batch_id, _, tx_hash, _ = stored
-    other = services("batcher", BATCHER_PRIVATE_KEY=KEY_B, BATCHER_REBROADCAST_AFTER_SECONDS="0.5")
-    services("confirmer")
+    holder = WalletLock(database, A)  # a batcher of the wallet, alive but slow
+    assert await holder.acquire(asyncio.Event())
+    try:
+        other = services(
+            "batcher",
+            BATCHER_PRIVATE_KEY=KEY_B,
+            BATCHER_REBROADCAST_AFTER_SECONDS="0.5",
+            BATCHER_CLAIM_IDLE_SECONDS="3",  # a sweep every second
+        )
+        services("confirmer")
+        await logged(other, "this batcher is active")
+        await asyncio.sleep(3)
+        assert await pg_pool.fetchval("SELECT status FROM batches WHERE id = $1", batch_id) == "signed"
+    finally:
+        await holder.release()
     rows = await wait_for(pg_pool, ids, timeout=30)
     assert {r["status"] for r in rows} == {"completed"}, other.log_tail()
     assert {r["mint_tx_hash"] for r in rows} == {tx_hash}

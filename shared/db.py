@@ -1,10 +1,14 @@
 """PostgreSQL access: the pool and the migrations. PostgreSQL is the durable record."""
 
+import asyncio
 import json
 import logging
+import time
 from pathlib import Path
 
 import asyncpg
+
+from shared.backoff import exponential_backoff
 
 log = logging.getLogger(__name__)
 
@@ -17,8 +21,27 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
-async def create_pool(dsn: str, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
-    return await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, init=_init_connection)
+# A PostgreSQL starting up or restarting: worth waiting for at start-up.
+NOT_YET_REACHABLE = (OSError, TimeoutError, asyncpg.CannotConnectNowError)
+
+
+async def create_pool(
+    dsn: str, min_size: int = 1, max_size: int = 10, wait_seconds: float = 0.0
+) -> asyncpg.Pool:
+    """A connection pool; a PostgreSQL not reachable yet is tried again for up to `wait_seconds`
+    (a service started during a database restart waits it out instead of exiting)."""
+    deadline = time.monotonic() + wait_seconds
+    attempt = 0
+    while True:
+        try:
+            return await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, init=_init_connection)
+        except NOT_YET_REACHABLE as exc:
+            attempt += 1
+            delay = exponential_backoff(attempt, 0.5, 5.0)
+            if time.monotonic() + delay > deadline:
+                raise
+            log.warning("PostgreSQL not reachable (%s); trying again in %.1f s", exc, delay)
+            await asyncio.sleep(delay)
 
 
 async def migrate(dsn: str) -> list[str]:

@@ -20,6 +20,10 @@ from shared.settings import Settings
 log = logging.getLogger(__name__)
 
 
+# How long a worker starting while PostgreSQL is away (a restart) waits for it before exiting.
+START_WAIT_SECONDS = 60.0
+
+
 @dataclass
 class Resources:
     pool: asyncpg.Pool
@@ -41,7 +45,7 @@ async def resources(
 ) -> AsyncIterator[Resources]:
     """The connections a worker uses, once the chain is checked against the deployment
     (shared/chain_checks.py; every wallet in `minters` must hold the mint contracts' MINTER_ROLE)."""
-    pool = await db.create_pool(settings.database_url, max_size=pool_size)
+    pool = await db.create_pool(settings.database_url, max_size=pool_size, wait_seconds=START_WAIT_SECONDS)
     redis = Redis.from_url(settings.redis_url)
     rpc_session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
     try:

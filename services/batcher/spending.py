@@ -9,7 +9,7 @@ import time
 from services.batcher import fees as fee_logic
 from services.batcher import metrics
 from services.batcher.chain import WalletChain
-from services.batcher.fees import Quote
+from services.batcher.fees import Fees, Quote, WaitingForFunds
 from services.batcher.settings import BatcherSettings
 
 log = logging.getLogger(__name__)
@@ -51,6 +51,26 @@ class Spending:
             )
         metrics.FEE_CEILING_WAITING.labels(self.chain.wallet).set(int(waiting))
         return not waiting
+
+    async def offer(
+        self, tuning: BatcherSettings, gas: int, after: Fees | None = None, mind_balance: bool = True
+    ) -> Fees | None:
+        """Fees for a transaction of `gas` signed now: what the chain asks (both fields at least the
+        nodes' 10% above `after`, the last attempt at the same nonce, which a node may still hold),
+        lowered to what the balance pays for; None while that passes the ceiling, or while the wallet
+        cannot pay (it then waits for funds). Without `mind_balance`, whatever the wallet holds: for a
+        transaction that is to go once it is funded (dry.py)."""
+        quote = await self.fees(tuning)
+        fees = quote.fees if after is None else after.bumped(fee_logic.NODE_MIN_BUMP_PERCENT, quote.fees)
+        if not quote.affordable or fees.max_fee_per_gas > int(tuning.max_fee_gwei * fee_logic.GWEI):
+            return None
+        if not mind_balance:
+            return fees
+        try:
+            return fee_logic.within_balance(fees, gas, await self.balance(), quote.required)
+        except WaitingForFunds as exc:
+            self.wait_for_funds(str(exc))
+            return None
 
     async def balance(self) -> int:
         now = time.monotonic()

@@ -15,9 +15,7 @@ Each outcome counts in mintline_batcher_unsendable_total{reason}.
 import logging
 from typing import TYPE_CHECKING
 
-from services.batcher import fees as fee_logic
 from services.batcher import metrics
-from services.batcher.fees import Fees, WaitingForFunds
 from services.batcher.send_errors import Classified, Refusal
 from services.batcher.store import NO_OP_GAS, offered, sign_again, sign_no_op, store_attempt
 from shared.chain_checks import ChainMismatch
@@ -81,31 +79,13 @@ class Unsendable:
             return  # the same bytes go again with the next rebroadcast
         metrics.UNSENDABLE.labels(refusal.value, self.batcher.wallet).inc()
         reason = f"batch unsendable ({refusal.value}): {verdict.message[:200]}"
-        moved = await self.fill(batch_id, reason)
-        if refusal in (Refusal.TOO_LARGE, Refusal.REJECTED) and moved:
-            self.batcher.cap_entries(moved[0], max(1, moved[1] // 2))
+        filled = await self.fill(batch_id, reason)
+        if refusal in (Refusal.TOO_LARGE, Refusal.REJECTED) and filled is not None and filled[1]:
+            kind, moved = filled
+            self.batcher.cap_entries(kind, max(1, moved // 2))
 
     def forget(self, batch_id: int) -> None:
         self.refusals.pop(batch_id, None)
-
-    async def _fees(self, gas: int, old: Fees, mind_balance: bool = True) -> Fees | None:
-        """Fees for a new transaction of `gas` at a nonce whose last attempt offered `old`: what the
-        chain asks now, and both fields at least the nodes' 10% above `old` (a node that still holds
-        the old attempt takes nothing less in its place); None while that passes the ceiling or (with
-        `mind_balance`) what the wallet can pay."""
-        batcher = self.batcher
-        quote = await batcher.spending.fees(batcher.tuning)
-        ceiling = int(batcher.tuning.max_fee_gwei * fee_logic.GWEI)
-        fees = old.bumped(fee_logic.NODE_MIN_BUMP_PERCENT, quote.fees)
-        if not quote.affordable or fees.max_fee_per_gas > ceiling:
-            return None
-        if not mind_balance:
-            return fees
-        try:
-            return fee_logic.within_balance(fees, gas, await batcher.spending.balance(), quote.required)
-        except WaitingForFunds as exc:
-            batcher.spending.wait_for_funds(str(exc))
-            return None
 
     async def _resign(self, batch_id: int) -> None:
         """The same call at the same nonce, with fees that fit the chain now: only for an attempt the
@@ -120,7 +100,7 @@ class Unsendable:
         if (await batcher.spending.fees(batcher.tuning)).fees.max_fee_per_gas <= old.max_fee_per_gas:
             return
         metrics.UNSENDABLE.labels(Refusal.FEES.value, batcher.wallet).inc()
-        if (fees := await self._fees(batch["gas_limit"], old)) is None:
+        if (fees := await batcher.spending.offer(batcher.tuning, batch["gas_limit"], old)) is None:
             return
         signed = sign_again(batcher, batch, fees)
         if signed.tx_hash == batch["tx_hash"]:
@@ -147,7 +127,8 @@ class Unsendable:
         batch = await batcher.pool.fetchrow(OPEN_BATCH, batch_id, batcher.wallet)
         if batch is None or batch["fill_reason"] is not None:
             return None  # settled meanwhile, or filled already (the filler is rebroadcast as any batch)
-        if (fees := await self._fees(NO_OP_GAS, offered(batch), mind_balance)) is None:
+        fees = await batcher.spending.offer(batcher.tuning, NO_OP_GAS, offered(batch), mind_balance)
+        if fees is None:
             return None
         signed = sign_no_op(batcher, batch["nonce"], fees)
         async with batcher.pool.acquire() as conn, conn.transaction():

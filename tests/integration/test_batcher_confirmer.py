@@ -163,6 +163,29 @@ async def test_standby_batcher_takes_over_when_the_active_one_dies(
     await logged(standby, "this batcher is active")
 
 
+async def test_a_batcher_that_loses_its_lock_goes_back_to_standby_and_takes_it_again(
+    settings_env, services, pg_pool, redis_client, deployment, fund_payers, anvil
+):
+    """The lock's connection is cut by the server (as a PostgreSQL restart cuts it): the batcher
+    stops batching, waits as standby and, the lock being free, is active again; it never exits."""
+    batcher = services("batcher", BATCHER_BATCH_WINDOW_SECONDS="0.2")
+    await logged(batcher, "this batcher is active")
+    services("confirmer")
+    terminated = await pg_pool.fetchval(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_locks"
+        " WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid()"
+    )
+    assert terminated == 1
+    await logged(batcher, "back to standby")
+    payers = fund_payers(6)
+    ids = await enqueue(pg_pool, redis_client, settings_env["MINTLINE_NAMESPACE"], deployment, payers)
+    rows = await wait_for(pg_pool, ids)
+    assert {r["status"] for r in rows} == {"completed"}, batcher.log_tail()
+    assert batcher.log_path.read_text().count("this batcher is active") == 2
+    assert batcher.proc is not None and batcher.proc.poll() is None, batcher.log_tail()
+    await minted_once(Web3(HTTPProvider(anvil.rpc_url)), deployment, payers)
+
+
 async def test_health_probes_never_cost_the_active_batcher_its_lock(
     settings_env, services, pg_pool, redis_client, deployment, fund_payers, anvil
 ):

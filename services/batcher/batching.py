@@ -54,6 +54,16 @@ class PendingBuffer:
             del self._waiting[waiting.request_id]
         return chosen
 
+    def take_all(self) -> list[Waiting]:
+        """Every waiting request, in arrival order; the buffer is empty after."""
+        waiting = sorted(self._waiting.values(), key=lambda w: w.arrived)
+        self._waiting.clear()
+        return waiting
+
+    def entry_ids(self) -> list[str]:
+        """The stream entries of every waiting request."""
+        return [entry for waiting in self._waiting.values() for entry in waiting.entry_ids]
+
     def _full_kind(self, sizes: Mapping[str, int]) -> str | None:
         counts: dict[str, int] = {}
         for waiting in self._waiting.values():

@@ -83,8 +83,8 @@ class HoleWatch:
             await self._send_confirmed_again(nonce)
             return
         self._since = None
-        metrics.NONCE_FILLS.inc()
-        metrics.UNSENDABLE.labels("nonce_hole").inc()
+        metrics.NONCE_FILLS.labels(batcher.wallet).inc()
+        metrics.UNSENDABLE.labels("nonce_hole", batcher.wallet).inc()
         log.error("%s: filled with a no-op (batch %d, tx %s)", reason, batch_id, signed.tx_hash)
         await batcher.dispatch(batch_id, nonce, signed.tx_hash, signed.raw)
 
@@ -94,7 +94,7 @@ class HoleWatch:
         confirmed = await batcher.pool.fetchrow(CONFIRMED_AT, batcher.wallet, nonce)
         if confirmed is None:
             return
-        metrics.UNSENDABLE.labels("nonce_hole").inc()
+        metrics.UNSENDABLE.labels("nonce_hole", batcher.wallet).inc()
         log.error(
             "nonce %d is a hole, yet batch %d is confirmed at it: its mined transaction %s is sent again",
             nonce,

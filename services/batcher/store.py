@@ -86,8 +86,8 @@ class BatchStore:
             return None
         batcher.next_nonce += 1
         batcher.in_flight += 1
-        metrics.NEXT_NONCE.set(batcher.next_nonce)
-        metrics.BATCH_SIZE.observe(len(live))
+        metrics.NEXT_NONCE.labels(batcher.wallet).set(batcher.next_nonce)
+        metrics.BATCH_SIZE.labels(batcher.wallet).observe(len(live))
         return signed_batch
 
     async def _sign(self, conn: asyncpg.Connection, batch_id: int, rows: list) -> Stored:

@@ -15,7 +15,7 @@ from shared.deploy import Deployment, load_artifact
 from shared.events import MintRequested
 from shared.keys import Keys
 from shared.streams import publish_many
-from tests.support.batcher import in_process_batcher
+from tests.support.batcher import in_process_batcher, metric
 from tests.support.payments import send_signed, settle_directly, sign_authorization, usdc_contract
 
 
@@ -153,8 +153,7 @@ async def test_standby_batcher_takes_over_when_the_active_one_dies(
             base = f"http://127.0.0.1:{process.env['BATCHER_METRICS_PORT']}"
             async with session.get(f"{base}/health") as response:
                 assert response.status == 200, await response.text()
-            async with session.get(f"{base}/metrics") as response:
-                assert f"mintline_batcher_active {role:.1f}" in await response.text()
+            assert await metric(process, f'mintline_batcher_active{{wallet="{deployment.minter}"}}') == role
     active.kill()
     services("confirmer")
     payers = fund_payers(10)

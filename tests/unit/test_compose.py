@@ -17,6 +17,7 @@ import pytest
 import yaml
 from pydantic_settings import BaseSettings
 
+from devstack.anvil import MINTER_KEYS
 from services.batcher.settings import BatcherSettings
 from services.confirmer.settings import ConfirmerSettings
 from services.intake.settings import IntakeSettings
@@ -96,6 +97,17 @@ def test_every_long_running_service_has_a_health_check(compose: dict[str, Any]) 
     for name in SERVICES:
         check = " ".join(compose[name]["healthcheck"]["test"])
         assert f"http://127.0.0.1:{default_port(name)}/health" in check, name
+
+
+def test_the_batcher_signs_with_the_local_minters_and_only_it_holds_keys(compose: dict[str, Any]) -> None:
+    """Two signer wallets, both made minters by the deployer (devstack/deploy.py): public dev keys."""
+    assert compose["batcher"]["environment"]["BATCHER_PRIVATE_KEYS"] == ",".join(MINTER_KEYS)
+    assert "devstack.deploy" in " ".join(compose["deployer"]["command"])
+    for name, service in compose.items():
+        environment = service.get("environment") or {}
+        if name != "batcher":
+            assert not {"BATCHER_PRIVATE_KEY", "BATCHER_PRIVATE_KEYS"} & set(environment), name
+            assert not any(key.removeprefix("0x") in str(environment) for key in MINTER_KEYS), name
 
 
 def test_prometheus_scrapes_every_service_on_its_port_and_loads_the_alerts(compose: dict[str, Any]) -> None:

@@ -146,6 +146,7 @@ class BatchStore:
             # Sent anyway with a formula limit: if it reverts, the confirmer retries its requests.
             log.warning("gas estimate failed for %d entries (%s); using the per-entry budget", entries, exc)
             return min(batcher.gas_target, 100_000 + 2 * entries * batcher.gas_per_entry(kind))
+        batcher.entry_gas.observe(kind, estimate, entries)
         return gas_limit_for(estimate, batcher.gas_target, batcher.tx_gas_cap)
 
 

@@ -19,6 +19,7 @@ from redis.asyncio import Redis
 from services.batcher import maintenance, metrics, nonces
 from services.batcher.batching import (
     BatchTooLarge,
+    EntryGas,
     PendingBuffer,
     Waiting,
     batch_gas_target,
@@ -86,6 +87,8 @@ class Batcher:
         self.gas_target = settings.max_tx_gas
         # Entries per batch of a kind, learnt when a batch needed more gas than a transaction may use.
         self.entry_caps: dict[str, int] = {}
+        # Gas per entry of a kind, learnt from the estimates of the batches signed so far.
+        self.entry_gas = EntryGas()
         self.spending = Spending(self.chain)
         self.broadcaster = Broadcaster(
             self.chain, pool, redis, names.stream(keys.TX_SENT), settings.stream_maxlen
@@ -191,6 +194,8 @@ class Batcher:
         window = tuning.batch_window_seconds
         if self.buffer.is_due(loop.time(), sizes, window):
             if self.in_flight < tuning.max_in_flight and not self.spending.waiting_for_funds:
+                if not self.buffer.has_full_batch(sizes):
+                    await self._top_up(tuning.buffer_limit)
                 await self._send_batch(self.buffer.take(sizes))
                 return
             await asyncio.sleep(0.1)  # wait for confirmations (or funds) to free a slot
@@ -206,6 +211,14 @@ class Batcher:
         messages = await self.requests.read(min(room, 1000), block_ms=max(1, int(min(wait, 1.0) * 1000)))
         await self._buffer_messages(messages)
 
+    async def _top_up(self, buffer_limit: int) -> None:
+        """Before a batch that is due by its window but not full: what the stream already holds. A
+        backlog is read a chunk at a time, and the remainder of a chunk has waited a window by the
+        time the full batches before it are sent; alone, it would be a batch that fills no block."""
+        room = buffer_limit - len(self.buffer)
+        if room > 0:
+            await self._buffer_messages(await self.requests.read(min(room, 1000), block_ms=1))
+
     async def read_chain_limits(self) -> None:
         self.block_gas_limit = await self.chain.block_gas_limit()
         self.gas_target = batch_gas_target(self.block_gas_limit, self.settings.max_tx_gas)
@@ -215,7 +228,8 @@ class Batcher:
         return min(self.settings.max_tx_gas, self.block_gas_limit)
 
     def gas_per_entry(self, kind: str) -> int:
-        return self.tuning.nft_gas_per_entry if kind == "nft" else self.tuning.gas_per_entry
+        configured = self.tuning.nft_gas_per_entry if kind == "nft" else self.tuning.gas_per_entry
+        return self.entry_gas.per_entry(kind, configured)
 
     def cap_entries(self, kind: str, entries: int) -> None:
         """Later batches of `kind` carry at most `entries` (learnt from a batch the chain refused)."""

@@ -137,3 +137,35 @@ async def test_a_backlog_read_a_chunk_at_a_time_leaves_no_partial_batch_behind(
         for r in await pg_pool.fetch("SELECT cardinality(request_ids) AS entries FROM batches ORDER BY nonce")
     ]
     assert sizes == [150] * 7 + [50], sizes
+
+
+async def test_entries_dearer_than_the_learnt_gas_are_estimated_not_sent_short(
+    settings_env: dict[str, str],
+    services: Callable[..., Any],
+    pg_pool: asyncpg.Pool,
+    redis_client: Redis,
+    deployment: Deployment,
+    fund_payers: Any,
+) -> None:
+    """Between estimates a batch is signed at the learnt gas per entry once one call at that limit
+    succeeds. A batcher's first batch, of payers who already hold tokens, teaches ~75k an entry; the
+    next, of new payers (~92k), fails that call and is estimated instead: nothing reverts, every
+    request mints."""
+    namespace = settings_env["MINTLINE_NAMESPACE"]
+    holders = fund_payers(100)
+    first = await enqueue(pg_pool, redis_client, namespace, deployment, holders)
+    batcher = services("batcher", BATCHER_BATCH_SIZE="100")
+    services("confirmer")
+    assert [r["status"] for r in await wait_final(pg_pool, first, timeout=60)] == ["completed"] * 100
+    batcher.stop()  # the next batcher learns from its own first batch
+    newcomers = fund_payers(100)
+    ids = await enqueue(pg_pool, redis_client, namespace, deployment, holders)
+    ids += await enqueue(pg_pool, redis_client, namespace, deployment, newcomers)
+    batcher = services("batcher", BATCHER_BATCH_SIZE="100")
+    rows = await wait_final(pg_pool, ids, timeout=90)
+    assert [r["status"] for r in rows] == ["completed"] * 200, batcher.log_tail()
+    batches = await pg_pool.fetch("SELECT status, gas_used, gas_limit FROM batches ORDER BY nonce")
+    assert [b["status"] for b in batches] == ["confirmed"] * 3, [dict(b) for b in batches]
+    # The newcomers' batch needed more than its holders' batch taught, and was signed with enough.
+    cheap, dear = batches[1], batches[2]
+    assert dear["gas_used"] > cheap["gas_used"] * 1.1 and dear["gas_limit"] > dear["gas_used"]

@@ -4,6 +4,7 @@ import pytest
 
 from services.batcher.batching import (
     NO_EXPIRY,
+    REESTIMATE_EVERY,
     SIZING_HEADROOM,
     BatchTooLarge,
     EntryGas,
@@ -206,3 +207,25 @@ def test_a_batch_of_entries_already_minted_does_not_make_the_next_one_huge() -> 
     entry_gas.observe("token", 100_000, 0)  # nothing to learn from
 
     assert entry_gas.per_entry("token", 95_000) == 47_500
+
+
+def test_between_estimates_a_batch_is_checked_at_the_learnt_gas_plus_a_tenth() -> None:
+    entry_gas = EntryGas()
+    assert entry_gas.limit_to_check("token", 100, 15_000_000) is None  # nothing learnt: estimate
+
+    entry_gas.observe("token", 9_000_000, 100)
+
+    assert entry_gas.limit_to_check("token", 100, 15_000_000) == 9_900_000
+    assert entry_gas.limit_to_check("token", 200, 15_000_000) == 15_000_000  # never past the target
+    assert entry_gas.limit_to_check("nft", 100, 15_000_000) is None
+
+
+def test_every_few_batches_the_node_estimates_again() -> None:
+    entry_gas = EntryGas()
+    entry_gas.observe("token", 9_000_000, 100)
+
+    checked = [entry_gas.limit_to_check("token", 100, 15_000_000) for _ in range(REESTIMATE_EVERY + 1)]
+
+    assert None not in checked[:REESTIMATE_EVERY] and checked[REESTIMATE_EVERY] is None
+    entry_gas.observe("token", 9_000_000, 100)
+    assert entry_gas.limit_to_check("token", 100, 15_000_000) is not None

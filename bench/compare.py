@@ -13,14 +13,15 @@ Configurations:
   default-backlog  as default, and as lifted-backlog as lifted, with the batcher started only once
   lifted-backlog   every request is accepted: a backlog the chain alone works off
 
-Payers are funded and their payments (gasless bodies and x402 headers, alternately) signed before the
-clock starts; 64 concurrent clients post them. Per configuration it prints accepted requests/s and
-intake latency, mints/min end to end and for the chain's part, request->completed, mints per
-transaction, gas per mint, block gas used (per block min/median and overall) over the blocks a backlog
-waited for and over the blocks of the run that minted, and the ratios to the naive sender and to the
-original configuration.
+One mint from each fresh payer: payers are funded and their payments (gasless bodies and x402
+headers, alternately) signed before the clock starts; 64 concurrent clients post them. Per
+configuration it prints accepted requests/s and intake latency, mints/min end to end and for the
+chain's part, request->completed, mints per transaction, gas per mint, block gas used (per block
+min/median and overall) over the blocks a backlog waited for and over the blocks of the run that
+minted, and the ratios to the naive sender and to the original configuration.
 
-    .venv/bin/python bench/compare.py [--count 3000] [--only default,naive] [--concurrency 64]
+    .venv/bin/python bench/compare.py [--count 3000] [--lifted-count 6000] [--original-count 500]
+        [--naive-count 60] [--only default,naive] [--concurrency 64] [--verbose] [--log-dir DIR]
 """
 
 import argparse
@@ -44,9 +45,10 @@ from bench.report import Result, table  # noqa: E402
 from bench.stack import Deployed, Servers, deployed, fresh_payers, servers  # noqa: E402
 from devstack.anvil import DEV_KEYS, Anvil  # noqa: E402
 from shared.jsonrpc import JsonRpc  # noqa: E402
-from tests.support.load import SignedMint, sign_mints  # noqa: E402
+from tests.support.load import SignedMint  # noqa: E402
+from tests.support.payments import gasless_body, x402_header  # noqa: E402
 
-PER_PAYER = 2
+FUNDED_MINTS = 10
 VALID_FOR = 3600
 # With the chain's limits lifted: 300M-gas blocks carry three 100M-gas batches of ~1,050 mints.
 LIFTED_ANVIL = {"gas_limit": 300_000_000, "tx_gas_limit": False}
@@ -83,10 +85,17 @@ CONFIGURATIONS = [
         count_option="original_count",
     ),
     Configuration("naive", "naive", naive=True, count_option="naive_count"),
-    Configuration("lifted", "lifted", anvil=LIFTED_ANVIL, batcher=LIFTED_BATCHER),
+    Configuration(
+        "lifted", "lifted", anvil=LIFTED_ANVIL, batcher=LIFTED_BATCHER, count_option="lifted_count"
+    ),
     Configuration("default-backlog", "default+backlog", backlog_first=True),
     Configuration(
-        "lifted-backlog", "lifted+backlog", anvil=LIFTED_ANVIL, batcher=LIFTED_BATCHER, backlog_first=True
+        "lifted-backlog",
+        "lifted+backlog",
+        anvil=LIFTED_ANVIL,
+        batcher=LIFTED_BATCHER,
+        backlog_first=True,
+        count_option="lifted_count",
     ),
 ]
 
@@ -155,10 +164,22 @@ async def wait_final(pool: asyncpg.Pool, ids: list[str], stalled_after: float = 
 
 
 def prepare(system: Deployed, count: int) -> list[SignedMint]:
-    """Fresh payers funded for PER_PAYER mints each, and their payments signed."""
-    payers = fresh_payers(-(-count // PER_PAYER))
-    system.fund([p.address for p in payers], PER_PAYER * system.deployment.price)
-    return sign_mints(payers, system.deployment, PER_PAYER, VALID_FOR)[:count]
+    """One mint from each of `count` fresh payers (holding FUNDED_MINTS mints' worth of USDC, as a
+    buyer holds more than one price), alternately a gasless body and an x402 header, signed."""
+    payers = fresh_payers(count)
+    deployment = system.deployment
+    system.fund([p.address for p in payers], FUNDED_MINTS * deployment.price)
+    mints = []
+    for number, payer in enumerate(payers):
+        if number % 2:
+            header = x402_header(payer, deployment, valid_for=VALID_FOR)
+            mints.append(
+                SignedMint(payer.address, "x402", {"json": {}, "headers": {"PAYMENT-SIGNATURE": header}})
+            )
+        else:
+            body = gasless_body(payer, deployment, valid_for=VALID_FOR)
+            mints.append(SignedMint(payer.address, "gasless", {"json": body}))
+    return mints
 
 
 @contextlib.asynccontextmanager
@@ -273,7 +294,8 @@ async def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     names = [c.name for c in CONFIGURATIONS]
-    parser.add_argument("--count", type=int, default=3000, help="mints per mintline configuration")
+    parser.add_argument("--count", type=int, default=3000, help="mints for default and default-backlog")
+    parser.add_argument("--lifted-count", type=int, default=6000, help="mints for the lifted ones")
     parser.add_argument("--original-count", type=int, default=500, help="mints for the original one")
     parser.add_argument("--naive-count", type=int, default=60, help="mints for the naive sender")
     parser.add_argument("--concurrency", type=int, default=64)

@@ -29,7 +29,7 @@ import asyncio
 import contextlib
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,8 +39,9 @@ import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.blocks import BlockWatch, Fill, Mined, minting_span, under_backlog  # noqa: E402
+from bench.blocks import Block, BlockWatch, Fill, Mined, minting_span, under_backlog  # noqa: E402
 from bench.naive import send_one_by_one  # noqa: E402
+from bench.posting import post_all, wait_final  # noqa: E402
 from bench.report import Result, table  # noqa: E402
 from bench.stack import Deployed, Servers, deployed, fresh_payers, servers  # noqa: E402
 from devstack.anvil import DEV_KEYS, Anvil  # noqa: E402
@@ -104,65 +105,6 @@ def say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-@dataclass
-class Posted:
-    ids: list[str]
-    latencies: list[float]
-    refused: dict[str, int]
-    seconds: float
-
-
-async def post_all(url: str, mints: Sequence[SignedMint], concurrency: int) -> Posted:
-    """Every mint posted once by `concurrency` clients; a refusal is counted, not retried."""
-    todo = list(reversed(mints))
-    posted = Posted([], [], {}, 0)
-    timeout = aiohttp.ClientTimeout(total=60)
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
-
-        async def client() -> None:
-            while todo:
-                mint = todo.pop()
-                headers = {"Idempotency-Key": mint.idempotency_key, **mint.request.get("headers", {})}
-                started = time.perf_counter()
-                try:
-                    post = session.post(f"{url}/mint", json=mint.request["json"], headers=headers)
-                    async with post as response:
-                        body = await response.json(content_type=None)
-                        status, error = response.status, body.get("error")
-                except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-                    status, error, body = None, type(exc).__name__, {}
-                posted.latencies.append(time.perf_counter() - started)
-                if status in (200, 202):
-                    posted.ids.append(body["queueId"])
-                else:
-                    key = f"{status} {error}"
-                    posted.refused[key] = posted.refused.get(key, 0) + 1
-
-        started = time.perf_counter()
-        await asyncio.gather(*(client() for _ in range(concurrency)))
-        posted.seconds = time.perf_counter() - started
-    return posted
-
-
-async def wait_final(pool: asyncpg.Pool, ids: list[str], stalled_after: float = 120) -> None:
-    """Until every request is completed or failed, or none has ended for `stalled_after` seconds."""
-    last_open, last_change = None, time.monotonic()
-    while True:
-        open_count = await pool.fetchval(
-            "SELECT count(*) FROM mint_requests WHERE id = ANY($1::uuid[])"
-            " AND status NOT IN ('completed', 'failed')",
-            ids,
-        )
-        if open_count != last_open:
-            last_open, last_change = open_count, time.monotonic()
-        print(f"\r  {open_count} not yet completed   ", end="", file=sys.stderr, flush=True)
-        if open_count == 0 or time.monotonic() - last_change > stalled_after:
-            print(file=sys.stderr)
-            return
-        await asyncio.sleep(0.5)
-
-
 def prepare(system: Deployed, count: int) -> list[SignedMint]:
     """One mint from each of `count` fresh payers (holding FUNDED_MINTS mints' worth of USDC, as a
     buyer holds more than one price), alternately a gasless body and an x402 header, signed."""
@@ -183,7 +125,8 @@ def prepare(system: Deployed, count: int) -> list[SignedMint]:
 
 
 @contextlib.asynccontextmanager
-async def watching(system: Deployed):  # type: ignore[no-untyped-def]
+async def watching(system: Deployed) -> AsyncIterator[tuple[BlockWatch, JsonRpc]]:
+    """Every block from now on, and a JSON-RPC client on the same session."""
     async with aiohttp.ClientSession() as session:
         watch = BlockWatch(JsonRpc(system.anvil.rpc_url, session))
         stop = asyncio.Event()
@@ -192,12 +135,13 @@ async def watching(system: Deployed):  # type: ignore[no-untyped-def]
         try:
             yield watch, JsonRpc(system.anvil.rpc_url, session)
         finally:
-            await asyncio.sleep(1.2)  # the block after the last mint, for the chain's span
+            await asyncio.sleep(0.3)  # the watcher's next poll sees the block of the last receipt
             stop.set()
             await task
 
 
-def chain_seconds(blocks: list, minted_in: set[int]) -> float:
+def chain_seconds(blocks: list[Block], minted_in: set[int]) -> float:
+    """From the block before the first that minted to the last that did."""
     span = minting_span(blocks, minted_in)
     if not span:
         return float("nan")
@@ -270,12 +214,12 @@ async def run_naive(shared: Servers, config: Configuration, count: int, verbose:
     return result
 
 
-def measure_blocks(result: Result, blocks: list, requests: list[Mined], verbose: bool) -> None:
+def measure_blocks(result: Result, blocks: list[Block], requests: list[Mined], verbose: bool) -> None:
     minted_in = {r.block for r in requests if r.block is not None}
     result.chain_seconds = chain_seconds(blocks, minted_in)
     span = minting_span(blocks, minted_in)
     result.span_fill = Fill.of(span)
-    backlogged: list = []
+    backlogged: list[Block] = []
     if result.completed:
         gas_per_mint = result.gas_used / result.completed
         backlogged = [b for b in under_backlog(blocks, requests, gas_per_mint) if b in span]

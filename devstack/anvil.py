@@ -71,6 +71,8 @@ class Anvil(LocalChain):
 
     tx_gas_limit: enforce EIP-7825's per-transaction gas cap of 2^24, as Ethereum does since Osaka
     (on by default: anvil is friendlier than a real chain without it).
+
+    gas_limit: the block gas limit (None: anvil's own, 30M).
     """
 
     name = "anvil"
@@ -82,10 +84,12 @@ class Anvil(LocalChain):
         chain_id: int = 31337,
         start_timeout: float = 15.0,
         tx_gas_limit: bool = True,
+        gas_limit: int | None = None,
     ) -> None:
         super().__init__(port, chain_id, start_timeout)
         self.block_time = block_time
         self.tx_gas_limit = tx_gas_limit
+        self.gas_limit = gas_limit
 
     def command(self) -> list[str]:
         cmd = [
@@ -99,4 +103,6 @@ class Anvil(LocalChain):
             cmd += ["--block-time", str(self.block_time)]
         if self.tx_gas_limit:
             cmd.append("--enable-tx-gas-limit")
+        if self.gas_limit is not None:
+            cmd += ["--gas-limit", str(self.gas_limit)]
         return cmd

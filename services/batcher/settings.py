@@ -41,10 +41,11 @@ class BatcherSettings(Settings):
     # The most gas one transaction may use: 2^24 on Ethereum since EIP-7825. Batches also stay within
     # the block gas limit read from the chain (see batching.batch_gas_target).
     max_tx_gas: int = Field(16_777_216, ge=200_000)
-    # Gas limit per entry: 86.7k measured for an entry that settles an authorization, plus the margin
-    # added to the estimate.
     # Geth (and most nodes) refuse a transaction over 128 KiB ("oversized data"); batches stay below.
     max_tx_bytes: int = Field(120_000, ge=1_000)
+    # Gas limit per entry: 86.7k measured for an entry that settles an authorization, plus the margin
+    # added to the estimate. It sizes a kind's batches until the node has estimated one; then what
+    # the estimates say does (batching.EntryGas).
     gas_per_entry: int = Field(95_000, ge=20_000)
     # An NFT entry also stores its owner, balance and tokenURI: 202k measured for a 66-character
     # ipfs:// URI and a settled authorization, plus the same margin.

@@ -22,6 +22,7 @@ from redis.asyncio import Redis
 from services.batcher import handover, maintenance, metrics, nonces, recovery, taking
 from services.batcher.batching import (
     BatchTooLarge,
+    EntryGas,
     PendingBuffer,
     Waiting,
     batch_gas_target,
@@ -112,6 +113,8 @@ class Batcher:
         self.gas_target = settings.max_tx_gas
         # Entries per batch of a kind, learnt when a batch needed more gas than a transaction may use.
         self.entry_caps: dict[str, int] = {}
+        # Gas per entry of a kind, learnt from the estimates of the batches signed so far.
+        self.entry_gas = EntryGas()
         self.spending = Spending(self.chain)
         self.broadcaster = Broadcaster(
             self.chain, pool, redis, names.stream(keys.TX_SENT), settings.stream_maxlen
@@ -192,6 +195,8 @@ class Batcher:
         window = tuning.batch_window_seconds
         if self.buffer.is_due(loop.time(), sizes, window):
             if self.in_flight < tuning.max_in_flight:
+                if not self.buffer.has_full_batch(sizes):
+                    await self._top_up(max(sizes.values()) - len(self.buffer))
                 await self._send_batch(self.buffer.take(sizes))
                 return
             await asyncio.sleep(0.1)  # wait for confirmations to free a slot
@@ -215,6 +220,14 @@ class Batcher:
     def state(self) -> taking.WalletState:
         return taking.WalletState(self.in_flight, self.spending.waiting_for_funds, self.stalled_seconds)
 
+    async def _top_up(self, count: int) -> None:
+        """Before a batch that is due by its window but not full: up to `count` more of what the stream
+        already holds (a batch's worth, so other wallets' share stays in the stream). The remainder of
+        a backlog read a chunk at a time has waited a window by the time the full batches before it
+        are sent; alone, it would be a batch that fills no block."""
+        if count > 0:
+            await self.buffer_messages(await self.requests.read(min(count, 1000), block_ms=1))
+
     async def read_chain_limits(self) -> None:
         self.block_gas_limit = await self.chain.block_gas_limit()
         self.gas_target = batch_gas_target(self.block_gas_limit, self.settings.max_tx_gas)
@@ -224,7 +237,8 @@ class Batcher:
         return min(self.settings.max_tx_gas, self.block_gas_limit)
 
     def gas_per_entry(self, kind: str) -> int:
-        return self.tuning.nft_gas_per_entry if kind == "nft" else self.tuning.gas_per_entry
+        configured = self.tuning.nft_gas_per_entry if kind == "nft" else self.tuning.gas_per_entry
+        return self.entry_gas.per_entry(kind, configured)
 
     def cap_entries(self, kind: str, entries: int) -> None:
         """Later batches of `kind` carry at most `entries` (learnt from a batch the chain refused)."""

@@ -34,6 +34,7 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/mypy shared services admin
 
 bench: install
+	$(PY) bench/compare.py
 	$(PY) bench/pipeline.py
 	$(PY) bench/render.py
 

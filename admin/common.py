@@ -38,7 +38,9 @@ class Admin:
 @contextlib.asynccontextmanager
 async def connect(settings: Settings) -> AsyncIterator[Admin]:
     try:
-        pool = await db.create_pool(settings.database_url, min_size=1, max_size=4)
+        pool = await db.create_pool(
+            settings.database_url, min_size=1, max_size=4, transaction_pooling=settings.transaction_pooling
+        )
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         raise OperationFailed(
             f"cannot connect to PostgreSQL at {mask_url(settings.database_url)}: {_first_line(exc)}"

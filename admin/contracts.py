@@ -1,8 +1,9 @@
 """Deploying the mint contracts (MintToken and Gen1NFT) against a USDC that is already on the chain, and
-making the batcher's wallet their minter: what `mintline deploy` does on any chain, and what the local
+making every batcher wallet their minter: what `mintline deploy` does on any chain, and what the local
 dev stack (devstack/deploy.py) does after deploying its mock USDC."""
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -87,14 +88,17 @@ def deploy_mint_contracts(
     usdc: str,
     usdc_domain: UsdcDomain,
     treasury: str,
-    minter: str,
+    minters: Sequence[str],
     terms: MintTerms | None = None,
 ) -> Deployment:
     """Deploys MintToken and Gen1NFT (admin: the deployer) paid in `usdc` to `treasury`, and grants
-    `minter` MINTER_ROLE on both; returns the deployment the services read."""
+    every signer wallet in `minters` MINTER_ROLE on both; returns the deployment the services read."""
     w3, deployer = sender.w3, sender.account
     terms = terms or MintTerms()
-    usdc, treasury, minter = (to_checksum_address(a) for a in (usdc, treasury, minter))
+    usdc, treasury = to_checksum_address(usdc), to_checksum_address(treasury)
+    minters = list(dict.fromkeys(to_checksum_address(m) for m in minters))
+    if not minters:
+        raise ValueError("at least one minter (a batcher wallet) is needed")
     token_artifact, nft_artifact = load_artifact("MintToken"), load_artifact("Gen1NFT")
     token_factory = w3.eth.contract(abi=token_artifact["abi"], bytecode=token_artifact["bytecode"])
     nft_factory = w3.eth.contract(abi=nft_artifact["abi"], bytecode=nft_artifact["bytecode"])
@@ -115,8 +119,9 @@ def deploy_mint_contracts(
     minter_role = token.functions.MINTER_ROLE().call()
     sender.send_all(
         [
-            token.functions.grantRole(minter_role, minter).build_transaction(sender.params()),
-            nft.functions.grantRole(minter_role, minter).build_transaction(sender.params()),
+            contract.functions.grantRole(minter_role, minter).build_transaction(sender.params())
+            for minter in minters
+            for contract in (token, nft)
         ]
     )
     deployment = Deployment(
@@ -126,7 +131,8 @@ def deploy_mint_contracts(
         nft=nft_address,
         usdc=usdc,
         treasury=treasury,
-        minter=minter,
+        minter=minters[0],
+        minters=minters,
         price=terms.price,
         mint_amount=terms.mint_amount,
         nft_price=terms.nft_price,
@@ -135,12 +141,12 @@ def deploy_mint_contracts(
         deployment_block=min(token_receipt["blockNumber"], nft_receipt["blockNumber"]),
     )
     log.info(
-        "deployed MintToken at %s and Gen1NFT at %s on chain %d (block %d) against USDC %s; minter %s",
+        "deployed MintToken at %s and Gen1NFT at %s on chain %d (block %d) against USDC %s; minters %s",
         deployment.token,
         deployment.nft,
         deployment.chain_id,
         deployment.deployment_block,
         deployment.usdc,
-        deployment.minter,
+        ", ".join(deployment.minters),
     )
     return deployment

@@ -42,7 +42,7 @@ def add_parser(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") 
         "deploy",
         help="deploy the mint contracts against an existing USDC and write the deployment file",
         description=f"Deploys MintToken and Gen1NFT to the chain at --rpc-url, paid in the USDC at --usdc "
-        f"to --treasury, grants --minter (the batcher's wallet) MINTER_ROLE on both, and writes the "
+        f"to --treasury, grants each --minter (a batcher wallet) MINTER_ROLE on both, and writes the "
         f"deployment file the services read (DEPLOYMENT_FILE). The deployer's private key is read from "
         f"{KEY_VARIABLE}; the deployer stays the contracts' admin. The USDC's EIP-712 domain is read "
         f"from the chain. Needs no database or Redis.",
@@ -50,7 +50,13 @@ def add_parser(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") 
     deploy.add_argument("--rpc-url", default=os.environ.get("RPC_URL"), help="default: $RPC_URL")
     deploy.add_argument("--usdc", type=address, required=True, help="the USDC (EIP-3009) contract")
     deploy.add_argument("--treasury", type=address, required=True, help="where payments go")
-    deploy.add_argument("--minter", type=address, required=True, help="the batcher wallet's address")
+    deploy.add_argument(
+        "--minter",
+        type=address,
+        action="append",
+        required=True,
+        help="a batcher wallet's address (once per wallet, for BATCHER_PRIVATE_KEYS)",
+    )
     deploy.add_argument("--chain-id", type=int, help="refuse unless the RPC serves this chain")
     deploy.add_argument("--out", type=Path, required=True, help="where to write the deployment JSON")
     deploy.add_argument("--overwrite", action="store_true", help="replace an existing deployment file")
@@ -92,7 +98,8 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"MintToken {deployment.token}\nGen1NFT {deployment.nft}\nchain {deployment.chain_id}, block "
         f"{deployment.deployment_block}; USDC {deployment.usdc} (EIP-712 {deployment.usdc_name!r} version "
-        f"{deployment.usdc_version!r}); treasury {deployment.treasury}; minter {deployment.minter}; "
+        f"{deployment.usdc_version!r}); treasury {deployment.treasury}; "
+        f"minter {', '.join(deployment.minters)}; "
         f"admin {deployer.address}\nwrote {args.out}"
     )
     return 0
@@ -124,7 +131,7 @@ def _deploy(w3: Web3, deployer: LocalAccount, args: argparse.Namespace) -> Deplo
     note(
         f"deploying to chain {chain_id} from {deployer.address}: USDC {args.usdc} "
         f"(EIP-712 {domain.name!r} version {domain.version!r}), treasury {args.treasury}, "
-        f"minter {args.minter}"
+        f"minter {', '.join(args.minter)}"
     )
     return deploy_mint_contracts(
         Sender(w3, deployer, receipt_timeout=RECEIPT_TIMEOUT),
@@ -132,7 +139,7 @@ def _deploy(w3: Web3, deployer: LocalAccount, args: argparse.Namespace) -> Deplo
         usdc=args.usdc,
         usdc_domain=domain,
         treasury=args.treasury,
-        minter=args.minter,
+        minters=args.minter,
         terms=MintTerms(price=args.price, mint_amount=args.mint_amount, nft_price=args.nft_price),
     )
 

@@ -79,8 +79,8 @@ async def _nonces(admin: Admin) -> dict[str, Any]:
     wallets = {row["wallet"]: dict(row) for row in await admin.pool.fetch(STORED_NONCES)}
     settings = admin.settings
     try:
-        minter = settings.deployment.minter
-        wallets.setdefault(minter, {"wallet": minter, "highest_nonce": None, "open": 0})
+        for minter in settings.deployment.minters:
+            wallets.setdefault(minter, {"wallet": minter, "highest_nonce": None, "open": 0})
     except (OSError, ValueError):
         pass  # no deployment file: the stored wallets are all there is to show
     result: dict[str, Any] = {"wallets": list(wallets.values()), "chain": None, "chain_error": None}

@@ -39,6 +39,14 @@ DEV_ADDRESSES: list[str] = [
     "0xa0Ee7A142d267C1f36714E4a8F75612F20a79720",
 ]
 
+# A second signer wallet for local chains: index 10 of the same public mnemonic (Hardhat's dev
+# account #10; Hardhat funds it, anvil does not, so devstack/deploy.py sends it ETH). Local chains only.
+SECOND_MINTER_KEY = "0xf214f2b2cd398c806f84e317254e0f0b801d0643303237d97a22a48e01628897"
+SECOND_MINTER_ADDRESS = "0xBcd4042DE499D14e55001CcbB24a551F3b954096"
+# The local chain's signer wallets (BATCHER_PRIVATE_KEYS): dev account 1, then the second one.
+MINTER_KEYS = [DEV_KEYS[1], SECOND_MINTER_KEY]
+MINTER_ADDRESSES = [DEV_ADDRESSES[1], SECOND_MINTER_ADDRESS]
+
 
 def anvil_binary() -> str:
     """The anvil to run: $ANVIL_BIN, else the one npm installed for this repo, else anvil on PATH."""
@@ -63,6 +71,8 @@ class Anvil(LocalChain):
 
     tx_gas_limit: enforce EIP-7825's per-transaction gas cap of 2^24, as Ethereum does since Osaka
     (on by default: anvil is friendlier than a real chain without it).
+
+    gas_limit: the block gas limit (None: anvil's own, 30M).
     """
 
     name = "anvil"
@@ -74,10 +84,12 @@ class Anvil(LocalChain):
         chain_id: int = 31337,
         start_timeout: float = 15.0,
         tx_gas_limit: bool = True,
+        gas_limit: int | None = None,
     ) -> None:
         super().__init__(port, chain_id, start_timeout)
         self.block_time = block_time
         self.tx_gas_limit = tx_gas_limit
+        self.gas_limit = gas_limit
 
     def command(self) -> list[str]:
         cmd = [
@@ -91,4 +103,6 @@ class Anvil(LocalChain):
             cmd += ["--block-time", str(self.block_time)]
         if self.tx_gas_limit:
             cmd.append("--enable-tx-gas-limit")
+        if self.gas_limit is not None:
+            cmd += ["--gas-limit", str(self.gas_limit)]
         return cmd

@@ -19,7 +19,7 @@ from web3 import HTTPProvider, Web3
 
 from admin.contracts import MintTerms, Sender, deploy_mint_contracts
 from admin.usdc_domain import read_usdc_domain
-from devstack.anvil import DEV_ADDRESSES, DEV_KEYS
+from devstack.anvil import DEV_ADDRESSES, DEV_KEYS, MINTER_ADDRESSES
 from shared.deploy import Deployment, load_artifact
 
 log = logging.getLogger(__name__)
@@ -27,13 +27,15 @@ log = logging.getLogger(__name__)
 # mintMany writes one fresh balance per address (~25k gas); 500 keeps a transaction near 13M gas,
 # inside EIP-7825's 16.7M per-transaction cap.
 FUND_CHUNK = 500
+# What each signer wallet holds at least after a local deployment: plenty for local gas.
+MINTER_ETH = 1_000 * 10**18
 
 
 def deploy_local(
     rpc_url: str,
     *,
     deployer_key: str,
-    minter_address: str,
+    minters: Sequence[str],
     treasury: str,
     price: int = 1_000_000,
     mint_amount: int = 100 * 10**18,
@@ -44,7 +46,8 @@ def deploy_local(
     usdc_version: str = "2",
 ) -> Deployment:
     """Deploys MockUSDC (EIP-712 domain `usdc_name`/`usdc_version`), MintToken and Gen1NFT (admin: the
-    deployer), makes `minter_address` a minter of both mint contracts and gives every address in `fund`
+    deployer), makes every signer wallet in `minters` a minter of both mint contracts (and sends ETH
+    from the deployer to one holding less than MINTER_ETH), and gives every address in `fund`
     `fund_amount` mock USDC (6 decimals)."""
     w3 = Web3(HTTPProvider(rpc_url))
     deployer: LocalAccount = Account.from_key(deployer_key)
@@ -59,12 +62,28 @@ def deploy_local(
     # The payers' mock USDC goes into the same block as the mint contracts.
     usdc = w3.eth.contract(address=usdc_address, abi=usdc_artifact["abi"])
     fund_addresses = [to_checksum_address(a) for a in fund]
+    # Fees as web3 fills them for the contract calls beside it (a higher tip would raise what the fee
+    # history says a batch must offer).
+    tip = w3.eth.max_priority_fee
+    base_fee = w3.eth.get_block("latest").get("baseFeePerGas", 0)
     funding = sender.send(
         [
             usdc.functions.mintMany(
                 fund_addresses[start : start + FUND_CHUNK], fund_amount
             ).build_transaction(sender.params())
             for start in range(0, len(fund_addresses), FUND_CHUNK)
+        ]
+        + [
+            {
+                **sender.params(),
+                "to": to_checksum_address(minter),
+                "value": MINTER_ETH,
+                "gas": 21_000,
+                "maxFeePerGas": 2 * base_fee + tip,
+                "maxPriorityFeePerGas": tip,
+            }
+            for minter in minters
+            if w3.eth.get_balance(to_checksum_address(minter)) < MINTER_ETH
         ]
     )
     deployment = deploy_mint_contracts(
@@ -74,7 +93,7 @@ def deploy_local(
         # Read back as `mintline deploy` reads a real USDC's, so every local run takes that path too.
         usdc_domain=read_usdc_domain(w3, usdc_address),
         treasury=treasury,
-        minter=minter_address,
+        minters=minters,
         terms=MintTerms(price=price, mint_amount=mint_amount, nft_price=nft_price),
     )
     sender.wait(funding)
@@ -83,12 +102,13 @@ def deploy_local(
 
 
 def deploy_dev(rpc_url: str, fund_dev_accounts: bool = True) -> Deployment:
-    """deploy_local with anvil's public dev accounts: 0 deploys and administers, 1 is the batcher's
-    minter, 2 receives payments, 3..9 are payers (funded if `fund_dev_accounts`)."""
+    """deploy_local with anvil's public dev accounts: 0 deploys and administers, 1 and the second
+    minter (devstack/anvil.py) are the batcher's signer wallets, 2 receives payments, 3..9 are payers
+    (funded if `fund_dev_accounts`)."""
     return deploy_local(
         rpc_url,
         deployer_key=DEV_KEYS[0],
-        minter_address=DEV_ADDRESSES[1],
+        minters=MINTER_ADDRESSES,
         treasury=DEV_ADDRESSES[2],
         fund=DEV_ADDRESSES[3:] if fund_dev_accounts else (),
     )

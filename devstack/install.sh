@@ -24,6 +24,8 @@ if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
     missing+=(prometheus)
 fi
 
+# PgBouncer in transaction pooling mode, in front of the test PostgreSQL (devstack/pgbouncer_server.py).
+[[ -x /usr/sbin/pgbouncer ]] || command -v pgbouncer >/dev/null || missing+=(pgbouncer)
 # Reference CIDs for the local IPFS store's tests (`ipfs_cid FILE`).
 command -v ipfs_cid >/dev/null || missing+=(ipfs-cid)
 # Headless browser for the GIF and status page tests (driven by Playwright, which downloads nothing).
@@ -35,7 +37,7 @@ if [[ ${#missing[@]} -eq 0 ]]; then
 fi
 
 # devstack runs its own servers on free ports, so stop the packages' postinst from starting system
-# daemons on 5432/6379/9090. Only when no policy is in place already (Docker images ship one).
+# daemons on 5432/6379/6432/9090. Only when no policy is in place already (Docker images ship one).
 policy=/usr/sbin/policy-rc.d
 if [[ ! -e ${policy} ]]; then
     printf '#!/bin/sh\nexit 101\n' >"${policy}"

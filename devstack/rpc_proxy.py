@@ -1,8 +1,9 @@
 """A fault-injecting JSON-RPC proxy in front of any RPC URL: the rules hosted providers enforce, on demand.
 
 Every fault is an attribute the owner switches at run time (all off by default): a log-range cap, a
-batch-size cap, 429s, HTML 503 pages, a replica a block behind, and raw transactions answered but
-dropped. `calls` counts the calls per method that reached the proxy, for assertions.
+batch-size cap, 429s, HTML 503 pages, a replica a block behind, numbered blocks served from a cache
+that outlives a reorg, and raw transactions answered but dropped. `calls` counts the calls per method
+that reached the proxy, for assertions.
 
 In tests: `with RpcProxy(anvil.rpc_url) as proxy:` serves on a free loopback port from a thread of its
 own, so synchronous web3 calls in the test and service processes both reach it. Standalone:
@@ -58,6 +59,11 @@ class RpcProxy(Server):
         self.fail_every = 1
         # A replica one block behind: the head, the latest block and the latest block's receipts.
         self.lagging = False
+        # eth_getBlockByNumber of a numbered block is answered from a cache kept forever, as a
+        # provider that caches "immutable" blocks at its edge does: after a reorg it serves the old
+        # block. `block_cache` holds the first answer for each (number, full transactions) asked.
+        self.cache_blocks = False
+        self.block_cache: dict[tuple[str, bool], dict[str, Any]] = {}
         # eth_sendRawTransaction answers the transaction's hash without forwarding it.
         self.drop_transactions = False
         # A raw transaction longer than this many bytes is refused as geth refuses one over 128 KiB.
@@ -89,7 +95,7 @@ class RpcProxy(Server):
         for name in (
             "max_log_range", "max_batch", "batch_refusal", "rate_limit_every", "rate_limited_until",
             "html_503_every", "unavailable_until", "failing_method", "fail_every", "lagging",
-            "drop_transactions", "max_transaction_bytes",
+            "drop_transactions", "max_transaction_bytes", "cache_blocks",
         ):  # fmt: skip
             setattr(self, name, getattr(fresh, name))
 
@@ -186,7 +192,20 @@ class RpcProxy(Server):
                 call = calls[index]
                 answer = by_id.get(call.get("id"), _error(call.get("id"), -32603, "no upstream answer"))
                 answers[index] = await self._lag(call, answer)
+                self._remember_block(call, answers[index])
         return answers
+
+    def _cached_block_key(self, call: dict[str, Any]) -> tuple[str, bool] | None:
+        params = call.get("params") or []
+        if not self.cache_blocks or call.get("method") != "eth_getBlockByNumber" or not params:
+            return None
+        number = str(params[0])
+        return (number, bool(params[1]) if len(params) > 1 else False) if number.startswith("0x") else None
+
+    def _remember_block(self, call: dict[str, Any], answer: dict[str, Any]) -> None:
+        key = self._cached_block_key(call)
+        if key is not None and isinstance(answer.get("result"), dict):
+            self.block_cache.setdefault(key, answer["result"])
 
     async def _local_answer(self, call: dict[str, Any]) -> dict[str, Any] | None:
         """An answer the proxy makes up for `call`, or None to forward it."""
@@ -208,6 +227,8 @@ class RpcProxy(Server):
             tx_hash = "0x" + keccak(hexstr=params[0]).hex()
             self.dropped.append(tx_hash)
             return {"jsonrpc": "2.0", "id": call_id, "result": tx_hash}
+        if (key := self._cached_block_key(call)) is not None and key in self.block_cache:
+            return {"jsonrpc": "2.0", "id": call_id, "result": self.block_cache[key]}
         if self.lagging and method == "eth_getBlockByNumber" and params and params[0] == "latest":
             head = await self._head()
             forwarded = {**call, "params": [hex(max(0, head - 1)), *params[1:]]}

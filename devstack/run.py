@@ -2,8 +2,9 @@
 
 Starts Redis, PostgreSQL and anvil (1 s blocks) on loopback unless REDIS_URL / DATABASE_URL / RPC_URL
 point at servers already running, deploys the contracts (or reuses a deployment still on the chain),
-funds anvil's dev payers with mock USDC, applies the migrations, then runs intake, batcher and
-confirmer as their own processes, restarting one that dies. Ctrl-C stops everything it started.
+funds anvil's dev payers with mock USDC, applies the migrations, then runs intake, batcher (with two
+signer wallets) and confirmer as their own processes, restarting one that dies. Ctrl-C stops
+everything it started.
 """
 
 import asyncio
@@ -22,7 +23,7 @@ from pydantic import ValidationError
 from redis import Redis
 from web3 import HTTPProvider, Web3
 
-from devstack.anvil import DEV_KEYS, Anvil
+from devstack.anvil import MINTER_ADDRESSES, MINTER_KEYS, Anvil
 from devstack.deploy import deploy_dev
 from devstack.ports import free_port
 from devstack.postgres_server import PostgresServer
@@ -50,12 +51,25 @@ def _deployment_on_chain(path: Path, rpc_url: str) -> Deployment | None:
         deployment = Deployment.load(path)
     except ValidationError:
         return None  # written by an older version: deploy afresh
+    if not set(MINTER_ADDRESSES) <= set(deployment.minters):
+        return None  # written before both local signer wallets were minters
     w3 = Web3(HTTPProvider(rpc_url))
     if w3.eth.chain_id != deployment.chain_id or not all(
         w3.eth.get_code(address) for address in (deployment.token, deployment.nft)
     ):
         return None
     return deployment
+
+
+def _signer_keys() -> dict[str, str]:
+    """The batcher's signer wallets: the caller's BATCHER_PRIVATE_KEY(S), else the local chain's two
+    minters (anvil's public dev key 1 and the second minter of devstack/anvil.py: local dev values)."""
+    own = {
+        name: os.environ[name]
+        for name in ("BATCHER_PRIVATE_KEYS", "BATCHER_PRIVATE_KEY")
+        if name in os.environ
+    }
+    return own or {"BATCHER_PRIVATE_KEYS": ",".join(MINTER_KEYS)}
 
 
 async def _reset_database(dsn: str) -> None:
@@ -131,8 +145,8 @@ def main() -> None:
         deployment = _deployment_on_chain(deployment_file, rpc_url)
         if deployment is None:
             log.info("deploying contracts to %s", rpc_url)
-            # Local chain only: anvil's public dev accounts (0 deploys, 1 mints, 2 is the treasury,
-            # 3..9 pay).
+            # Local chain only: anvil's public dev accounts (0 deploys, 1 and the second minter
+            # sign batches, 2 is the treasury, 3..9 pay).
             deployment = deploy_dev(rpc_url)
             deployment.save(deployment_file)
             asyncio.run(_reset_database(database_url))
@@ -147,14 +161,16 @@ def main() -> None:
             "RPC_URL": rpc_url,
             "DEPLOYMENT_FILE": str(deployment_file.resolve()),
             # Local dev values only; a real deployment sets its own.
-            "BATCHER_PRIVATE_KEY": os.environ.get("BATCHER_PRIVATE_KEY", DEV_KEYS[1]),
+            **_signer_keys(),
             "WEBHOOK_SECRET": os.environ.get("WEBHOOK_SECRET", "local-dev-webhook-secret"),
             # NFT images and metadata: the local IPFS store, served by the renderer on :9103/ipfs/.
             "RENDERER_PIN_DIR": str((RUN_DIR / "ipfs").resolve()),
         }
         (RUN_DIR / "env").write_text(
             "".join(
-                f"{k}={v}\n" for k, v in env.items() if k not in ("BATCHER_PRIVATE_KEY", "WEBHOOK_SECRET")
+                f"{k}={v}\n"
+                for k, v in env.items()
+                if k not in ("BATCHER_PRIVATE_KEY", "BATCHER_PRIVATE_KEYS", "WEBHOOK_SECRET")
             )
         )
         prometheus_url = _start_prometheus(stack, env)

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 from eth_typing import ChecksumAddress
 from eth_utils import to_checksum_address
-from pydantic import AfterValidator, BaseModel
+from pydantic import AfterValidator, BaseModel, Field, model_validator
 
 ARTIFACTS_DIR = Path(__file__).resolve().parents[1] / "contracts" / "artifacts"
 
@@ -29,6 +29,9 @@ class Deployment(BaseModel):
     usdc: Address
     treasury: Address
     minter: Address
+    # Every signer wallet granted MINTER_ROLE at deployment, `minter` first (a file written before
+    # there could be several lists `minter` only).
+    minters: list[Address] = Field(default_factory=list)
     price: int
     mint_amount: int
     nft_price: int
@@ -38,6 +41,14 @@ class Deployment(BaseModel):
     # The block the mint contracts were deployed in: nothing of theirs is older, so log searches over
     # them need not start before it (0 in files written before it was recorded).
     deployment_block: int = 0
+
+    @model_validator(mode="after")
+    def _minter_listed(self) -> "Deployment":
+        if not self.minters:
+            self.minters = [self.minter]
+        elif self.minter not in self.minters:
+            raise ValueError(f"the minter {self.minter} is not among the minters {self.minters}")
+        return self
 
     def save(self, path: str | Path) -> None:
         path = Path(path)

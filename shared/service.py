@@ -4,7 +4,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +18,10 @@ from shared.jsonrpc import JsonRpc
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+# How long a worker starting while PostgreSQL is away (a restart) waits for it before exiting.
+START_WAIT_SECONDS = 60.0
 
 
 @dataclass
@@ -37,16 +41,21 @@ async def database_reachable(pool: asyncpg.Pool) -> bool:
 
 @contextlib.asynccontextmanager
 async def resources(
-    settings: Settings, pool_size: int = 10, minter: str | None = None
+    settings: Settings, pool_size: int = 10, minters: Sequence[str] = ()
 ) -> AsyncIterator[Resources]:
     """The connections a worker uses, once the chain is checked against the deployment
-    (shared/chain_checks.py; with `minter`, that wallet must hold the mint contracts' MINTER_ROLE)."""
-    pool = await db.create_pool(settings.database_url, max_size=pool_size)
+    (shared/chain_checks.py; every wallet in `minters` must hold the mint contracts' MINTER_ROLE)."""
+    pool = await db.create_pool(
+        settings.database_url,
+        max_size=pool_size,
+        transaction_pooling=settings.transaction_pooling,
+        wait_seconds=START_WAIT_SECONDS,
+    )
     redis = Redis.from_url(settings.redis_url)
     rpc_session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
     try:
         rpc = JsonRpc(settings.chain_rpc_urls, rpc_session, settings.rpc_max_batch)
-        await check_chain(rpc, settings.deployment, minter)
+        await check_chain(rpc, settings.deployment, minters)
         yield Resources(pool, redis, rpc)
     finally:
         await rpc_session.close()
@@ -77,6 +86,8 @@ def run(main: Callable[[asyncio.Event], Coroutine[Any, Any, None]], grace_second
         asyncio.run(_runner())
     except* ChainMismatch as mismatches:
         # At start-up, or later (a node refusing the deployment's chain id): raised from a task group too.
-        mismatch = mismatches.exceptions[0]
+        mismatch: BaseException = mismatches
+        while isinstance(mismatch, BaseExceptionGroup):  # task groups inside task groups nest them
+            mismatch = mismatch.exceptions[0]
         log.error("%s: %s", getattr(mismatch, "outcome", "stopping"), mismatch)
         raise SystemExit(2) from None

@@ -27,9 +27,11 @@ class Message:
     event: Event
 
 
-async def ensure_group(redis: Redis, stream: str, group: str) -> None:
+async def ensure_group(redis: Redis, stream: str, group: str, first_id: str = "0") -> None:
+    """The group, created if missing: reading from the stream's start (`first_id` "0"), or only entries
+    added after it was created ("$")."""
     try:
-        await redis.xgroup_create(stream, group, id="0", mkstream=True)
+        await redis.xgroup_create(stream, group, id=first_id, mkstream=True)
     except ResponseError as exc:
         if "BUSYGROUP" not in str(exc):
             raise
@@ -108,6 +110,7 @@ class Consumer:
         block_ms: int = 1000,
         claim_idle_ms: int = 30_000,
         max_deliveries: int = 5,
+        first_id: str = "0",
     ) -> None:
         self.redis = redis
         self.stream = stream
@@ -117,12 +120,13 @@ class Consumer:
         self.block_ms = block_ms
         self.claim_idle_ms = claim_idle_ms
         self.max_deliveries = max_deliveries
+        self.first_id = first_id
         self.dead_lettered = 0
         # Exported from 0, so an alert on its increase sees the first dead letter.
         self._dead_counter = DEAD_LETTERED.labels(stream_label(stream))
 
     async def start(self) -> None:
-        await ensure_group(self.redis, self.stream, self.group)
+        await ensure_group(self.redis, self.stream, self.group, self.first_id)
 
     async def read(self, count: int, block_ms: int | None = None, own_pending: bool = False) -> list[Message]:
         """New entries (or, with own_pending, the ones delivered to this consumer and not acked)."""
@@ -165,6 +169,37 @@ class Consumer:
             if cursor == "0-0":
                 return claimed
 
+    async def claim_from(self, owners: Callable[[str], bool], page: int = 500) -> list[Message]:
+        """Every entry pending for a consumer whose name `owners` accepts (this one included), now this
+        consumer's; the others are removed from the group once they hold nothing. For a successor that
+        knows those consumers are gone (the next active batcher of a wallet), whatever their idle time."""
+        try:
+            consumers: Any = await self.redis.xinfo_consumers(self.stream, self.group)
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            await self.start()
+            return []
+        claimed: list[Message] = []
+        for consumer in consumers:
+            name = _text(consumer["name"])
+            if not owners(name):
+                continue
+            after = "-"
+            while True:
+                rows: Any = await self.redis.xpending_range(
+                    self.stream, self.group, min=after, max="+", count=page, consumername=name
+                )
+                if not rows:
+                    break
+                ids = [row["message_id"] for row in rows]
+                entries: Any = await self.redis.xclaim(self.stream, self.group, self.name, 0, ids)
+                claimed += await self._take_over([entry for entry in entries if entry[1]])
+                after = "(" + _text(ids[-1])
+            if name != self.name:
+                await self.redis.xgroup_delconsumer(self.stream, self.group, name)
+        return claimed
+
     async def _take_over(self, entries: list) -> list[Message]:
         if not entries:
             return []
@@ -179,8 +214,9 @@ class Consumer:
     async def touch(self, ids: list[str]) -> None:
         """Reset the idle time of entries this consumer is still working on, so no other consumer
         reclaims them as stale while a long job runs. JUSTID: the delivery count stays as it is."""
-        if ids:
-            await self.redis.xclaim(self.stream, self.group, self.name, 0, list[Any](ids), justid=True)
+        for start in range(0, len(ids), 1000):
+            chunk = list[Any](ids[start : start + 1000])
+            await self.redis.xclaim(self.stream, self.group, self.name, 0, chunk, justid=True)
 
     async def ack(self, ids: list[str]) -> None:
         if ids:

@@ -38,7 +38,7 @@ class Broadcaster:
             answers = await self.chain.rpc.send_raw_transaction(raw)
             verdict = decide([_classified(answer) for answer in answers])
             if verdict is not None and verdict.refusal not in OUT_ANYWAY:
-                metrics.BROADCAST_ERRORS.labels(verdict.refusal.value).inc()
+                metrics.BROADCAST_ERRORS.labels(verdict.refusal.value, self.chain.wallet).inc()
                 log.warning(
                     "broadcast of batch %d (nonce %d, tx %s) refused (%s): %s",
                     batch_id,
@@ -66,7 +66,7 @@ class Broadcaster:
                 self.stream_maxlen,
             )
             if first == "UPDATE 1":
-                metrics.BATCHES_SENT.inc()
+                metrics.BATCHES_SENT.labels(self.chain.wallet).inc()
             log.info("batch %d broadcast: nonce %d, tx %s", batch_id, nonce, tx_hash)
             return verdict
 

@@ -43,6 +43,16 @@ class WalletChain:
             raise GasEstimateFailed(exc.message) from exc
         return int(answer, 16)
 
+    async def runs_within(self, to: str, data: bytes, gas: int) -> bool:
+        """Whether the call succeeds with `gas` at the latest block (a revert or running out of gas
+        is False)."""
+        call = {"from": self.wallet, "to": to, "data": "0x" + data.hex(), "gas": hex(gas)}
+        try:
+            await self.rpc.call("eth_call", [call, "latest"])
+        except NodeError:
+            return False
+        return True
+
     async def fee_history(self, blocks: int, percentile: float) -> dict[str, Any]:
         return await self.rpc.call("eth_feeHistory", [hex(blocks), "latest", [percentile]])
 

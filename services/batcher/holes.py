@@ -5,7 +5,11 @@ would ever send that nonce again, so every later batch would wait forever: after
 BATCHER_NONCE_HOLE_SECONDS the nonce is filled with a no-op self-transfer, recorded as a batch.
 
 A settled batch at that nonce is taken over only if it is `reverted` (its requests were retried or
-failed already); a `confirmed` one is the finality watch's to reopen, never overwritten here.
+failed already). A `confirmed` one is never overwritten: its mined transaction is sent again instead.
+On a chain that holds it, that is refused as a used nonce and changes nothing; on a chain that lost it
+(a reorg the finality watch has not seen, or will not: anvil, racing its own miner, was seen to
+answer a reorged-out block's receipts with the wallet's nonce below them), it is mined again, with the
+same effects, and the nonces behind it go on.
 """
 
 import logging
@@ -13,7 +17,6 @@ import time
 from typing import TYPE_CHECKING
 
 from services.batcher import metrics
-from services.batcher.fees import WaitingForFunds, within_balance
 from services.batcher.store import INSERT_ATTEMPT, NO_OP_GAS, sign_no_op
 
 if TYPE_CHECKING:
@@ -38,6 +41,10 @@ ON CONFLICT (wallet, nonce) DO UPDATE SET
 WHERE batches.status = 'reverted'
 RETURNING id
 """
+CONFIRMED_AT = """
+SELECT b.id, t.tx_hash, t.raw_tx FROM batches b JOIN batch_transactions t ON t.tx_hash = b.mined_tx_hash
+WHERE b.wallet = $1 AND b.nonce = $2 AND b.status = 'confirmed'
+"""
 
 
 class HoleWatch:
@@ -61,27 +68,37 @@ class HoleWatch:
 
     async def _fill(self, nonce: int, behind: int) -> None:
         batcher = self.batcher
-        quote = await batcher.spending.fees(batcher.tuning)
-        try:
-            fees = within_balance(quote.fees, NO_OP_GAS, await batcher.spending.balance(), quote.required)
-        except WaitingForFunds as exc:
-            batcher.spending.wait_for_funds(str(exc))
-            return
+        if (fees := await batcher.spending.offer(batcher.tuning, NO_OP_GAS)) is None:
+            return  # the chain asks more than the ceiling, or the wallet waits for funds
         signed = sign_no_op(batcher, nonce, fees)
         reason = f"nonce hole: nothing held nonce {nonce} while {behind} later batches waited"
         async with batcher.pool.acquire() as conn, conn.transaction():
             batch_id = await conn.fetchval(
                 FILL, batcher.wallet, nonce, signed.tx_hash, signed.raw, NO_OP_GAS, *fees.fields, reason
             )
-            if batch_id is None:
-                log.warning(
-                    "nonce %d is a hole, but its batch is confirmed: the finality watch reopens it", nonce
-                )
-                return
-            await conn.execute(INSERT_ATTEMPT, signed.tx_hash, batch_id, signed.raw, *fees.fields)
-            await batcher.lock.fence(conn)
+            if batch_id is not None:
+                await conn.execute(INSERT_ATTEMPT, signed.tx_hash, batch_id, signed.raw, *fees.fields)
+                await batcher.lock.fence(conn)
+        if batch_id is None:
+            await self._send_confirmed_again(nonce)
+            return
         self._since = None
-        metrics.NONCE_FILLS.inc()
-        metrics.UNSENDABLE.labels("nonce_hole").inc()
+        metrics.NONCE_FILLS.labels(batcher.wallet).inc()
+        metrics.UNSENDABLE.labels("nonce_hole", batcher.wallet).inc()
         log.error("%s: filled with a no-op (batch %d, tx %s)", reason, batch_id, signed.tx_hash)
         await batcher.dispatch(batch_id, nonce, signed.tx_hash, signed.raw)
+
+    async def _send_confirmed_again(self, nonce: int) -> None:
+        batcher = self.batcher
+        self._since = None  # looked at again after another BATCHER_NONCE_HOLE_SECONDS
+        confirmed = await batcher.pool.fetchrow(CONFIRMED_AT, batcher.wallet, nonce)
+        if confirmed is None:
+            return
+        metrics.UNSENDABLE.labels("nonce_hole", batcher.wallet).inc()
+        log.error(
+            "nonce %d is a hole, yet batch %d is confirmed at it: its mined transaction %s is sent again",
+            nonce,
+            confirmed["id"],
+            confirmed["tx_hash"],
+        )
+        await batcher.dispatch(confirmed["id"], nonce, confirmed["tx_hash"], bytes(confirmed["raw_tx"]))

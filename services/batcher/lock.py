@@ -21,16 +21,29 @@ from shared.loops import pause
 
 log = logging.getLogger(__name__)
 
-LOCK_KEY = "hashtextextended('batcher:' || $1, 0)"
-# pg_locks shows a bigint advisory key as its high half (classid) and low half (objid), objsubid 1.
-FENCE = f"""
-SELECT EXISTS (
+
+def lock_key(wallet_sql: str) -> str:
+    """The advisory lock key of the wallet that `wallet_sql` (lower-cased) names."""
+    return f"hashtextextended('batcher:' || {wallet_sql}, 0)"
+
+
+def held_sql(wallet_sql: str, pid_sql: str | None = None) -> str:
+    """SQL that is true while a session of this database (the one whose backend is `pid_sql`, if
+    given) holds the lock of the wallet `wallet_sql` names. pg_locks shows a bigint advisory key as its
+    high half (classid) and low half (objid), objsubid 1."""
+    key = lock_key(wallet_sql)
+    holder = f" AND pid = {pid_sql}" if pid_sql else ""
+    return f"""EXISTS (
     SELECT 1 FROM pg_locks
-    WHERE locktype = 'advisory' AND granted AND pid = $2 AND objsubid = 1
-      AND classid = (({LOCK_KEY} >> 32) & 4294967295)::oid
-      AND objid = ({LOCK_KEY} & 4294967295)::oid
-)
-"""
+    WHERE locktype = 'advisory' AND granted{holder} AND objsubid = 1
+      AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+      AND classid = (({key} >> 32) & 4294967295)::oid
+      AND objid = ({key} & 4294967295)::oid
+)"""
+
+
+LOCK_KEY = lock_key("$1")
+FENCE = f"SELECT {held_sql('$1', '$2')}"
 
 
 class LockLost(RuntimeError):

@@ -1,13 +1,15 @@
 """The active batcher's upkeep, once a second: the wallet lock (lost: stop), run-time settings and the
 chain's gas limits, the in-flight count, batches stored but not yet taken by a node (broadcast again
-and resolved by what it says), the wallet gauges (balance, nonce lag) and nonce holes (holes.py)."""
+and resolved by what it says), the wallet gauges (balance, nonce lag, oldest open batch), nonce holes
+(holes.py), the requests of a wallet that cannot pay (dry.py); and, every few seconds, what is shared
+with the other wallets: their orphaned batches (orphans.py) and idle entries (handover.py)."""
 
 import asyncio
 import logging
 import time
 from typing import TYPE_CHECKING
 
-from services.batcher import wallet_health
+from services.batcher import dry, handover, orphans, taking, wallet_health
 from services.batcher.lock import LockLost
 from services.batcher.settings import TUNABLE
 from services.batcher.unsendable import Misconfigured
@@ -19,6 +21,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+SLOW_ROUND_SECONDS = 10.0
 UNSENT = """
 SELECT id, nonce, tx_hash, raw_tx FROM batches WHERE wallet = $1 AND status = 'signed'
 AND created_at < now() - make_interval(secs => $2) ORDER BY nonce
@@ -27,8 +30,9 @@ AND created_at < now() - make_interval(secs => $2) ORDER BY nonce
 
 async def run(batcher: "Batcher", stop: asyncio.Event) -> None:
     """Until `stop`; raises LockLost once the lock is gone."""
-    next_refresh = 0.0
+    next_refresh = next_share = 0.0
     while not stop.is_set():
+        started = time.monotonic()
         if not await batcher.lock.still_held():
             raise LockLost(f"lost the wallet lock for {batcher.wallet}")
         try:
@@ -45,12 +49,25 @@ async def run(batcher: "Batcher", stop: asyncio.Event) -> None:
                 await batcher.dispatch(batch["id"], batch["nonce"], batch["tx_hash"], bytes(batch["raw_tx"]))
             seen = await wallet_health.observe(batcher.chain, batcher.pool, lambda: batcher.next_nonce)
             if seen is not None:
-                balance, mined = seen
+                batcher.stalled_seconds = batcher.stalls.seen(seen.mined, batcher.next_nonce, now)
                 if not unsent:
-                    batcher.spending.observed_balance(balance)
-                await batcher.holes.check(mined)
+                    batcher.spending.observed_balance(seen.balance)
+                await batcher.holes.check(seen.mined)
+                await dry.release_unsent(batcher, seen.mined)
+            if now >= next_share:
+                # Well within the group's claim time, so entries this wallet holds never look idle.
+                next_share = now + batcher.requests.claim_idle_ms / 3000
+                taking_now = (
+                    taking.why_not_taking(batcher.state(), batcher.tuning.wedged_after_seconds) is None
+                )
+                await handover.keep_and_reclaim(batcher, taking_now)
+                await orphans.rebroadcast(batcher)
         except (LockLost, Misconfigured):
             raise
         except Exception:
             log.exception("batcher maintenance failed; going on")
+        if (took := time.monotonic() - started) > SLOW_ROUND_SECONDS:
+            # The lock is asked between rounds: a slow round delays noticing a lost one (the fence
+            # still stops any commit).
+            log.warning("maintenance round of %s took %.1f s", batcher.wallet, took)
         await pause(stop, 1.0)

@@ -47,7 +47,7 @@ class Replacer:
         # Asked of the node every time: a provider may have answered a hash it never forwarded, and a
         # node may lose a transaction it took.
         if not await batcher.chain.knows(batch["tx_hash"]):
-            metrics.FEE_BUMPS_REFUSED.labels("not_accepted").inc()
+            metrics.FEE_BUMPS_REFUSED.labels("not_accepted", batcher.wallet).inc()
             await batcher.dispatch(batch["id"], batch["nonce"], batch["tx_hash"], raw)
             return
         old = offered(batch)
@@ -62,7 +62,7 @@ class Replacer:
             spacing_seconds=batcher.settings.fee_bump_spacing_seconds,
         )
         if plan.fees is None:
-            metrics.FEE_BUMPS_REFUSED.labels(plan.refused).inc()
+            metrics.FEE_BUMPS_REFUSED.labels(plan.refused, batcher.wallet).inc()
             log.info("batch %d (nonce %d) stuck, no fee bump: %s", batch["id"], batch["nonce"], plan.refused)
             # Sent again as it is, to every endpoint: one that lost it gets it back.
             await batcher.dispatch(batch["id"], batch["nonce"], batch["tx_hash"], raw)
@@ -72,7 +72,7 @@ class Replacer:
         async with batcher.pool.acquire() as conn, conn.transaction():
             await store_attempt(conn, batch["id"], signed, fees)
             await batcher.lock.fence(conn)
-        metrics.FEE_BUMPS.inc()
+        metrics.FEE_BUMPS.labels(batcher.wallet).inc()
         log.info(
             "batch %d fee bump: nonce %d, max fee %d -> %d, tx %s",
             batch["id"],

@@ -1,4 +1,5 @@
-from pydantic import Field, SecretStr
+from eth_account import Account
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from shared.settings import Settings
@@ -20,9 +21,15 @@ TUNABLE = (
 
 
 class BatcherSettings(Settings):
-    model_config = SettingsConfigDict(env_prefix="BATCHER_", extra="ignore")
+    # Errors never quote what was given: a signer key is a secret.
+    model_config = SettingsConfigDict(env_prefix="BATCHER_", extra="ignore", hide_input_in_errors=True)
 
-    private_key: SecretStr = Field(validation_alias="BATCHER_PRIVATE_KEY")
+    # The signer wallets: BATCHER_PRIVATE_KEYS (comma-separated; one batcher per wallet in this process)
+    # takes precedence over BATCHER_PRIVATE_KEY (one wallet), as RPC_URLS does over RPC_URL.
+    private_key: SecretStr | None = Field(None, validation_alias="BATCHER_PRIVATE_KEY")
+    private_keys: SecretStr | None = Field(
+        None, validation_alias="BATCHER_PRIVATE_KEYS", validate_default=True
+    )
     metrics_port: int = 9101
     metrics_host: str = "127.0.0.1"
 
@@ -34,10 +41,11 @@ class BatcherSettings(Settings):
     # The most gas one transaction may use: 2^24 on Ethereum since EIP-7825. Batches also stay within
     # the block gas limit read from the chain (see batching.batch_gas_target).
     max_tx_gas: int = Field(16_777_216, ge=200_000)
-    # Gas limit per entry: 86.7k measured for an entry that settles an authorization, plus the margin
-    # added to the estimate.
     # Geth (and most nodes) refuse a transaction over 128 KiB ("oversized data"); batches stay below.
     max_tx_bytes: int = Field(120_000, ge=1_000)
+    # Gas limit per entry: 86.7k measured for an entry that settles an authorization, plus the margin
+    # added to the estimate. It sizes a kind's batches until the node has estimated one; then what
+    # the estimates say does (batching.EntryGas).
     gas_per_entry: int = Field(95_000, ge=20_000)
     # An NFT entry also stores its owner, balance and tokenURI: 202k measured for a 66-character
     # ipfs:// URI and a settled authorization, plus the same margin.
@@ -63,3 +71,64 @@ class BatcherSettings(Settings):
     # it is filled with a no-op (holes.py).
     nonce_hole_seconds: float = Field(30.0, gt=0)
     settings_refresh_seconds: float = Field(5.0, gt=0)
+    # A direct connection to the same PostgreSQL for the wallet lock (lock.py), a session advisory
+    # lock: a transaction pooler would leave it on a server connection other clients then use, and
+    # PostgreSQL would never see this batcher go. Default: DATABASE_URL; required with DATABASE_POOLER.
+    lock_database_url: str | None = Field(
+        None, validation_alias="BATCHER_LOCK_DATABASE_URL", validate_default=True
+    )
+
+    @field_validator("lock_database_url")
+    @classmethod
+    def _lock_needs_its_own_session(cls, value: str | None, info: ValidationInfo) -> str | None:
+        # A field validator, not a model one: its error shows only this field's value, never the key.
+        if value is None and info.data.get("database_pooler", "none") != "none":
+            raise ValueError(
+                "BATCHER_LOCK_DATABASE_URL is required with DATABASE_POOLER: the wallet lock needs a"
+                " session of its own, which transaction pooling cannot give"
+            )
+        return value
+
+    @property
+    def lock_dsn(self) -> str:
+        return self.lock_database_url or self.database_url
+
+    # A wallet with transactions to mine whose nonce on chain has not moved for this long takes no new
+    # batches (taking.py): the backlog goes to the other wallets while fee bumps, hole fills or
+    # refusals resolve its own.
+    wedged_after_seconds: float = Field(120.0, gt=0)
+    # A wallet that has not been able to pay for this long gives the requests of its batches no node
+    # holds back to the queue (their nonces filled with no-ops, sent once it is funded): dry.py.
+    release_after_seconds: float = Field(30.0, gt=0)
+    # mint.requested entries idle this long in a batcher that died or lost its lock are taken over by
+    # the batchers of the other wallets (handover.py); the wallet's own successor takes them at once.
+    claim_idle_seconds: float = Field(30.0, ge=1)
+
+    @field_validator("private_keys")
+    @classmethod
+    def _wallets(cls, listed: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        """At least one signer key, each a private key, none twice. A field validator (run for the
+        default too, and after BATCHER_PRIVATE_KEY), so assigning a tunable never re-checks keys."""
+        keys = _split(listed) or _split(info.data.get("private_key"))[:1]
+        if not keys:
+            raise ValueError("set BATCHER_PRIVATE_KEY (or BATCHER_PRIVATE_KEYS, comma-separated)")
+        wallets = []
+        for position, key in enumerate(keys, 1):
+            try:
+                wallets.append(Account.from_key(key).address)
+            except (ValueError, TypeError):
+                # Never the value itself: it is a secret.
+                raise ValueError(f"signer key {position} is not a private key (32 bytes of hex)") from None
+        if len(set(wallets)) != len(wallets):
+            raise ValueError("the same signer key is listed twice: one batcher per wallet")
+        return listed
+
+    @property
+    def signing_keys(self) -> list[str]:
+        """The private key of every signer wallet, in the order given."""
+        return _split(self.private_keys) or _split(self.private_key)[:1]
+
+
+def _split(keys: SecretStr | None) -> list[str]:
+    text = keys.get_secret_value() if keys is not None else ""
+    return [key.strip() for key in text.split(",") if key.strip()]

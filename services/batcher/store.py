@@ -2,8 +2,10 @@
 store it, in one PostgreSQL transaction that commits only while this batcher holds the wallet lock
 (invariant 3: stored before broadcast; the lock's fence: no commit after the lock is lost).
 
-The gas limit follows the node's estimate within the chain's caps (batching.gas_limit_for); the fees
-follow the chain (fees.read_quote) within the ceiling and the wallet's balance (fees.within_balance).
+The gas limit follows the node's estimate within the chain's caps (batching.gas_limit_for); between
+estimates, the gas per entry learnt from them, confirmed by one call at that limit (batching.EntryGas:
+an estimate runs the batch some twenty times). The fees follow the chain (fees.read_quote) within the
+ceiling and the wallet's balance (fees.within_balance).
 """
 
 import logging
@@ -86,8 +88,8 @@ class BatchStore:
             return None
         batcher.next_nonce += 1
         batcher.in_flight += 1
-        metrics.NEXT_NONCE.set(batcher.next_nonce)
-        metrics.BATCH_SIZE.observe(len(live))
+        metrics.NEXT_NONCE.labels(batcher.wallet).set(batcher.next_nonce)
+        metrics.BATCH_SIZE.labels(batcher.wallet).observe(len(live))
         return signed_batch
 
     async def _sign(self, conn: asyncpg.Connection, batch_id: int, rows: list) -> Stored:
@@ -140,12 +142,16 @@ class BatchStore:
 
     async def _gas_limit(self, kind: str, data: bytes, entries: int) -> int:
         batcher = self.batcher
+        checked = batcher.entry_gas.limit_to_check(kind, entries, batcher.gas_target)
+        if checked is not None and await batcher.chain.runs_within(batcher.contracts[kind], data, checked):
+            return checked
         try:
             estimate = await batcher.chain.estimate_gas(batcher.contracts[kind], data)
         except GasEstimateFailed as exc:
             # Sent anyway with a formula limit: if it reverts, the confirmer retries its requests.
             log.warning("gas estimate failed for %d entries (%s); using the per-entry budget", entries, exc)
             return min(batcher.gas_target, 100_000 + 2 * entries * batcher.gas_per_entry(kind))
+        batcher.entry_gas.observe(kind, estimate, entries)
         return gas_limit_for(estimate, batcher.gas_target, batcher.tx_gas_cap)
 
 

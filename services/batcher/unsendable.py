@@ -15,9 +15,7 @@ Each outcome counts in mintline_batcher_unsendable_total{reason}.
 import logging
 from typing import TYPE_CHECKING
 
-from services.batcher import fees as fee_logic
 from services.batcher import metrics
-from services.batcher.fees import Fees, WaitingForFunds
 from services.batcher.send_errors import Classified, Refusal
 from services.batcher.store import NO_OP_GAS, offered, sign_again, sign_no_op, store_attempt
 from shared.chain_checks import ChainMismatch
@@ -66,10 +64,10 @@ class Unsendable:
     async def resolve(self, batch_id: int, verdict: Classified) -> None:
         refusal = verdict.refusal
         if refusal is Refusal.WRONG_CHAIN:
-            metrics.UNSENDABLE.labels(refusal.value).inc()
+            metrics.UNSENDABLE.labels(refusal.value, self.batcher.wallet).inc()
             raise Misconfigured(f"the node refuses the chain of batch {batch_id}: {verdict.message}")
         if refusal is Refusal.FUNDS:
-            metrics.UNSENDABLE.labels(refusal.value).inc()
+            metrics.UNSENDABLE.labels(refusal.value, self.batcher.wallet).inc()
             self.batcher.spending.wait_for_funds(verdict.message)
             return
         if refusal is Refusal.FEES:
@@ -79,28 +77,15 @@ class Unsendable:
         seen = self.refusals[batch_id] = self.refusals.get(batch_id, 0) + 1
         if refusal is Refusal.REJECTED and seen < REFUSALS_BEFORE_FILL:
             return  # the same bytes go again with the next rebroadcast
-        metrics.UNSENDABLE.labels(refusal.value).inc()
-        await self._fill(batch_id, verdict)
+        metrics.UNSENDABLE.labels(refusal.value, self.batcher.wallet).inc()
+        reason = f"batch unsendable ({refusal.value}): {verdict.message[:200]}"
+        filled = await self.fill(batch_id, reason)
+        if refusal in (Refusal.TOO_LARGE, Refusal.REJECTED) and filled is not None and filled[1]:
+            kind, moved = filled
+            self.batcher.cap_entries(kind, max(1, moved // 2))
 
     def forget(self, batch_id: int) -> None:
         self.refusals.pop(batch_id, None)
-
-    async def _fees(self, gas: int, old: Fees) -> Fees | None:
-        """Fees for a new transaction of `gas` at a nonce whose last attempt offered `old`: what the
-        chain asks now, and both fields at least the nodes' 10% above `old` (a node that still holds
-        the old attempt takes nothing less in its place); None while that passes the ceiling or what
-        the wallet can pay."""
-        batcher = self.batcher
-        quote = await batcher.spending.fees(batcher.tuning)
-        ceiling = int(batcher.tuning.max_fee_gwei * fee_logic.GWEI)
-        fees = old.bumped(fee_logic.NODE_MIN_BUMP_PERCENT, quote.fees)
-        if not quote.affordable or fees.max_fee_per_gas > ceiling:
-            return None
-        try:
-            return fee_logic.within_balance(fees, gas, await batcher.spending.balance(), quote.required)
-        except WaitingForFunds as exc:
-            batcher.spending.wait_for_funds(str(exc))
-            return None
 
     async def _resign(self, batch_id: int) -> None:
         """The same call at the same nonce, with fees that fit the chain now: only for an attempt the
@@ -114,8 +99,8 @@ class Unsendable:
         old = offered(batch)
         if (await batcher.spending.fees(batcher.tuning)).fees.max_fee_per_gas <= old.max_fee_per_gas:
             return
-        metrics.UNSENDABLE.labels(Refusal.FEES.value).inc()
-        if (fees := await self._fees(batch["gas_limit"], old)) is None:
+        metrics.UNSENDABLE.labels(Refusal.FEES.value, batcher.wallet).inc()
+        if (fees := await batcher.spending.offer(batcher.tuning, batch["gas_limit"], old)) is None:
             return
         signed = sign_again(batcher, batch, fees)
         if signed.tx_hash == batch["tx_hash"]:
@@ -133,16 +118,19 @@ class Unsendable:
         )
         await batcher.dispatch(batch_id, batch["nonce"], signed.tx_hash, signed.raw)
 
-    async def _fill(self, batch_id: int, verdict: Classified) -> None:
-        """A no-op self-transfer at the batch's nonce; its requests go back to the queue."""
+    async def fill(self, batch_id: int, reason: str, mind_balance: bool = True) -> tuple[str, int] | None:
+        """A no-op self-transfer at the batch's nonce; its requests go back to the queue. Returns the
+        batch's kind and how many requests went back, or None when nothing was done (settled or
+        filled already, or no fees fit now). Without `mind_balance` the no-op is signed at the fees
+        the chain asks whatever the wallet holds: it goes once the wallet is funded (dry.py)."""
         batcher = self.batcher
         batch = await batcher.pool.fetchrow(OPEN_BATCH, batch_id, batcher.wallet)
         if batch is None or batch["fill_reason"] is not None:
-            return  # settled meanwhile, or filled already (the filler is rebroadcast as any batch)
-        if (fees := await self._fees(NO_OP_GAS, offered(batch))) is None:
-            return
+            return None  # settled meanwhile, or filled already (the filler is rebroadcast as any batch)
+        fees = await batcher.spending.offer(batcher.tuning, NO_OP_GAS, offered(batch), mind_balance)
+        if fees is None:
+            return None
         signed = sign_no_op(batcher, batch["nonce"], fees)
-        reason = f"batch unsendable ({verdict.refusal.value}): {verdict.message[:200]}"
         async with batcher.pool.acquire() as conn, conn.transaction():
             await store_attempt(conn, batch_id, signed, fees)
             await conn.execute(
@@ -154,9 +142,7 @@ class Unsendable:
             moved = [r["id"] for r in await conn.fetch(REQUEUE, batch_id, reason)]
             requeued = await conn.fetch(BACK_TO_PENDING, moved)
             await batcher.lock.fence(conn)
-        metrics.NONCE_FILLS.inc()
-        if verdict.refusal in (Refusal.TOO_LARGE, Refusal.REJECTED) and moved:
-            batcher.cap_entries(batch["kind"], max(1, len(moved) // 2))
+        metrics.NONCE_FILLS.labels(batcher.wallet).inc()
         log.error(
             "batch %d (nonce %d) %s; nonce filled with a no-op (tx %s), %d requests back in the queue",
             batch_id,
@@ -174,3 +160,4 @@ class Unsendable:
         )
         self.forget(batch_id)
         await batcher.dispatch(batch_id, batch["nonce"], signed.tx_hash, signed.raw)
+        return batch["kind"], len(moved)

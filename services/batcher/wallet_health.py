@@ -3,6 +3,7 @@ that pays for gas, the chain's nonce against the batcher's, and the age of the o
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import asyncpg
 
@@ -18,11 +19,16 @@ FROM batches WHERE wallet = $1 AND status IN ('signed', 'sent')
 """
 
 
-async def observe(
-    chain: WalletChain, pool: asyncpg.Pool, next_nonce: Callable[[], int]
-) -> tuple[int, int] | None:
-    """Update the wallet gauges and return the balance and the mined nonce; a failed read is logged,
-    leaves the last values and returns None."""
+@dataclass(frozen=True)
+class Seen:
+    balance: int
+    # The wallet's transaction count at the latest block: the next nonce to be mined.
+    mined: int
+
+
+async def observe(chain: WalletChain, pool: asyncpg.Pool, next_nonce: Callable[[], int]) -> Seen | None:
+    """Update the wallet gauges and return what was read; a failed read is logged, leaves the last
+    values and returns None."""
     wallet = chain.wallet
     try:
         balance, mined = await chain.balance_and_mined_nonce()
@@ -36,4 +42,4 @@ async def observe(
     # lag negative. (Negative means something else used the wallet's nonces.)
     metrics.NONCE_LAG.labels(wallet).set(next_nonce() - mined)
     metrics.OLDEST_IN_FLIGHT.labels(wallet).set(oldest)
-    return balance, mined
+    return Seen(balance, mined)

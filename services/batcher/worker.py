@@ -1,4 +1,7 @@
-"""The batcher loop: read mint.requested, close batches, store signed transactions, broadcast.
+"""The batcher loop of one signer wallet: read mint.requested, close batches, store signed
+transactions, broadcast. Several wallets run one Batcher each (in one process or in several), all
+reading the one consumer group, each with its own lock, nonce sequence, fees and balance (taking.py
+says how a backlog spreads over them).
 
 Order of effects for one batch (invariant 3): claim the rows and store the signed raw transaction
 with its nonce in one PostgreSQL transaction (store.py), then ack the stream entries, then broadcast
@@ -16,9 +19,10 @@ import asyncpg
 from eth_account import Account
 from redis.asyncio import Redis
 
-from services.batcher import maintenance, metrics, nonces
+from services.batcher import handover, maintenance, metrics, nonces, recovery, taking
 from services.batcher.batching import (
     BatchTooLarge,
+    EntryGas,
     PendingBuffer,
     Waiting,
     batch_gas_target,
@@ -36,56 +40,81 @@ from services.batcher.spending import Spending
 from services.batcher.store import BatchStore
 from services.batcher.unsendable import Misconfigured, Unsendable
 from shared import keys
-from shared.backoff import exponential_backoff
 from shared.events import MintRequested
-from shared.jsonrpc import JsonRpc, RpcError
-from shared.loops import pause
+from shared.jsonrpc import JsonRpc
 from shared.streams import Consumer, Message
 
 log = logging.getLogger(__name__)
 
 # What a store or a chain read may raise when PostgreSQL or the node is briefly away.
-UNAVAILABLE = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, RpcError, TimeoutError)
+UNAVAILABLE = recovery.UNAVAILABLE
 
 
 class Batcher:
-    def __init__(self, settings: BatcherSettings, pool: asyncpg.Pool, redis: Redis, rpc: JsonRpc) -> None:
+    def __init__(
+        self,
+        settings: BatcherSettings,
+        pool: asyncpg.Pool,
+        redis: Redis,
+        rpc: JsonRpc,
+        key: str | None = None,
+    ) -> None:
+        """The batcher of the wallet of `key` (by default the first of the settings' signer keys)."""
         self.settings = settings
         self.tuning = settings
         self.pool = pool
         self.redis = redis
-        self.account = Account.from_key(settings.private_key.get_secret_value())
+        self.account = Account.from_key(key or settings.signing_keys[0])
         self.wallet = self.account.address
+        metrics.export_wallet(self.wallet)
         self.chain = WalletChain(rpc, self.wallet)
         self.deployment = settings.deployment
         # Each kind of request is minted by its own contract, on the one nonce sequence of the wallet.
         self.contracts = {"token": self.deployment.token, "nft": self.deployment.nft}
         names = settings.keys
-        consumer = f"batcher-{socket.gethostname()}-{os.getpid()}"
+        # Named for the wallet, so the wallet's next active batcher knows whose entries it inherits.
+        consumer = f"batcher-{socket.gethostname()}-{os.getpid()}-{self.wallet}"
         self.requested_stream = names.stream(keys.MINT_REQUESTED)
+        # Every wallet reads the one group: the backlog goes to whichever wallet takes it.
         self.requests = Consumer(
             redis,
             self.requested_stream,
             keys.BATCHER,
             consumer,
             dead_stream=names.dead(keys.MINT_REQUESTED),
+            claim_idle_ms=int(settings.claim_idle_seconds * 1000),
             max_deliveries=20,
         )
+        # A group per wallet: every wallet sees every report, and acts on those about its batches. Only
+        # reports made after the group exists matter (the confirmer repeats them while a batch waits).
         self.stuck = Consumer(
-            redis, names.stream(keys.TX_STUCK), keys.BATCHER, consumer, dead_stream=names.dead(keys.TX_STUCK)
+            redis,
+            names.stream(keys.TX_STUCK),
+            f"{keys.BATCHER}.{self.wallet.lower()}",
+            consumer,
+            dead_stream=names.dead(keys.TX_STUCK),
+            first_id="$",
         )
         self.failed_stream = names.stream(keys.MINT_FAILED)
         self.buffer = PendingBuffer()
-        self.lock = WalletLock(settings.database_url, self.wallet)
+        self.lock = WalletLock(settings.lock_dsn, self.wallet)
         self.active = False
         self.next_nonce = 0
         self.in_flight = 0
+        # How long the wallet's nonce on chain has stood still with transactions to mine, from the
+        # maintenance loop's reads (taking.py: wedged).
+        self.stalls = taking.StallWatch()
+        self.stalled_seconds = 0.0
+        # Why the wallet takes no new batches now (None: it takes them), as last logged.
+        self.not_taking: str | None = None
         # The chain's limits, read at recovery and with the run-time settings: the block gas limit, and
         # what one batch's gas limit aims for (batching.batch_gas_target).
         self.block_gas_limit = settings.max_tx_gas
         self.gas_target = settings.max_tx_gas
         # Entries per batch of a kind, learnt when a batch needed more gas than a transaction may use.
         self.entry_caps: dict[str, int] = {}
+        # Gas per entry of a kind, learnt from the estimates of the batches signed so far.
+        self.entry_gas = EntryGas()
         self.spending = Spending(self.chain)
         self.broadcaster = Broadcaster(
             self.chain, pool, redis, names.stream(keys.TX_SENT), settings.stream_maxlen
@@ -96,66 +125,38 @@ class Batcher:
         self.holes = HoleWatch(self)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Wait for the wallet lock (standby), recover, then batch until `stop`."""
-        metrics.ACTIVE.set(0)
-        if not await self.lock.acquire(stop):
-            return
-        self.active = True
-        metrics.ACTIVE.set(1)
-        try:
-            if not await self._recover_when_reachable(stop):
-                return
-            async with asyncio.TaskGroup() as tasks:
-                tasks.create_task(self._batch_loop(stop))
-                tasks.create_task(self.stuck.consume(self.replacer.on_stuck, stop))
-                tasks.create_task(maintenance.run(self, stop))
-        finally:
-            self.active = False
-            metrics.ACTIVE.set(0)
-            await self.lock.release()
-
-    async def _recover_when_reachable(self, stop: asyncio.Event) -> bool:
-        """Recover, retrying while the chain or a store is unreachable; False if stopped first."""
-        attempt = 0
+        """Wait for the wallet lock (standby), recover, then batch until `stop`. A lost lock sends the
+        wallet back to standby (another batcher may be active for it now); the other wallets of the
+        process go on."""
         while not stop.is_set():
+            self._set_active(False)
+            if not await self.lock.acquire(stop):
+                return
+            self._set_active(True)
             try:
-                await self.recover()
-                return True
-            except UNAVAILABLE as exc:
-                attempt += 1
-                delay = exponential_backoff(attempt, 0.5, 10)
-                log.warning("batcher recovery failed (%s); retrying in %.1f s", exc, delay)
-                await pause(stop, delay)
-        return False
+                if not await recovery.recover_when_reachable(self, stop):
+                    return
+                async with asyncio.TaskGroup() as tasks:
+                    tasks.create_task(self._batch_loop(stop))
+                    tasks.create_task(self.stuck.consume(self.replacer.on_stuck, stop))
+                    tasks.create_task(maintenance.run(self, stop))
+            except* LockLost as lost:
+                log.error("%s: back to standby", lost.exceptions[0])
+            finally:
+                self._set_active(False)
+                # Its entries stay pending in the group, for the wallet's next active batcher.
+                self.buffer = PendingBuffer()
+                await self.lock.release()
 
-    async def recover(self) -> None:
-        """Pick up where the last active batcher stopped: nonce, stored transactions, unacked entries."""
-        await self.requests.start()
-        await self.stuck.start()
-        await self.read_chain_limits()
-        await self.resync_nonce()
-        open_batches = await self.pool.fetch(
-            "SELECT id, nonce, tx_hash, raw_tx FROM batches"
-            " WHERE wallet = $1 AND status IN ('signed', 'sent') ORDER BY nonce",
-            self.wallet,
-        )
-        for batch in open_batches:
-            await self.dispatch(batch["id"], batch["nonce"], batch["tx_hash"], bytes(batch["raw_tx"]))
-        # This batcher is the only active consumer now: whatever the group delivered and nobody
-        # acked (a dead batcher's buffer) is ours.
-        messages = await self.requests.claim_stale(count=500, min_idle_ms=0)
-        await self._buffer_messages(messages)
-        log.info(
-            "batcher active for %s: next nonce %d, rebroadcast %d, reclaimed %d entries",
-            self.wallet,
-            self.next_nonce,
-            len(open_batches),
-            len(messages),
-        )
+    def _set_active(self, active: bool) -> None:
+        self.active = active
+        metrics.ACTIVE.labels(self.wallet).set(int(active))
+        metrics.TAKING.labels(self.wallet).set(int(active))
+        self.not_taking = None
 
     async def resync_nonce(self) -> None:
         self.next_nonce = await nonces.next_nonce(self.chain, self.pool, self.wallet)
-        metrics.NEXT_NONCE.set(self.next_nonce)
+        metrics.NEXT_NONCE.labels(self.wallet).set(self.next_nonce)
 
     async def _batch_loop(self, stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
@@ -178,23 +179,54 @@ class Batcher:
             )
             for kind in self.contracts
         }
+        state = self.state()
+        why = taking.why_not_taking(state, tuning.wedged_after_seconds)
+        if why != self.not_taking:
+            self.not_taking = why
+            metrics.TAKING.labels(self.wallet).set(int(why is None))
+            if why is None:
+                log.warning("wallet %s takes batches again", self.wallet)
+            else:
+                log.warning("wallet %s takes no batches (%s)", self.wallet, why)
+        if why is not None:
+            await handover.release_buffer(self)
+            await asyncio.sleep(0.2)
+            return
         window = tuning.batch_window_seconds
         if self.buffer.is_due(loop.time(), sizes, window):
-            if self.in_flight < tuning.max_in_flight and not self.spending.waiting_for_funds:
+            if self.in_flight < tuning.max_in_flight:
+                if not self.buffer.has_full_batch(sizes):
+                    await self._top_up(max(sizes.values()) - len(self.buffer))
                 await self._send_batch(self.buffer.take(sizes))
                 return
-            await asyncio.sleep(0.1)  # wait for confirmations (or funds) to free a slot
+            await asyncio.sleep(0.1)  # wait for confirmations to free a slot
             await self.count_in_flight()
-            if len(self.buffer) >= tuning.buffer_limit:
-                return
-        room = tuning.buffer_limit - len(self.buffer)
-        if room <= 0:
+            state = self.state()
+        count = taking.read_count(
+            state,
+            max_in_flight=tuning.max_in_flight,
+            sizes=sizes,
+            buffered=len(self.buffer),
+            buffer_limit=tuning.buffer_limit,
+        )
+        if count <= 0:
             await asyncio.sleep(0.05)
             return
         oldest = self.buffer.oldest_arrival()
         wait = window if oldest is None else max(0.005, oldest + window - loop.time())
-        messages = await self.requests.read(min(room, 1000), block_ms=max(1, int(min(wait, 1.0) * 1000)))
-        await self._buffer_messages(messages)
+        messages = await self.requests.read(min(count, 1000), block_ms=max(1, int(min(wait, 1.0) * 1000)))
+        await self.buffer_messages(messages)
+
+    def state(self) -> taking.WalletState:
+        return taking.WalletState(self.in_flight, self.spending.waiting_for_funds, self.stalled_seconds)
+
+    async def _top_up(self, count: int) -> None:
+        """Before a batch that is due by its window but not full: up to `count` more of what the stream
+        already holds (a batch's worth, so other wallets' share stays in the stream). The remainder of
+        a backlog read a chunk at a time has waited a window by the time the full batches before it
+        are sent; alone, it would be a batch that fills no block."""
+        if count > 0:
+            await self.buffer_messages(await self.requests.read(min(count, 1000), block_ms=1))
 
     async def read_chain_limits(self) -> None:
         self.block_gas_limit = await self.chain.block_gas_limit()
@@ -205,14 +237,15 @@ class Batcher:
         return min(self.settings.max_tx_gas, self.block_gas_limit)
 
     def gas_per_entry(self, kind: str) -> int:
-        return self.tuning.nft_gas_per_entry if kind == "nft" else self.tuning.gas_per_entry
+        configured = self.tuning.nft_gas_per_entry if kind == "nft" else self.tuning.gas_per_entry
+        return self.entry_gas.per_entry(kind, configured)
 
     def cap_entries(self, kind: str, entries: int) -> None:
         """Later batches of `kind` carry at most `entries` (learnt from a batch the chain refused)."""
         self.entry_caps[kind] = min(entries, self.entry_caps.get(kind, entries))
         log.warning("batches of %s carry at most %d entries from now on", kind, self.entry_caps[kind])
 
-    async def _buffer_messages(self, messages: list[Message]) -> None:
+    async def buffer_messages(self, messages: list[Message]) -> None:
         now = asyncio.get_running_loop().time()
         for message in messages:
             event = message.event
@@ -282,4 +315,4 @@ class Batcher:
         self.in_flight = await self.pool.fetchval(
             "SELECT count(*) FROM batches WHERE wallet = $1 AND status IN ('signed', 'sent')", self.wallet
         )
-        metrics.IN_FLIGHT.set(self.in_flight)
+        metrics.IN_FLIGHT.labels(self.wallet).set(self.in_flight)

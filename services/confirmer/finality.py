@@ -3,7 +3,13 @@
 the canonical chain after its requests completed is reopened: the batch goes back to `signed`, so the
 batcher broadcasts its stored transaction again, and its requests go back to `sent` with the reason,
 so the confirmer settles them anew from whichever receipt the chain ends up with. Nothing stays
-`completed` on a transaction that no longer exists, and its nonce is filled again."""
+`completed` on a transaction that no longer exists, and its nonce is filled again.
+
+Two signs of a reorg are looked at, each enough: the block at the batch's height has another hash,
+or the wallet's transaction count says the batch's nonce was never used (a confirmed batch at or
+above the chain's next nonce is not on the chain, whatever a block read said), confirmed by its
+receipt being gone. The second catches a confirmation read from a block the chain later dropped
+when the block reads do not show it (a node answering from before the reorg, a replica behind)."""
 
 import logging
 from dataclasses import dataclass
@@ -19,7 +25,7 @@ from shared.streams import publish_many
 log = logging.getLogger(__name__)
 
 UNFINALIZED = """
-SELECT id, nonce, block_number, block_hash, mined_tx_hash FROM batches
+SELECT id, wallet, nonce, block_number, block_hash, mined_tx_hash FROM batches
 WHERE status = 'confirmed' AND finalized_at IS NULL AND block_hash IS NOT NULL
 ORDER BY block_number LIMIT $1
 """
@@ -40,6 +46,7 @@ REORGED = "reorged out after it was confirmed: its batch is broadcast and settle
 @dataclass(frozen=True)
 class Settled:
     id: int
+    wallet: str
     nonce: int
     block_number: int
     block_hash: str
@@ -62,31 +69,56 @@ class Finality:
         if not rows:
             return 0
         numbers = sorted({row.block_number for row in rows})
+        wallets = sorted({row.wallet for row in rows})
         # Settled: a chain without a `finalized` tag, or a block a replica does not serve this round,
         # spoils nothing else; a block with no answer is looked at again, never taken for a reorg.
-        head, finalized, *blocks = await self.rpc.batch_settled(
+        head, finalized, *answers = await self.rpc.batch_settled(
             [("eth_blockNumber", []), ("eth_getBlockByNumber", ["finalized", False])]
+            + [("eth_getTransactionCount", [wallet, "latest"]) for wallet in wallets]
             + [("eth_getBlockByNumber", [hex(n), False]) for n in numbers]
         )
         if isinstance(head, RpcError):
             raise head
+        counts, blocks = answers[: len(wallets)], answers[len(wallets) :]
         final = self._final_block(int(head, 16), finalized)
         canonical = {
             n: block["hash"] for n, block in zip(numbers, blocks, strict=True) if isinstance(block, dict)
         }
+        mined = {w: int(c, 16) for w, c in zip(wallets, counts, strict=True) if isinstance(c, str)}
         reopened = 0
         done = []
+        unused = []
         for row in rows:
             if row.block_number not in canonical:
                 continue
             if canonical[row.block_number] != row.block_hash:
-                reopened += await self._reopen(row)
+                reopened += await self._reopen(row, "its block has another hash now")
+            elif row.wallet in mined and row.nonce >= mined[row.wallet]:
+                unused.append(row)
             elif row.block_number <= final:
                 done.append(row.id)
+        reopened += await self._reopen_gone(unused, mined)
         if done:
             await self.pool.execute(
                 "UPDATE batches SET finalized_at = now() WHERE id = ANY($1::bigint[])", done
             )
+        return reopened
+
+    async def _reopen_gone(self, rows: list[Settled], mined: dict[str, int]) -> int:
+        """Batches whose nonce the chain has not used: reopened once the node has no receipt for the
+        mined transaction in the stored block (a node that does not answer decides nothing)."""
+        if not rows:
+            return 0
+        receipts = await self.rpc.batch_settled(
+            [("eth_getTransactionReceipt", [row.tx_hash]) for row in rows]
+        )
+        reopened = 0
+        for row, receipt in zip(rows, receipts, strict=True):
+            if isinstance(receipt, RpcError):
+                continue
+            if receipt is None or receipt.get("blockHash") != row.block_hash:
+                why = f"the chain has not used its nonce (the wallet's next nonce is {mined[row.wallet]})"
+                reopened += await self._reopen(row, why)
         return reopened
 
     def _final_block(self, head: int, finalized: object) -> int:
@@ -95,19 +127,20 @@ class Finality:
             return int(str(finalized["number"]), 16)
         return head - self.depth
 
-    async def _reopen(self, batch: Settled) -> int:
+    async def _reopen(self, batch: Settled, why: str) -> int:
         async with self.pool.acquire() as conn, conn.transaction():
             if await conn.execute(REOPEN_BATCH, batch.id, batch.block_hash) == "UPDATE 0":
                 return 0
             rows = await conn.fetch(REOPEN_REQUESTS, batch.id, REORGED)
         metrics.REORGED_AFTER_CONFIRMED.inc()
         log.warning(
-            "batch %d (nonce %d, tx %s) left the canonical chain after it was confirmed in block %d: "
+            "batch %d (nonce %d, tx %s) left the canonical chain after it was confirmed in block %d (%s): "
             "reopened with %d requests",
             batch.id,
             batch.nonce,
             batch.tx_hash,
             batch.block_number,
+            why,
             len(rows),
             extra={"batch_id": batch.id, "nonce": batch.nonce, "tx_hash": batch.tx_hash},
         )

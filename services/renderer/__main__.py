@@ -15,7 +15,12 @@ log = logging.getLogger("services.renderer")
 async def main(stop: asyncio.Event) -> None:
     settings = RendererSettings()
     pinner = settings.pinner()
-    pool = await db.create_pool(settings.database_url, max_size=settings.concurrency + 4)
+    pool = await db.create_pool(
+        settings.database_url,
+        max_size=settings.concurrency + 4,
+        transaction_pooling=settings.transaction_pooling,
+        wait_seconds=service.START_WAIT_SECONDS,
+    )
     redis = Redis.from_url(settings.redis_url)
     sandbox = Sandbox(settings.concurrency, settings.max_job_memory_mb * 2**20)
     try:

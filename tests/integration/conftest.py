@@ -4,11 +4,13 @@ Each test gets its own database, stream namespace and fresh contracts, so no tes
 entries, balances or processed payments.
 """
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -19,6 +21,7 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from redis.asyncio import Redis
 from web3 import HTTPProvider, Web3
+from web3.exceptions import Web3RPCError
 
 from devstack.anvil import DEV_KEYS, Anvil
 from devstack.deploy import FUND_CHUNK, deploy_dev
@@ -122,6 +125,29 @@ async def redis_client(redis_server: RedisServer) -> AsyncIterator[Redis]:
     await client.aclose()
 
 
+def send_until_mined(w3: Web3, raws: list[bytes], timeout: float) -> None:
+    """Send signed transactions and wait for every receipt, sending one again whenever the node no
+    longer holds it: anvil drops a transaction now and then (seen with several funding transactions
+    of 13M gas each pending at once, under load), as a real node may."""
+    pending = {Web3.to_hex(Web3.keccak(raw)): raw for raw in raws}
+    deadline = time.monotonic() + timeout
+    for raw in raws:
+        w3.eth.send_raw_transaction(raw)
+    while pending:
+        assert time.monotonic() < deadline, f"{len(pending)} funding transactions unmined after {timeout} s"
+        time.sleep(0.5)
+        for tx_hash, raw in list(pending.items()):
+            if _answer(w3, "eth_getTransactionReceipt", tx_hash) is not None:
+                del pending[tx_hash]
+            elif _answer(w3, "eth_getTransactionByHash", tx_hash) is None:
+                with contextlib.suppress(Web3RPCError):  # mined meanwhile, or known again
+                    w3.eth.send_raw_transaction(raw)
+
+
+def _answer(w3: Web3, method: str, tx_hash: str) -> object:
+    return w3.provider.make_request(method, [tx_hash])["result"]  # type: ignore[arg-type]
+
+
 @pytest.fixture
 def fund_payers(anvil: Anvil, deployment: Deployment) -> Callable[[int], list[LocalAccount]]:
     """Fresh payers holding mock USDC (ten mints' worth each), funded in one transaction per
@@ -132,14 +158,15 @@ def fund_payers(anvil: Anvil, deployment: Deployment) -> Callable[[int], list[Lo
 
     def fund(count: int, amount: int | None = None) -> list[LocalAccount]:
         payers = [Account.create() for _ in range(count)]
-        hashes = [
-            usdc.functions.mintMany(
+        nonce = w3.eth.get_transaction_count(funder.address, "pending")
+        raws = []
+        for i, start in enumerate(range(0, count, FUND_CHUNK)):
+            call = usdc.functions.mintMany(
                 [p.address for p in payers[start : start + FUND_CHUNK]], amount or deployment.price * 10
-            ).transact({"from": funder.address})
-            for start in range(0, count, FUND_CHUNK)
-        ]
-        for tx_hash in hashes:
-            w3.eth.wait_for_transaction_receipt(tx_hash, timeout=180)
+            )
+            tx = call.build_transaction({"from": funder.address, "nonce": nonce + i})
+            raws.append(funder.sign_transaction(tx).raw_transaction)
+        send_until_mined(w3, raws, timeout=180)
         return payers
 
     return fund

@@ -15,7 +15,7 @@ from shared.deploy import Deployment, load_artifact
 from shared.events import MintRequested
 from shared.keys import Keys
 from shared.streams import publish_many
-from tests.support.batcher import in_process_batcher
+from tests.support.batcher import in_process_batcher, metric
 from tests.support.payments import send_signed, settle_directly, sign_authorization, usdc_contract
 
 
@@ -153,8 +153,7 @@ async def test_standby_batcher_takes_over_when_the_active_one_dies(
             base = f"http://127.0.0.1:{process.env['BATCHER_METRICS_PORT']}"
             async with session.get(f"{base}/health") as response:
                 assert response.status == 200, await response.text()
-            async with session.get(f"{base}/metrics") as response:
-                assert f"mintline_batcher_active {role:.1f}" in await response.text()
+            assert await metric(process, f'mintline_batcher_active{{wallet="{deployment.minter}"}}') == role
     active.kill()
     services("confirmer")
     payers = fund_payers(10)
@@ -162,6 +161,29 @@ async def test_standby_batcher_takes_over_when_the_active_one_dies(
     rows = await wait_for(pg_pool, ids)
     assert {r["status"] for r in rows} == {"completed"}, standby.log_tail()
     await logged(standby, "this batcher is active")
+
+
+async def test_a_batcher_that_loses_its_lock_goes_back_to_standby_and_takes_it_again(
+    settings_env, services, pg_pool, redis_client, deployment, fund_payers, anvil
+):
+    """The lock's connection is cut by the server (as a PostgreSQL restart cuts it): the batcher
+    stops batching, waits as standby and, the lock being free, is active again; it never exits."""
+    batcher = services("batcher", BATCHER_BATCH_WINDOW_SECONDS="0.2")
+    await logged(batcher, "this batcher is active")
+    services("confirmer")
+    terminated = await pg_pool.fetchval(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_locks"
+        " WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid()"
+    )
+    assert terminated == 1
+    await logged(batcher, "back to standby")
+    payers = fund_payers(6)
+    ids = await enqueue(pg_pool, redis_client, settings_env["MINTLINE_NAMESPACE"], deployment, payers)
+    rows = await wait_for(pg_pool, ids)
+    assert {r["status"] for r in rows} == {"completed"}, batcher.log_tail()
+    assert batcher.log_path.read_text().count("this batcher is active") == 2
+    assert batcher.proc is not None and batcher.proc.poll() is None, batcher.log_tail()
+    await minted_once(Web3(HTTPProvider(anvil.rpc_url)), deployment, payers)
 
 
 async def test_health_probes_never_cost_the_active_batcher_its_lock(

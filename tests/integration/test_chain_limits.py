@@ -87,3 +87,85 @@ async def test_a_batch_over_the_cap_is_split_not_sent(
     assert len(limits) >= 2 and max(limits) <= TX_GAS_CAP, limits
     reverted = await pg_pool.fetchval("SELECT count(*) FROM batches WHERE status = 'reverted'")
     assert reverted == 0
+
+
+async def test_a_per_entry_budget_above_what_entries_cost_still_fills_blocks(
+    settings_env: dict[str, str],
+    services: Callable[..., Any],
+    pg_pool: asyncpg.Pool,
+    redis_client: Redis,
+    deployment: Deployment,
+    fund_payers: Any,
+    anvil: Anvil,
+) -> None:
+    """A per-entry gas budget set well above what entries cost (120k against ~92k): sized by it, two
+    batches would use under 80% of a block. Batches after the first are sized from the estimates
+    before them instead, and two of them use over 92% of a block."""
+    payers = fund_payers(600)
+    ids = await enqueue(pg_pool, redis_client, settings_env["MINTLINE_NAMESPACE"], deployment, payers)
+    batcher = services("batcher", BATCHER_GAS_PER_ENTRY="120000")
+    services("confirmer")
+    rows = await wait_final(pg_pool, ids, timeout=90)
+    assert [r["status"] for r in rows] == ["completed"] * 600, batcher.log_tail()
+    batches = await pg_pool.fetch("SELECT gas_used, gas_limit FROM batches ORDER BY nonce")
+    block_gas = Web3(HTTPProvider(anvil.rpc_url)).eth.get_block("latest")["gasLimit"]
+    # The first batch is sized by the budget, the last is what remains.
+    sized = batches[1:-1]
+    assert sized and all(b["gas_used"] >= 0.46 * block_gas for b in sized), [dict(b) for b in batches]
+    assert all(b["gas_limit"] <= block_gas // 2 for b in batches), [dict(b) for b in batches]
+
+
+async def test_a_backlog_read_a_chunk_at_a_time_leaves_no_partial_batch_behind(
+    settings_env: dict[str, str],
+    services: Callable[..., Any],
+    pg_pool: asyncpg.Pool,
+    redis_client: Redis,
+    deployment: Deployment,
+    fund_payers: Any,
+) -> None:
+    """1,100 queued mints in batches of 150: the batcher reads the stream 1,000 entries at a time, and
+    the 100 left of the first chunk have waited their window by the time six full batches are sent.
+    They are topped up from the stream before they go, so only the very last batch is short."""
+    payers = fund_payers(1100)
+    ids = await enqueue(pg_pool, redis_client, settings_env["MINTLINE_NAMESPACE"], deployment, payers)
+    batcher = services("batcher", BATCHER_BATCH_SIZE="150", BATCHER_BATCH_WINDOW_SECONDS="0.2")
+    services("confirmer")
+    rows = await wait_final(pg_pool, ids, timeout=120)
+    assert [r["status"] for r in rows] == ["completed"] * 1100, batcher.log_tail()
+    sizes = [
+        r["entries"]
+        for r in await pg_pool.fetch("SELECT cardinality(request_ids) AS entries FROM batches ORDER BY nonce")
+    ]
+    assert sizes == [150] * 7 + [50], sizes
+
+
+async def test_entries_dearer_than_the_learnt_gas_are_estimated_not_sent_short(
+    settings_env: dict[str, str],
+    services: Callable[..., Any],
+    pg_pool: asyncpg.Pool,
+    redis_client: Redis,
+    deployment: Deployment,
+    fund_payers: Any,
+) -> None:
+    """Between estimates a batch is signed at the learnt gas per entry once one call at that limit
+    succeeds. A batcher's first batch, of payers who already hold tokens, teaches ~75k an entry; the
+    next, of new payers (~92k), fails that call and is estimated instead: nothing reverts, every
+    request mints."""
+    namespace = settings_env["MINTLINE_NAMESPACE"]
+    holders = fund_payers(100)
+    first = await enqueue(pg_pool, redis_client, namespace, deployment, holders)
+    batcher = services("batcher", BATCHER_BATCH_SIZE="100")
+    services("confirmer")
+    assert [r["status"] for r in await wait_final(pg_pool, first, timeout=60)] == ["completed"] * 100
+    batcher.stop()  # the next batcher learns from its own first batch
+    newcomers = fund_payers(100)
+    ids = await enqueue(pg_pool, redis_client, namespace, deployment, holders)
+    ids += await enqueue(pg_pool, redis_client, namespace, deployment, newcomers)
+    batcher = services("batcher", BATCHER_BATCH_SIZE="100")
+    rows = await wait_final(pg_pool, ids, timeout=90)
+    assert [r["status"] for r in rows] == ["completed"] * 200, batcher.log_tail()
+    batches = await pg_pool.fetch("SELECT status, gas_used, gas_limit FROM batches ORDER BY nonce")
+    assert [b["status"] for b in batches] == ["confirmed"] * 3, [dict(b) for b in batches]
+    # The newcomers' batch needed more than its holders' batch taught, and was signed with enough.
+    cheap, dear = batches[1], batches[2]
+    assert dear["gas_used"] > cheap["gas_used"] * 1.1 and dear["gas_limit"] > dear["gas_used"]

@@ -79,16 +79,6 @@ async def restart_postgres(server: PostgresServer, faults: FaultLog, down_for: f
     faults.record("PostgreSQL started again")
 
 
-# Only this failure is expected, and not strictly: the run passes when the race does not strike.
-OPEN_DEFECT = (
-    "open (issue 9): in about 1 of 3 runs a depth-3 reorg right after two batches were confirmed"
-    " (blocks 96-97 reorged at 98) leaves them 'confirmed' without the finality watch reopening them,"
-    " so their nonce is a hole the batcher will not fill (its batch is confirmed) and later batches wait;"
-    " a setup funding transaction was also seen unmined after 60 s under a loaded CI run"
-)
-
-
-@pytest.mark.xfail(strict=False, reason=OPEN_DEFECT)
 @pytest.mark.timeout(1800)
 async def test_chaos_every_accepted_request_completes_exactly_once(
     settings_env: dict[str, str],

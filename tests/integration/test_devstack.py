@@ -11,6 +11,7 @@ import asyncpg
 import pytest
 import redis
 import redis.asyncio as aioredis
+from web3 import HTTPProvider, Web3
 
 from devstack.anvil import DEV_ADDRESSES, Anvil
 from devstack.hardhat import HardhatNode
@@ -166,6 +167,17 @@ def test_local_chains_mine_on_their_interval_fund_the_dev_accounts_and_clean_up(
     assert _port_is_free(node.port)
     assert not log_path.exists()
     node.stop()
+
+
+def test_anvil_with_the_chains_limits_lifted_takes_a_transaction_over_the_cap() -> None:
+    """gas_limit sets the block gas limit; without tx_gas_limit a transaction may use more than 2^24."""
+    with Anvil(block_time=None, gas_limit=300_000_000, tx_gas_limit=False) as node:
+        w3 = Web3(HTTPProvider(node.rpc_url, request_kwargs={"timeout": 30}))
+        assert w3.eth.get_block("latest")["gasLimit"] == 300_000_000
+        # Anvil's dev account 0 (public dev key, unlocked on the node).
+        over_the_cap = {"from": DEV_ADDRESSES[0], "to": DEV_ADDRESSES[1], "gas": 2**24 + 1}
+        tx_hash = w3.eth.send_transaction(over_the_cap)
+        assert w3.eth.wait_for_transaction_receipt(tx_hash, timeout=30)["status"] == 1
 
 
 def test_hardhat_node_writes_its_config_in_a_temp_dir_it_removes() -> None:

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 from web3 import HTTPProvider, Web3
 
-from devstack.anvil import Anvil
+from devstack.anvil import MINTER_ADDRESSES, MINTER_KEYS, Anvil
 from tests.integration.test_batcher_confirmer import enqueue, minted_once, wait_for
 from tests.integration.test_chain_events import mining, sent_batch
 from tests.support.batcher import in_process_batcher, metric
@@ -114,6 +114,51 @@ async def test_a_replacement_raises_both_fee_fields_by_ten_percent_and_is_accept
     # The node took the replacement: it is the transaction that minted.
     assert {r["mint_tx_hash"] for r in rows} == {attempts[-1]["tx_hash"]}, batcher.log_tail(60)
     assert w3.eth.get_transaction(attempts[-1]["tx_hash"])["nonce"] == first["nonce"]
+    await minted_once(w3, deployment, payers)
+
+
+async def test_each_signer_wallet_replaces_its_own_late_transaction(
+    settings_env, services, pg_pool, redis_client, deployment, fund_payers, anvil
+):
+    """Two wallets in one process, a batch each, both priced out: every stuck report reaches the
+    wallet whose batch it is (a consumer group per wallet), and each replaces its own at its nonce."""
+    w3 = Web3(HTTPProvider(anvil.rpc_url))
+    payers = fund_payers(10)
+    set_base_fee(w3, GWEI)
+    w3.provider.make_request("evm_setAutomine", [False])
+    try:
+        ids = await enqueue(pg_pool, redis_client, settings_env["MINTLINE_NAMESPACE"], deployment, payers)
+        batcher = services(
+            "batcher",
+            BATCHER_PRIVATE_KEYS=",".join(MINTER_KEYS),
+            BATCHER_BATCH_SIZE="5",
+            # One batch in flight per wallet: the second batch is the other wallet's.
+            BATCHER_MAX_IN_FLIGHT="1",
+            BATCHER_BATCH_WINDOW_SECONDS="0.2",
+            BATCHER_FEE_BUMP_PERCENT="10",
+            BATCHER_FEE_BUMP_SPACING_SECONDS="0.5",
+        )
+        services("confirmer", CONFIRMER_STUCK_AFTER_BLOCKS="2")
+        deadline = time.monotonic() + 20
+        while await pg_pool.fetchval("SELECT count(DISTINCT wallet) FROM batches WHERE status = 'sent'") < 2:
+            assert time.monotonic() < deadline, batcher.log_tail()
+            await asyncio.sleep(0.05)
+        w3.provider.make_request("anvil_setNextBlockBaseFeePerGas", [hex(20 * GWEI)])
+        async with mining(w3):
+            rows = await wait_for(pg_pool, ids, timeout=60)
+    finally:
+        w3.provider.make_request("evm_setAutomine", [True])
+    assert {r["status"] for r in rows} == {"completed"}, batcher.log_tail(60)
+    minted_by = {r["mint_tx_hash"] for r in rows}
+    for wallet in MINTER_ADDRESSES:
+        first = await pg_pool.fetchrow(
+            "SELECT id, nonce FROM batches WHERE wallet = $1 ORDER BY nonce LIMIT 1", wallet
+        )
+        attempts = await attempts_of(pg_pool, first["id"])
+        assert len(attempts) >= 2, wallet
+        last = w3.eth.get_transaction(attempts[-1]["tx_hash"])
+        assert (last["from"], last["nonce"]) == (wallet, first["nonce"])
+        assert attempts[-1]["tx_hash"] in minted_by
     await minted_once(w3, deployment, payers)
 
 

@@ -146,3 +146,41 @@ async def test_unanswered_block_reads_are_never_taken_for_a_reorg(
         )
     for request_id in ids:
         assert await history(pg_pool, request_id) == ["pending", "batched", "sent", "completed"]
+
+
+async def test_a_reorg_a_block_cache_hides_is_caught_by_the_wallets_nonce(
+    settings_env: dict[str, str],
+    services: Callable[..., Any],
+    pg_pool: asyncpg.Pool,
+    redis_client: Redis,
+    deployment: Deployment,
+    fund_payers: Any,
+    anvil: Anvil,
+) -> None:
+    """Behind a provider that caches numbered blocks forever, the block at a reorged batch's height
+    still shows the old hash; the wallet's transaction count (the batch's nonce unused) and the
+    missing receipt give the reorg away, and the batch is reopened and settled again."""
+    w3 = Web3(HTTPProvider(anvil.rpc_url))
+    payers = fund_payers(4)
+    snapshot = w3.provider.make_request("evm_snapshot", [])["result"]  # type: ignore[arg-type]
+    ids = await enqueue(pg_pool, redis_client, settings_env["MINTLINE_NAMESPACE"], deployment, payers)
+    with RpcProxy(anvil.rpc_url) as proxy:
+        proxy.cache_blocks = True
+        services("batcher", **FAST)
+        confirmer = services("confirmer", RPC_URL=proxy.url, **FAST)
+        rows = await wait_final(pg_pool, ids, timeout=60)
+        assert [r["status"] for r in rows] == ["completed"] * 4, confirmer.log_tail()
+        first = await pg_pool.fetchrow("SELECT id, block_number, block_hash FROM batches")
+        assert (hex(first["block_number"]), False) in proxy.block_cache
+        assert w3.provider.make_request("evm_revert", [snapshot])["result"]  # type: ignore[arg-type]
+        w3.provider.make_request("anvil_mine", [5])  # type: ignore[arg-type]
+        assert w3.eth.get_block(first["block_number"])["hash"].to_0x_hex() != first["block_hash"]
+
+        async def settled_again() -> bool:
+            statuses = [await history(pg_pool, i) for i in ids]
+            return all(h[-1] == "completed" and "sent" in h[h.index("completed") :] for h in statuses)
+
+        await until(settled_again)
+    assert "the chain has not used its nonce" in confirmer.log_path.read_text()
+    token = w3.eth.contract(address=deployment.token, abi=load_artifact("MintToken")["abi"])
+    assert [token.functions.balanceOf(p.address).call() for p in payers] == [deployment.mint_amount] * 4

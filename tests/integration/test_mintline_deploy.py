@@ -94,14 +94,14 @@ async def test_a_gasless_mint_completes_against_a_usdc_named_usdc(
 ) -> None:
     usdc_address = deploy_usdc(w3, legacy_usdc, "USDC")
     usdc = w3.eth.contract(address=usdc_address, abi=legacy_usdc["abi"])
-    deployer, batcher = funded_account(w3), funded_account(w3)
+    deployer, batcher, second = funded_account(w3), funded_account(w3), funded_account(w3)
     treasury = Account.create().address
     out = tmp_path / "mintline-deploy.json"
     key = key_of(deployer)
 
     result = mintline_deploy(
         "--usdc", usdc_address.lower(), "--treasury", treasury, "--minter", batcher.address,
-        "--chain-id", str(w3.eth.chain_id), "--out", str(out), key=key,
+        "--minter", second.address, "--chain-id", str(w3.eth.chain_id), "--out", str(out), key=key,
     )  # fmt: skip
 
     assert result.returncode == 0, result.stderr
@@ -120,17 +120,18 @@ async def test_a_gasless_mint_completes_against_a_usdc_named_usdc(
     )
     assert creation["contractAddress"] in (deployment.token, deployment.nft)
     role = token.functions.MINTER_ROLE().call()
-    assert (
-        token.functions.hasRole(role, batcher.address).call()
-        and nft.functions.hasRole(role, batcher.address).call()
-    )
+    assert deployment.minters == [batcher.address, second.address]
+    for minter in deployment.minters:
+        assert token.functions.hasRole(role, minter).call() and nft.functions.hasRole(role, minter).call()
     assert token.functions.hasRole(token.functions.DEFAULT_ADMIN_ROLE().call(), deployer.address).call()
     assert token.functions.usdc().call() == usdc_address and nft.functions.treasury().call() == treasury
 
-    on_deployment = {"DEPLOYMENT_FILE": str(out), "BATCHER_PRIVATE_KEY": key_of(batcher)}
+    # Both signer wallets: the start-up check finds each a minter.
+    keys = f"{key_of(batcher)},{key_of(second)}"
+    on_deployment = {"DEPLOYMENT_FILE": str(out)}
     port = free_port()
     intake = services("intake", INTAKE_PORT=str(port), **on_deployment)
-    services("batcher", **on_deployment)
+    services("batcher", BATCHER_PRIVATE_KEYS=keys, **on_deployment)
     services("confirmer", **on_deployment)
     url = f"http://127.0.0.1:{port}"
     assert intake.proc is not None and await wait_healthy(url, intake.proc), intake.log_tail()

@@ -122,3 +122,21 @@ async def test_intake_answers_503_never_500_while_postgres_stops_under_load(
     # A request committed just before its connection died may be answered 503; its retry (no
     # Idempotency-Key here) then finds the payment taken: 409, never a second mint, never a 500.
     assert set(answers) <= {"202 None", "503 database_unavailable", "409 payment_replayed"}, answers
+
+
+async def test_a_worker_started_while_postgres_is_down_waits_for_it(
+    settings_env, services, pg_pool, redis_client, deployment, fund_payers, anvil, shared_tmp
+):
+    """A service (re)started during a database restart waits it out instead of exiting."""
+    postgres = PostgresServer(data_dir=shared_tmp / "pg-late").start()
+    await db.migrate(postgres.dsn)
+    postgres.stop()
+    batcher = services("batcher", DATABASE_URL=postgres.dsn, BATCHER_BATCH_WINDOW_SECONDS="0.2")
+    try:
+        await logged(batcher, "PostgreSQL not reachable")
+        await asyncio.to_thread(postgres.start)
+        await logged(batcher, "this batcher is active")
+        assert batcher.proc is not None and batcher.proc.poll() is None, batcher.log_tail()
+    finally:
+        batcher.kill()
+        postgres.stop()

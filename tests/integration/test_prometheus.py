@@ -188,7 +188,7 @@ async def system(
     deployment = deploy_local(
         anvil.rpc_url,
         deployer_key=DEV_KEYS[0],
-        minter_address=DEV_ADDRESSES[1],
+        minters=[DEV_ADDRESSES[1]],
         treasury=DEV_ADDRESSES[2],
         fund=[payer.address for payer in payers],
     )
@@ -345,7 +345,8 @@ def test_the_stream_gauges_match_redis(system: System) -> None:
         (keys.RENDER_REQUESTED, keys.RENDERER),
         (keys.MINT_REQUESTED, keys.BATCHER),
         (keys.TX_SENT, keys.CONFIRMER),
-        (keys.TX_STUCK, keys.BATCHER),
+        # Each signer wallet reads the stuck reports in a group of its own.
+        (keys.TX_STUCK, f"{keys.BATCHER}.{system.deployment.minter.lower()}"),
         (keys.MINT_COMPLETED, keys.INTAKE),
         (keys.MINT_FAILED, keys.INTAKE),
     }

@@ -24,7 +24,7 @@ async def names(redis_client: Redis) -> AsyncIterator[Keys]:
     """A namespace of this test's own, emptied afterwards (the Redis server is shared by the session)."""
     names = Keys(f"t{uuid.uuid4().hex[:12]}")
     yield names
-    stale = [key async for key in redis_client.scan_iter(match=f"{names.namespace}:*")]
+    stale = [key async for key in redis_client.scan_iter(match=names.pattern)]
     if stale:
         await redis_client.delete(*stale)
 

@@ -207,3 +207,35 @@ async def test_a_nonce_nothing_holds_is_filled_so_the_batches_behind_it_go(
     assert await metric(batcher, 'mintline_batcher_unsendable_total{reason="nonce_hole"}') == 1
     await minted_once(w3, deployment, payers)
     settled_wallet(w3, minter)
+
+
+async def test_a_hole_at_a_confirmed_batch_gets_its_mined_transaction_sent_again(
+    env, services, pg_pool, redis_client, deployment, fund_payers, anvil
+):
+    """A confirmed batch's transaction left the chain and nobody reopened it (the confirmer is down
+    here; in the chaos run, anvil answered the reorged-out block as canonical): its nonce is a hole
+    and later batches wait. The batcher sends the confirmed batch's mined transaction again; it is
+    mined anew, with the same mints, and the batches behind it go."""
+    w3 = Web3(HTTPProvider(anvil.rpc_url))
+    namespace = env["MINTLINE_NAMESPACE"]
+    first_payers, later_payers = fund_payers(3), fund_payers(3)
+    snapshot = w3.provider.make_request("evm_snapshot", [])["result"]  # type: ignore[arg-type]
+    first = await enqueue(pg_pool, redis_client, namespace, deployment, first_payers)
+    batcher = services("batcher", BATCHER_BATCH_WINDOW_SECONDS="0.2", BATCHER_NONCE_HOLE_SECONDS="2")
+    confirmer = services("confirmer")
+    assert {r["status"] for r in await wait_for(pg_pool, first)} == {"completed"}
+    confirmer.kill()
+    confirmed = await pg_pool.fetchrow(
+        "SELECT id, nonce, mined_tx_hash FROM batches WHERE status = 'confirmed'"
+    )
+    assert w3.provider.make_request("evm_revert", [snapshot])["result"]  # type: ignore[arg-type]
+    assert w3.eth.get_transaction_count(deployment.minter, "latest") == confirmed["nonce"]
+
+    later = await enqueue(pg_pool, redis_client, namespace, deployment, later_payers)
+    await logged(batcher, f"yet batch {confirmed['id']} is confirmed at it: its mined transaction")
+    services("confirmer")
+    rows = await wait_for(pg_pool, first + later, timeout=60)
+    assert {r["status"] for r in rows} == {"completed"}, batcher.log_tail()
+    assert w3.eth.get_transaction_receipt(confirmed["mined_tx_hash"])["status"] == 1
+    await minted_once(w3, deployment, first_payers + later_payers)
+    settled_wallet(w3, deployment.minter)

@@ -4,7 +4,10 @@ import pytest
 
 from services.batcher.batching import (
     NO_EXPIRY,
+    REESTIMATE_EVERY,
+    SIZING_HEADROOM,
     BatchTooLarge,
+    EntryGas,
     PendingBuffer,
     batch_gas_target,
     entries_per_batch,
@@ -108,6 +111,13 @@ def test_a_full_kind_goes_first_with_its_own_size() -> None:
     assert [w.request_id for w in buffer.take(sizes)] == ["token-a"]
 
 
+def test_a_full_batch_is_one_kind_with_its_size_waiting() -> None:
+    buffer = _buffer(("token-a", "token", None, 1.0), ("nft-a", "nft", None, 2.0))
+
+    assert not buffer.has_full_batch({"token": 2, "nft": 2})
+    assert buffer.has_full_batch({"token": 2, "nft": 1})
+
+
 def test_take_stops_at_size_and_keeps_the_remainder() -> None:
     buffer = _buffer(*[(f"r{i}", "token", None, float(i)) for i in range(5)])
 
@@ -153,3 +163,69 @@ def test_a_batch_gas_limit_is_its_estimate_plus_a_tenth_within_the_cap() -> None
     with pytest.raises(BatchTooLarge) as too_large:
         gas_limit_for(cap + 1, target, cap)
     assert too_large.value.needed == cap + 1
+
+
+def test_entries_are_sized_by_the_configured_gas_until_a_batch_was_estimated() -> None:
+    entry_gas = EntryGas()
+    assert entry_gas.per_entry("token", 95_000) == 95_000
+
+    entry_gas.observe("token", estimate=13_600_000, entries=160)  # 85k an entry
+
+    assert entry_gas.per_entry("token", 95_000) == round(85_000 * (1 + SIZING_HEADROOM))
+    assert entry_gas.per_entry("nft", 222_000) == 222_000  # another kind learns on its own
+
+
+def test_a_batch_sized_from_the_estimates_meets_its_gas_target() -> None:
+    """Entries cheaper than the budget (their payers already hold tokens): sized by the budget, the two
+    batches a 30M block takes use 84% of it; sized by the estimate, each is signed at the target and
+    the two use 95%."""
+    block, cap, per_entry = 30_000_000, 2**24, 80_000
+    target = batch_gas_target(block, cap)
+    budget_sized = entries_per_batch(300, target, 95_000)
+    assert 2 * budget_sized * per_entry < 0.85 * block
+
+    entry_gas = EntryGas()
+    entry_gas.observe("token", budget_sized * per_entry, budget_sized)
+    sized = entries_per_batch(300, target, entry_gas.per_entry("token", 95_000))
+
+    assert sized * per_entry <= target / (1 + SIZING_HEADROOM)
+    assert gas_limit_for(sized * per_entry, target, cap) == target
+    assert 2 * sized * per_entry >= 0.94 * block
+
+
+def test_a_new_estimate_moves_the_learnt_gas_half_way() -> None:
+    entry_gas = EntryGas()
+    entry_gas.observe("token", 8_000_000, 100)
+    entry_gas.observe("token", 9_000_000, 100)
+
+    assert entry_gas.per_entry("token", 95_000) == round(85_000 * (1 + SIZING_HEADROOM))
+
+
+def test_a_batch_of_entries_already_minted_does_not_make_the_next_one_huge() -> None:
+    entry_gas = EntryGas()
+    entry_gas.observe("token", 3_000_000, 300)  # 10k an entry: all skipped, nothing to mint
+    entry_gas.observe("token", 100_000, 0)  # nothing to learn from
+
+    assert entry_gas.per_entry("token", 95_000) == 47_500
+
+
+def test_between_estimates_a_batch_is_checked_at_the_learnt_gas_plus_a_tenth() -> None:
+    entry_gas = EntryGas()
+    assert entry_gas.limit_to_check("token", 100, 15_000_000) is None  # nothing learnt: estimate
+
+    entry_gas.observe("token", 9_000_000, 100)
+
+    assert entry_gas.limit_to_check("token", 100, 15_000_000) == 9_900_000
+    assert entry_gas.limit_to_check("token", 200, 15_000_000) == 15_000_000  # never past the target
+    assert entry_gas.limit_to_check("nft", 100, 15_000_000) is None
+
+
+def test_every_few_batches_the_node_estimates_again() -> None:
+    entry_gas = EntryGas()
+    entry_gas.observe("token", 9_000_000, 100)
+
+    checked = [entry_gas.limit_to_check("token", 100, 15_000_000) for _ in range(REESTIMATE_EVERY + 1)]
+
+    assert None not in checked[:REESTIMATE_EVERY] and checked[REESTIMATE_EVERY] is None
+    entry_gas.observe("token", 9_000_000, 100)
+    assert entry_gas.limit_to_check("token", 100, 15_000_000) is not None

@@ -8,13 +8,16 @@ import re
 import shutil
 import subprocess
 import tomllib
+from configparser import ConfigParser
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
 from pydantic_settings import BaseSettings
 
+from devstack.anvil import MINTER_KEYS
 from services.batcher.settings import BatcherSettings
 from services.confirmer.settings import ConfirmerSettings
 from services.intake.settings import IntakeSettings
@@ -96,13 +99,25 @@ def test_every_long_running_service_has_a_health_check(compose: dict[str, Any]) 
         assert f"http://127.0.0.1:{default_port(name)}/health" in check, name
 
 
+def test_the_batcher_signs_with_the_local_minters_and_only_it_holds_keys(compose: dict[str, Any]) -> None:
+    """Two signer wallets, both made minters by the deployer (devstack/deploy.py): public dev keys."""
+    assert compose["batcher"]["environment"]["BATCHER_PRIVATE_KEYS"] == ",".join(MINTER_KEYS)
+    assert "devstack.deploy" in " ".join(compose["deployer"]["command"])
+    for name, service in compose.items():
+        environment = service.get("environment") or {}
+        if name != "batcher":
+            assert not {"BATCHER_PRIVATE_KEY", "BATCHER_PRIVATE_KEYS"} & set(environment), name
+            assert not any(key.removeprefix("0x") in str(environment) for key in MINTER_KEYS), name
+
+
 def test_prometheus_scrapes_every_service_on_its_port_and_loads_the_alerts(compose: dict[str, Any]) -> None:
     config = yaml.safe_load((REPO / "deploy/prometheus/prometheus.yml").read_text())
+    # Through DNS: every replica of a scaled service (compose answers each one for its name).
     scraped = {
-        job["job_name"]: target
+        job["job_name"]: f"{name}:{found['port']}"
         for job in config["scrape_configs"]
-        for static in job["static_configs"]
-        for target in static["targets"]
+        for found in job["dns_sd_configs"]
+        for name in found["names"]
     }
     assert scraped == {name: f"{name}:{default_port(name)}" for name in SERVICES}
     assert config["rule_files"] == ["alerts.yml"]
@@ -155,3 +170,27 @@ def test_the_image_holds_every_package_the_project_installs() -> None:
         if line.startswith("COPY ")
     }
     assert packages <= copied
+
+
+def test_the_services_reach_postgresql_through_pgbouncer_and_the_wallet_lock_directly(
+    compose: dict[str, Any],
+) -> None:
+    bouncer = ConfigParser()
+    bouncer.read_string((REPO / "deploy/pgbouncer/pgbouncer.ini").read_text())
+    assert bouncer["pgbouncer"]["pool_mode"] == "transaction"
+    assert Path(compose["pgbouncer"]["build"]["context"]) == REPO / "deploy/pgbouncer"
+    upstream = dict(part.split("=") for part in bouncer["databases"]["mintline"].split())
+    for name in SERVICES:
+        environment = compose[name]["environment"]
+        pooled = urlsplit(environment["DATABASE_URL"])
+        assert (pooled.hostname, pooled.port, pooled.path) == (
+            "pgbouncer",
+            int(bouncer["pgbouncer"]["listen_port"]),
+            "/mintline",
+        )
+        assert environment["DATABASE_POOLER"] == "pgbouncer"
+        assert compose[name]["depends_on"]["pgbouncer"]["condition"] == "service_healthy"
+    lock = urlsplit(compose["batcher"]["environment"]["BATCHER_LOCK_DATABASE_URL"])
+    assert (lock.hostname, str(lock.port)) == (upstream["host"], upstream["port"])
+    # The deployer migrates on a direct connection too (migrations would work through PgBouncer).
+    assert urlsplit(compose["deployer"]["environment"]["DATABASE_URL"]).hostname == "postgres"

@@ -9,10 +9,11 @@ from redis.exceptions import ResponseError
 
 from shared import events
 from shared.events import FIELD, MintRequested, TxSent, encode
+from shared.keys import MINT_REQUESTED, Keys
 from shared.streams import Consumer, ensure_group, publish, publish_many
 
-STREAM = "t:mint.requested"
-DEAD = "t:mint.requested.dead"
+STREAM = Keys("t").stream(MINT_REQUESTED)
+DEAD = Keys("t").dead(MINT_REQUESTED)
 GROUP = "batcher"
 
 
@@ -139,6 +140,44 @@ async def test_claim_stale_leaves_entries_that_are_not_idle_long_enough(redis, c
     await busy.read(10)
 
     assert await other.claim_stale(min_idle_ms=60_000) == []
+
+
+async def test_claim_from_takes_the_named_consumers_entries_whatever_their_idle_time(redis, consumer) -> None:
+    """A wallet's next active batcher takes what the wallet's earlier consumers left, across pages,
+    and removes them from the group; another wallet's consumer keeps its entries."""
+    gone, other, successor = await consumer("b-1-0xA"), await consumer("b-2-0xB"), await consumer("b-3-0xA")
+    mine, theirs = _requests(5), [MintRequested(request_id="theirs")]
+    await publish_many(redis, STREAM, mine)
+    await gone.read(10)
+    await publish_many(redis, STREAM, theirs)
+    await other.read(10)
+
+    claimed = await successor.claim_from(lambda name: name.endswith("-0xA"), page=2)
+
+    assert [m.event for m in claimed] == mine
+    rows = await redis.xpending_range(STREAM, GROUP, min="-", max="+", count=100)
+    assert sorted(row["consumer"] for row in rows) == [b"b-2-0xB"] + [b"b-3-0xA"] * 5
+    names = {c["name"] for c in await redis.xinfo_consumers(STREAM, GROUP)}
+    assert names == {b"b-2-0xB", b"b-3-0xA"}
+
+
+async def test_claim_from_returns_this_consumers_own_pending_entries_once(redis, consumer) -> None:
+    reader = await consumer("b-1-0xA")
+    sent = _requests(3)
+    await publish_many(redis, STREAM, sent)
+    await reader.read(10)
+
+    assert [m.event for m in await reader.claim_from(lambda name: name.endswith("-0xA"), page=2)] == sent
+    assert len(await _pending_ids(redis)) == 3
+
+
+async def test_a_group_made_for_new_entries_only_skips_the_earlier_ones(redis) -> None:
+    await publish(redis, STREAM, MintRequested(request_id="before"))
+    reader = Consumer(redis, STREAM, "late", "c1", dead_stream=DEAD, block_ms=50, first_id="$")
+    await reader.start()
+    await publish(redis, STREAM, MintRequested(request_id="after"))
+
+    assert [m.event.request_id for m in await reader.read(10)] == ["after"]
 
 
 async def test_claim_stale_dead_letters_an_entry_delivered_too_often(redis, consumer) -> None:

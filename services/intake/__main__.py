@@ -5,6 +5,7 @@ sharing the port (services/intake/workers.py); each worker, or a lone process, s
 """
 
 import asyncio
+import gc
 import logging
 import signal
 import sys
@@ -39,6 +40,7 @@ async def serve(settings: IntakeSettings, worker: int | None) -> None:
     try:
         await web.TCPSite(runner, settings.host, settings.port, reuse_port=worker is not None).start()
         log.info("%s listening on http://%s:%d", name, settings.host, settings.port)
+        tune_collector()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -48,6 +50,15 @@ async def serve(settings: IntakeSettings, worker: int | None) -> None:
     finally:
         await runner.cleanup()
     log.info("%s stopped", name)
+
+
+def tune_collector() -> None:
+    """What start-up made (modules, the app) lives as long as the process: frozen, the cyclic garbage
+    collector no longer walks it, and young objects are collected less often. Under load this took
+    ~5% off a request's CPU and shortened the tail (bench/intake.py)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 50)
 
 
 async def check_chain_once(settings: IntakeSettings) -> None:

@@ -94,14 +94,15 @@ class WalletLock:
 
     async def still_held(self) -> bool:
         """Whether the lock's connection is alive (a session lock lasts as long as it does)."""
-        async with self._asking:
-            try:
+        try:
+            # The whole check is bounded, waiting for an earlier one included.
+            async with asyncio.timeout(2 * CHECK_TIMEOUT_SECONDS), self._asking:
                 conn = self._conn
                 held = (
                     conn is not None and await conn.fetchval("SELECT 1", timeout=CHECK_TIMEOUT_SECONDS) == 1
                 )
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
-                held = False
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+            held = False
         self.held = held
         return held
 

@@ -79,7 +79,9 @@ async def _requeue_all(admin: Admin, done: Requeued) -> None:
         after = "-"
         while True:
             # Exclusive start after the last id seen: entries left behind (undecodable) are not read twice.
-            entries = await admin.redis.xrange(dead, min=after if after == "-" else f"({after}", count=CHUNK)
+            entries: list[tuple[bytes, dict[bytes, bytes]]] = await admin.redis.xrange(  # type: ignore[assignment]
+                dead, min=after if after == "-" else f"({after}", count=CHUNK
+            )
             if not entries:
                 break
             after = _text(entries[-1][0])

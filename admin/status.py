@@ -53,8 +53,8 @@ async def collect(admin: Admin) -> dict[str, Any]:
         "namespace": admin.settings.namespace,
         "queue": await _queue(admin),
         "in_flight": [dict(row) for row in await admin.pool.fetch(IN_FLIGHT)],
-        "nonces": await _nonces(admin),
-        "streams": await _streams(admin),
+        "nonces": await nonces(admin),
+        "streams": await streams(admin),
         "render_jobs": {row["status"]: dict(row) for row in await admin.pool.fetch(RENDER_JOBS)},
     }
 
@@ -75,7 +75,7 @@ async def _queue(admin: Admin) -> dict[str, Any]:
     }
 
 
-async def _nonces(admin: Admin) -> dict[str, Any]:
+async def nonces(admin: Admin) -> dict[str, Any]:
     """Stored nonces per wallet, and the chain's view of each when a node answers."""
     wallets = {row["wallet"]: dict(row) for row in await admin.pool.fetch(STORED_NONCES)}
     settings = admin.settings
@@ -118,7 +118,7 @@ async def _nonces(admin: Admin) -> dict[str, Any]:
     return result
 
 
-async def _streams(admin: Admin) -> dict[str, Any]:
+async def streams(admin: Admin) -> dict[str, Any]:
     names = admin.settings.keys
     streams = []
     try:

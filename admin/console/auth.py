@@ -55,16 +55,17 @@ def _same(given: bytes, expected: bytes) -> bool:
     return hmac.compare_digest(given, expected)
 
 
-def cross_site(method: str, headers: Mapping[str, str], scheme: str, host: str) -> str | None:
-    """Why a request that changes something must be refused as possibly forged, or None."""
+def cross_site(method: str, headers: Mapping[str, str], scheme: str, host: str) -> tuple[int, str] | None:
+    """The status (415, 403) and reason to refuse a request that changes something as possibly
+    forged, or None."""
     if method.upper() in SAFE_METHODS:
         return None
     content_type = headers.get("Content-Type", "").split(";")[0].strip().lower()
     if content_type != "application/json":
-        return "an action's body must be application/json"
+        return 415, "an action's body must be application/json"
     if headers.get("Sec-Fetch-Site", "same-origin").lower() not in ("same-origin", "none"):
-        return "an action may not come from another site"
+        return 403, "an action may not come from another site"
     origin = headers.get("Origin")
     if origin is not None and origin.lower() != f"{scheme}://{host}".lower():
-        return "an action may not come from another origin"
+        return 403, "an action may not come from another origin"
     return None

@@ -15,14 +15,19 @@ from admin.console.views import collect_overview, overview_json
 
 log = logging.getLogger(__name__)
 
-OPEN_STREAMS = web.AppKey("open_streams", set)
+
+class OpenStreams:
+    count = 0
+
+
+OPEN_STREAMS = web.AppKey("open_streams", OpenStreams)
 CLOSING = web.AppKey("closing", asyncio.Event)
 RETRY_MILLISECONDS = 3000
 SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 def setup(app: web.Application) -> None:
-    app[OPEN_STREAMS] = set()
+    app[OPEN_STREAMS] = OpenStreams()
     app[CLOSING] = asyncio.Event()
 
     async def close_streams(app: web.Application) -> None:
@@ -42,13 +47,13 @@ def _unchanged(a: dict[str, Any], b: dict[str, Any]) -> bool:
 
 async def overview_events(request: web.Request) -> web.StreamResponse:
     app, settings = request.app, request.app[SETTINGS]
-    streams: set[web.Request] = app[OPEN_STREAMS]
-    if len(streams) >= settings.max_live_streams:
+    streams = app[OPEN_STREAMS]
+    if streams.count >= settings.max_live_streams:
         raise ApiError("too_many_streams", "too many live streams open; retry shortly", 503)
     admin = admin_for(request)
     first = overview_json(await collect_overview(admin))
     response = web.StreamResponse(headers=SSE_HEADERS)
-    streams.add(request)
+    streams.count += 1
     try:
         await response.prepare(request)
         await response.write(f"retry: {RETRY_MILLISECONDS}\n\n".encode() + _event("overview", first))
@@ -74,5 +79,5 @@ async def overview_events(request: web.Request) -> web.StreamResponse:
     except ConnectionResetError:
         log.debug("client left the overview stream")
     finally:
-        streams.discard(request)
+        streams.count -= 1
     return response

@@ -100,6 +100,7 @@ async def require_operator(request: web.Request, handler: Handler) -> web.Stream
         raise unauthorized()
     forged = cross_site(request.method, request.headers, request.scheme, request.host)
     if forged is not None:
-        raise ApiError("forbidden", forged, 403 if "site" in forged or "origin" in forged else 415)
+        status, reason = forged
+        raise ApiError("forbidden" if status == 403 else "unsupported_media_type", reason, status)
     request[OPERATOR] = operator
     return await handler(request)

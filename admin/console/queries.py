@@ -42,7 +42,7 @@ m.created_at, m.updated_at, m.processed_at
 REQUESTS = f"""
 SELECT {REQUEST_COLUMNS} FROM mint_requests m
 WHERE ($1::text IS NULL OR m.status = $1)
-  AND ($2::text IS NULL OR m.payer_address = $2)
+  AND ($2::text[] IS NULL OR m.payer_address = ANY($2::text[]))
   AND ($3::uuid IS NULL OR m.id = $3)
   AND ($4::text IS NULL
        OR m.payment_tx_hash = $4
@@ -78,7 +78,7 @@ extract(epoch FROM now() - b.created_at)::float8 AS age_seconds
 BATCHES = f"""
 SELECT {BATCH_COLUMNS} FROM batches b
 WHERE ($1::text IS NULL OR b.status = $1)
-  AND ($2::text IS NULL OR b.wallet = $2)
+  AND ($2::text[] IS NULL OR b.wallet = ANY($2::text[]))
   AND ($3::text IS NULL OR b.id IN (SELECT t.batch_id FROM batch_transactions t WHERE t.tx_hash = $3)
        OR b.tx_hash = $3 OR b.mined_tx_hash = $3)
   AND ($4::bigint IS NULL OR b.id = $4)
@@ -145,7 +145,9 @@ async def requests(
     before: int | None,
     limit: int,
 ) -> list[dict[str, Any]]:
-    rows = await pool.fetch(REQUESTS, status, payer, request_id, tx_hash, before, limit)
+    # Stored as intake checksums it; imported or older rows may be lower-case.
+    payers = [payer, payer.lower()] if payer else None
+    rows = await pool.fetch(REQUESTS, status, payers, request_id, tx_hash, before, limit)
     return [dict(row) for row in rows]
 
 
@@ -172,7 +174,8 @@ async def batches(
     before: int | None,
     limit: int,
 ) -> list[dict[str, Any]]:
-    return [dict(row) for row in await pool.fetch(BATCHES, status, wallet, tx_hash, batch_id, before, limit)]
+    wallets = [wallet, wallet.lower()] if wallet else None
+    return [dict(row) for row in await pool.fetch(BATCHES, status, wallets, tx_hash, batch_id, before, limit)]
 
 
 async def batch_detail(pool: asyncpg.Pool, batch_id: int) -> dict[str, Any] | None:

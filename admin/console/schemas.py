@@ -4,7 +4,7 @@ cannot drift from what the routes take and give."""
 
 import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
 from pydantic.alias_generators import to_camel
@@ -313,8 +313,8 @@ class RequeueDeadBody(Body):
 
 
 class SettingBody(Body):
-    value: StrictStr | StrictInt | StrictFloat | None = Field(
-        max_length=200, description="validated as the service validates it; null removes the override"
+    value: Annotated[StrictStr, Field(max_length=200)] | StrictInt | StrictFloat | None = Field(
+        description="validated as the service validates it; null removes the override"
     )
 
 

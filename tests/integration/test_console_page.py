@@ -99,7 +99,7 @@ async def test_a_failed_request_appears_is_retried_from_the_page_and_completes_o
         await row.wait_for(timeout=15_000)  # live: the overview stream's change re-reads the list
         assert "test: no receipt after 3 attempts" in (await row.text_content() or "")
         await row.click()
-        await page.wait_for_selector("#request-history li[data-status='failed']")
+        await page.wait_for_selector("#request-history li[data-change='failed']")
         await page.screenshot(path=ARTIFACTS / "console-requests.png", full_page=True)
 
         await view(page, "overview")
@@ -124,9 +124,9 @@ async def test_a_failed_request_appears_is_retried_from_the_page_and_completes_o
         await page.click("#request-search button[type=submit]")
         await row.locator("[data-status='completed']").wait_for(timeout=15_000)
         await row.click()
-        await page.wait_for_selector("#request-history li[data-status='completed']")
+        await page.wait_for_selector("#request-history li[data-change='completed']")
         statuses = await page.locator("#request-history li").evaluate_all(
-            "items => items.map(i => i.dataset.status)"
+            "items => items.map(i => i.dataset.change)"
         )
         assert statuses[:3] == ["pending", "failed", "pending"] and statuses[-1] == "completed"
 

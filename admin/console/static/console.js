@@ -57,6 +57,11 @@ function age(seconds) {
   return `${Math.floor(whole / 3600)} h ${Math.floor((whole % 3600) / 60)} min`;
 }
 
+// A request keeps its last error after a retry succeeds; it is its reason only while it failed.
+function reason(status, message) {
+  return status === "failed" || status === "confirmation_failed" ? message : null;
+}
+
 function when(iso) {
   return iso ? new Date(iso).toLocaleString() : "—";
 }
@@ -168,7 +173,7 @@ function showOverview(data) {
   fill("stages", STATUSES.request.map((status) => {
     const kinds = queue.byStatus[status] || {};
     const row = document.createElement("tr");
-    row.dataset.status = status;
+    row.dataset.stage = status;
     cell(row, badge(status));
     cell(row, kinds.token ?? (kinds.all === undefined ? 0 : "—"), "number");
     cell(row, kinds.nft ?? (kinds.all === undefined ? 0 : "—"), "number");
@@ -257,7 +262,7 @@ async function loadRequests() {
     cell(row, item.retryCount, "number");
     cell(row, item.batchId);
     cell(row, when(item.updatedAt));
-    cell(row, item.errorMessage, "wrap");
+    cell(row, reason(item.status, item.errorMessage), "wrap");
     row.addEventListener("click", () => openRequest(item.id));
     row.addEventListener("keydown", (event) => event.key === "Enter" && openRequest(item.id));
     return row;
@@ -313,7 +318,7 @@ async function openRequest(id, scroll = true) {
   history.id = "request-history";
   history.append(...item.history.map((change) => {
     const entry = document.createElement("li");
-    entry.dataset.status = change.status;
+    entry.dataset.change = change.status;
     entry.textContent = `${when(change.at)} ${change.status}${change.reason ? ` (${change.reason})` : ""}`;
     return entry;
   }));
@@ -321,7 +326,8 @@ async function openRequest(id, scroll = true) {
     heading(3, `Request ${item.id}`),
     facts([["Status", badge(item.status)], ["Kind", item.kind], ["Payer", code(item.payerAddress)],
       ["Payment", item.paymentType], ["Retries", item.retryCount], ["Mint transaction", code(item.mintTxHash)],
-      ["Token id", item.tokenId], ["Reason", item.errorMessage], ["Created", when(item.createdAt)]]),
+      ["Token id", item.tokenId], ["Reason", reason(item.status, item.errorMessage)],
+      ["Created", when(item.createdAt)]]),
     heading(3, "History"),
     history,
   ];
@@ -416,7 +422,7 @@ async function openBatch(id, scroll = true) {
       cell(row, code(entry.id));
       cell(row, badge(entry.status));
       cell(row, entry.tokenId);
-      cell(row, entry.errorMessage, "wrap");
+      cell(row, reason(entry.status, entry.errorMessage), "wrap");
       cell(row, entry.inThisBatch ? "yes" : `no (now batch ${text(entry.batchId)})`);
       return row;
     })),

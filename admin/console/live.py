@@ -1,5 +1,6 @@
 """GET /events/overview: the overview as Server-Sent Events, event `overview` at once and whenever it
-changes (read every CONSOLE_LIVE_SECONDS), with a `: ping` comment while nothing does. The page
+changes (read every CONSOLE_LIVE_SECONDS), with a `: ping` comment while nothing does, and event
+`unavailable` while PostgreSQL does not answer. The page
 re-reads the list it shows on each event, so a request that fails appears without a reload."""
 
 import asyncio
@@ -7,6 +8,7 @@ import json
 import logging
 from typing import Any
 
+import asyncpg
 from aiohttp import web
 
 from admin.console.middleware import SETTINGS, ApiError
@@ -67,7 +69,14 @@ async def overview_events(request: web.Request) -> web.StreamResponse:
             transport = request.transport
             if transport is None or transport.is_closing():
                 break
-            state = overview_json(await collect_overview(admin))
+            try:
+                state = overview_json(await collect_overview(admin))
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                # PostgreSQL away (a restart): say so and keep the stream; the next read may work.
+                log.warning("overview read failed: %s", type(exc).__name__)
+                await response.write(_event("unavailable", {"message": f"PostgreSQL: {type(exc).__name__}"}))
+                sent, quiet = {}, 0.0
+                continue
             if not _unchanged(state, sent):
                 await response.write(_event("overview", state))
                 sent, quiet = state, 0.0

@@ -3,6 +3,7 @@ anvil: credentials on every route, the views, the actions (the CLI's own functio
 input, forged actions, the render preview from a gateway. The page in a browser is in
 test_console_page.py."""
 
+import asyncio
 import json
 import os
 import subprocess
@@ -11,6 +12,7 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from aiohttp import web
@@ -25,6 +27,7 @@ from shared.keys import Keys
 from shared.streams import ensure_group
 from tests.integration.test_status_page import next_event, sse_events
 from tests.support.console import OPERATOR, REPO, Console, basic, running_console
+from tests.support.proxy import TcpProxy
 from tests.support.rows import WALLET, insert_batch, insert_job, insert_request
 
 
@@ -487,3 +490,33 @@ async def test_a_render_preview_comes_from_the_gateway(console: Console) -> None
         await server.close()
     status, answer = await console.get(f"/api/renders/{pinned}/image")
     assert (status, answer["error"]) == (502, "gateway_unavailable")
+
+
+async def test_postgresql_going_away_is_said_and_survived(
+    settings_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    database = urlsplit(settings_env["DATABASE_URL"])
+    proxy = TcpProxy(database.port or 5432)
+    await proxy.restore()
+    netloc = database.netloc.replace(f":{database.port}", f":{proxy.port}")
+    through_proxy = urlunsplit(database._replace(netloc=netloc))
+    try:
+        async with running_console(settings_env, monkeypatch, DATABASE_URL=through_proxy) as console:
+            async with console.client.get("/events/overview", headers=console.auth) as response:
+                events = sse_events(response)
+                assert (await next_event(events))[0] == "overview"
+                await proxy.cut()
+                name, data = await next_event(events, timeout=15)
+                assert name == "unavailable" and data["message"].startswith("PostgreSQL")
+                status, answer = await console.get("/api/overview")
+                assert (status, answer["error"]) == (503, "unavailable")
+                status, answer = await console.act("/api/actions/replay-streams")
+                assert (status, answer["error"]) == (503, "unavailable")
+                await proxy.restore()
+                async with asyncio.timeout(20):
+                    while (await anext(events))[0] != "overview":
+                        pass
+            status, _ = await console.get("/api/overview")
+            assert status == 200
+    finally:
+        await proxy.cut()

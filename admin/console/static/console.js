@@ -585,8 +585,12 @@ function watch() {
   const source = new EventSource("/events/overview");
   source.addEventListener("open", () => { byId("connection").textContent = "on"; });
   source.addEventListener("overview", (event) => {
+    byId("connection").textContent = "on";
     showOverview(JSON.parse(event.data));
     refresh(true);
+  });
+  source.addEventListener("unavailable", (event) => {
+    byId("connection").textContent = `on, but ${JSON.parse(event.data).message} did not answer`;
   });
   source.addEventListener("error", () => {
     if (source.readyState === EventSource.CLOSED) {

@@ -99,7 +99,7 @@ async def test_basic_and_bearer_credentials_both_work(console: Console) -> None:
         page = await response.text()
         assert "Content-Security-Policy" in response.headers
     assert "http://" not in page and "https://" not in page
-    for asset in ("console.js", "console.css", "status.css"):
+    for asset in ("common.js", "views.js", "actions.js", "console.js", "console.css", "status.css"):
         async with console.client.get(f"/static/{asset}", headers=console.auth) as response:
             assert response.status == 200, asset
     status, body = await console.get("/static/../settings.py")

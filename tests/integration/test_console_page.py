@@ -12,14 +12,19 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 from playwright.async_api import Browser, Page, async_playwright
 from web3 import HTTPProvider, Web3
 
+from services.renderer.gif import render_gif
 from shared.deploy import load_artifact
+from shared.render_settings import RenderSettings
 from tests.integration.test_batcher_confirmer import enqueue, logged
 from tests.integration.test_status_page import submit_mint
 from tests.support.browser import ARTIFACTS, CHROMIUM_ARGS
 from tests.support.console import OPERATOR, ConsoleProcess, console_process, started
+from tests.support.rows import insert_job, insert_request
 
 VIEWPORT = {"width": 1280, "height": 1000}
 
@@ -70,8 +75,37 @@ async def wait_status(pool: Any, queue_id: str, status: str, timeout: float = 60
         await asyncio.sleep(0.2)
 
 
+@pytest.fixture
+async def gateway() -> AsyncIterator[Any]:
+    """An IPFS gateway serving one GIF (the renderer's own GIF code drew it)."""
+    drawn = RenderSettings(name="Console", palette="neon", shape="star", seed=3, frames=4, size=64)
+    image = render_gif(drawn)
+
+    async def serve(_: web.Request) -> web.Response:
+        return web.Response(body=image, content_type="image/gif")
+
+    app = web.Application()
+    app.router.add_get("/ipfs/{cid}", serve)
+    server = TestServer(app)
+    await server.start_server()
+    server.image_url = str(server.make_url("/ipfs/bafyconsole"))  # type: ignore[attr-defined]
+    try:
+        yield server
+    finally:
+        await server.close()
+
+
 async def test_a_failed_request_appears_is_retried_from_the_page_and_completes_on_chain(
-    browser: Browser, intake_url, services, settings_env, pg_pool, deployment, fund_payers, anvil, tmp_path
+    browser: Browser,
+    intake_url,
+    services,
+    settings_env,
+    pg_pool,
+    deployment,
+    fund_payers,
+    anvil,
+    tmp_path,
+    gateway,
 ) -> None:
     url = await intake_url()
     (payer,) = fund_payers(1)
@@ -139,8 +173,16 @@ async def test_a_failed_request_appears_is_retried_from_the_page_and_completes_o
         assert queue_id in (await page.text_content("#batch-detail") or "")
         await page.screenshot(path=ARTIFACTS / "console-batches.png", full_page=True)
 
+        # A render job pinned to a gateway: the page shows its image, which the console fetched from it.
+        nft = await insert_request(pg_pool, "rendering", kind="nft")
+        await insert_job(pg_pool, nft, "active", progress=66, attempts=1, image_url=gateway.image_url)
         await view(page, "renders")
-        await page.wait_for_selector("#renders tbody tr")
+        image = page.locator(f"#renders tr[data-job-id='{nft}'] img.preview")
+        await image.wait_for()
+        await page.wait_for_function(
+            "(img) => img.complete && img.naturalWidth > 0", arg=await image.element_handle()
+        )
+        assert await page.locator(f"#renders tr[data-job-id='{nft}'] progress").get_attribute("value") == "66"
         await page.screenshot(path=ARTIFACTS / "console-renders.png", full_page=True)
 
         await view(page, "audit")

@@ -121,11 +121,12 @@ def test_the_batcher_signs_with_the_local_minters_and_only_it_holds_keys(compose
 
 def test_prometheus_scrapes_every_service_on_its_port_and_loads_the_alerts(compose: dict[str, Any]) -> None:
     config = yaml.safe_load((REPO / "deploy/prometheus/prometheus.yml").read_text())
+    # Through DNS: every replica of a scaled service (compose answers each one for its name).
     scraped = {
-        job["job_name"]: target
+        job["job_name"]: f"{name}:{found['port']}"
         for job in config["scrape_configs"]
-        for static in job["static_configs"]
-        for target in static["targets"]
+        for found in job["dns_sd_configs"]
+        for name in found["names"]
     }
     assert scraped == {name: f"{name}:{default_port(name)}" for name in SERVICES}
     assert config["rule_files"] == ["alerts.yml"]

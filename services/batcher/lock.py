@@ -101,7 +101,14 @@ class WalletLock:
                 held = (
                     conn is not None and await conn.fetchval("SELECT 1", timeout=CHECK_TIMEOUT_SECONDS) == 1
                 )
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+        except (
+            OSError,
+            asyncpg.PostgresError,
+            asyncpg.InterfaceError,
+            # A check cut off mid-query (PostgreSQL going away) leaves the connection busy.
+            asyncpg.InternalClientError,
+            TimeoutError,
+        ):
             held = False
         self.held = held
         return held
@@ -116,5 +123,7 @@ class WalletLock:
     async def release(self) -> None:
         self.held = False
         if self._conn is not None and not self._conn.is_closed():
-            await self._conn.close()
+            # At once: a graceful close waits on a connection that may be busy or half gone, and the
+            # server drops a session lock with its connection either way.
+            self._conn.terminate()
         self._conn = None

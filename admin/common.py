@@ -3,6 +3,7 @@ stderr and plain-text tables on stdout."""
 
 import argparse
 import contextlib
+import getpass
 import re
 import sys
 import time
@@ -28,11 +29,23 @@ class OperationFailed(Exception):
     """The command could not do its job (a server unreachable, a write refused): exit code 1."""
 
 
-@dataclass
+def cli_actor() -> str:
+    """Who runs the CLI, as the audit records it: the login name (the console records its operator)."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (a container's arbitrary user)
+        return "unknown"
+
+
+@dataclass(frozen=True)
 class Admin:
     settings: Settings
     pool: asyncpg.Pool
     redis: Redis
+    # Who acts, from where (admin_audit): the CLI's login name, or the console's operator and client.
+    actor: str = "unknown"
+    source: str = "cli"
+    client: str | None = None
 
 
 @contextlib.asynccontextmanager
@@ -47,7 +60,7 @@ async def connect(settings: Settings) -> AsyncIterator[Admin]:
         ) from None
     redis = Redis.from_url(settings.redis_url, socket_connect_timeout=5)
     try:
-        yield Admin(settings, pool, redis)
+        yield Admin(settings, pool, redis, actor=cli_actor())
     finally:
         await redis.aclose()
         await pool.close()

@@ -9,10 +9,14 @@ expires within the margin (and was not settled already), or it has no authorizat
 
 import argparse
 import time
+import uuid
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
 
+from admin.audit import audited
 from admin.common import Admin, Progress, UsageError, listing, note
 from services.confirmer.settings import TUNABLE, ConfirmerSettings
 from shared import keys
@@ -44,34 +48,103 @@ WHERE request_id = ANY($1::uuid[])
 """
 
 
+@dataclass
+class Retried:
+    """What retry-failed did (or, in a dry run, would do)."""
+
+    max_retries: int
+    origin: str
+    earliest_expiry: int
+    dry_run: bool
+    to_pending: list[uuid.UUID] = field(default_factory=list)
+    to_rendering: list[uuid.UUID] = field(default_factory=list)
+    skipped: list[tuple[uuid.UUID, str]] = field(default_factory=list)  # (request, why)
+    changed_meanwhile: int = 0
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "maxRetries": self.max_retries,
+            "earliestExpiry": self.earliest_expiry,
+            "dryRun": self.dry_run,
+            "retried": len(self.to_pending) + len(self.to_rendering),
+            "toPending": [str(i) for i in self.to_pending],
+            "toRendering": [str(i) for i in self.to_rendering],
+            "skipped": [{"id": str(i), "reason": why} for i, why in self.skipped],
+            "changedMeanwhile": self.changed_meanwhile,
+        }
+
+
 async def run(admin: Admin, args: argparse.Namespace) -> int:
-    max_retries = args.max_retries
+    done = await retry_failed(
+        admin,
+        max_retries=args.max_retries,
+        since=args.since,
+        expiry_margin=args.expiry_margin,
+        dry_run=args.dry_run,
+        progress=True,
+    )
+    verb = "would retry" if done.dry_run else "retried"
+    print(
+        f"retry-failed: retry_count < {done.max_retries} ({done.origin}); authorizations must stay valid "
+        f"past {datetime.fromtimestamp(done.earliest_expiry, UTC):%Y-%m-%d %H:%M:%S} UTC"
+    )
+    if done.changed_meanwhile:
+        note("some requests changed while retrying them and were left alone")
+    print(f"{verb} {len(done.to_pending) + len(done.to_rendering)} failed request(s)")
+    print(f"  back to pending: {len(done.to_pending)}")
+    if done.to_pending:
+        print(listing(done.to_pending))
+    print(f"  back to rendering (render job reset to waiting): {len(done.to_rendering)}")
+    if done.to_rendering:
+        print(listing(done.to_rendering))
+    print(f"  skipped (cannot be retried): {len(done.skipped)}")
+    if done.skipped:
+        print(listing([f"{i}  {why}" for i, why in done.skipped]))
+    return 0
+
+
+async def retry_failed(
+    admin: Admin,
+    *,
+    max_retries: int | None = None,
+    since: datetime | None = None,
+    expiry_margin: int = 60,
+    dry_run: bool = False,
+    progress: bool = False,
+) -> Retried:
+    """Failed requests with retry_count < max_retries (default: the confirmer's effective
+    max_retries) that failed since `since` get another attempt; audited unless a dry run."""
     if max_retries is None:
         tuned = await with_overrides(admin.pool, ConfirmerSettings(), TUNABLE)
-        max_retries = tuned.max_retries
-        origin = "the confirmer's max_retries"
+        max_retries, origin = tuned.max_retries, "the confirmer's max_retries"
     else:
         origin = "--max-retries"
     if max_retries < 1:
         raise UsageError(f"retry_count < {max_retries} matches nothing ({origin}); pass --max-retries N")
-    earliest_expiry = int(time.time()) + args.expiry_margin
-    verb = "would retry" if args.dry_run else "retried"
-    print(
-        f"retry-failed: retry_count < {max_retries} ({origin}); authorizations must stay valid past "
-        f"{datetime.fromtimestamp(earliest_expiry, UTC):%Y-%m-%d %H:%M:%S} UTC"
-    )
+    if expiry_margin < 0:
+        raise UsageError("the expiry margin must be 0 or more seconds")
+    done = Retried(max_retries, origin, int(time.time()) + expiry_margin, dry_run)
+    if dry_run:
+        await _retry_all(admin, done, since, progress)
+        return done
+    params = {"maxRetries": max_retries, "since": since, "expiryMargin": expiry_margin}
+    async with audited(admin, "retry-failed", params) as entry:
+        await _retry_all(admin, done, since, progress)
+        entry.result = done.summary()
+    return done
 
-    to_pending, to_rendering, skipped = [], [], []
-    progress = Progress("retry-failed", await _count(admin, max_retries, args.since))
+
+async def _retry_all(admin: Admin, done: Retried, since: datetime | None, progress: bool) -> None:
+    shown = Progress("retry-failed", await _count(admin, done.max_retries, since)) if progress else None
     after_seq = 0
     while True:
-        rows = await admin.pool.fetch(CANDIDATES, max_retries, after_seq, args.since, CHUNK)
+        rows = await admin.pool.fetch(CANDIDATES, done.max_retries, after_seq, since, CHUNK)
         if not rows:
             break
         after_seq = rows[-1]["seq"]
         pending_ids, rendering_ids = [], []
         for row in rows:
-            reason = _unpayable(row, earliest_expiry)
+            reason = _unpayable(row, done.earliest_expiry)
             if (
                 reason is None
                 and row["kind"] == "nft"
@@ -80,32 +153,25 @@ async def run(admin: Admin, args: argparse.Namespace) -> int:
             ):
                 reason = "NFT request without a tokenURI or a render job"
             if reason is not None:
-                skipped.append(f"{row['id']}  {reason}")
+                done.skipped.append((row["id"], reason))
             elif row["kind"] == "nft" and row["token_uri"] is None:
                 rendering_ids.append(row["id"])
             else:
                 pending_ids.append(row["id"])
-        if args.dry_run:
-            to_pending += pending_ids
-            to_rendering += rendering_ids
+        if done.dry_run:
+            done.to_pending += pending_ids
+            done.to_rendering += rendering_ids
         else:
-            moved = await _retry(admin, pending_ids, rendering_ids, max_retries, earliest_expiry)
-            to_pending += moved[0]
-            to_rendering += moved[1]
-        progress.advance(len(rows))
-    progress.finish()
-
-    print(f"{verb} {len(to_pending) + len(to_rendering)} failed request(s)")
-    print(f"  back to pending: {len(to_pending)}")
-    if to_pending:
-        print(listing(to_pending))
-    print(f"  back to rendering (render job reset to waiting): {len(to_rendering)}")
-    if to_rendering:
-        print(listing(to_rendering))
-    print(f"  skipped (cannot be retried): {len(skipped)}")
-    if skipped:
-        print(listing(skipped))
-    return 0
+            pending, rendering = await _retry(
+                admin, pending_ids, rendering_ids, done.max_retries, done.earliest_expiry
+            )
+            done.to_pending += pending
+            done.to_rendering += rendering
+            done.changed_meanwhile += len(pending_ids) + len(rendering_ids) - len(pending) - len(rendering)
+        if shown:
+            shown.advance(len(rows))
+    if shown:
+        shown.finish()
 
 
 def _unpayable(row: asyncpg.Record, earliest_expiry: int) -> str | None:
@@ -155,6 +221,4 @@ async def _retry(
         await admin.redis.delete(*(names.render_job(i) for i in job_ids))
         for status in ("failed", "completed"):
             await admin.redis.zrem(names.render_finished(status), *job_ids)
-    if len(pending) + len(rendering) < len(pending_ids) + len(rendering_ids):
-        note("some requests changed while retrying them and were left alone")
     return [r["id"] for r in pending], [r["id"] for r in rendering]

@@ -23,7 +23,8 @@ STREAMS = (
 )
 IN_FLIGHT = """
 SELECT id, wallet, nonce, kind, status, cardinality(request_ids) AS entries, attempts, tx_hash,
-       extract(epoch FROM now() - created_at)::float8 AS age_seconds
+       extract(epoch FROM now() - created_at)::float8 AS age_seconds,
+       max_fee_per_gas::text AS max_fee_per_gas, max_priority_fee_per_gas::text AS max_priority_fee_per_gas
 FROM batches WHERE status IN ('signed', 'sent') ORDER BY wallet, nonce
 """
 STORED_NONCES = """
@@ -52,8 +53,8 @@ async def collect(admin: Admin) -> dict[str, Any]:
         "namespace": admin.settings.namespace,
         "queue": await _queue(admin),
         "in_flight": [dict(row) for row in await admin.pool.fetch(IN_FLIGHT)],
-        "nonces": await _nonces(admin),
-        "streams": await _streams(admin),
+        "nonces": await nonces(admin),
+        "streams": await streams(admin),
         "render_jobs": {row["status"]: dict(row) for row in await admin.pool.fetch(RENDER_JOBS)},
     }
 
@@ -74,7 +75,7 @@ async def _queue(admin: Admin) -> dict[str, Any]:
     }
 
 
-async def _nonces(admin: Admin) -> dict[str, Any]:
+async def nonces(admin: Admin) -> dict[str, Any]:
     """Stored nonces per wallet, and the chain's view of each when a node answers."""
     wallets = {row["wallet"]: dict(row) for row in await admin.pool.fetch(STORED_NONCES)}
     settings = admin.settings
@@ -95,6 +96,7 @@ async def _nonces(admin: Admin) -> dict[str, Any]:
     calls = [("eth_blockNumber", [])] + [
         ("eth_getTransactionCount", [wallet, tag]) for wallet in names for tag in ("latest", "pending")
     ]
+    calls += [("eth_getBalance", [wallet, "latest"]) for wallet in names]
     timeout = aiohttp.ClientTimeout(total=RPC_TIMEOUT_SECONDS)
     try:
         async with aiohttp.ClientSession(timeout=timeout) as session:
@@ -103,9 +105,12 @@ async def _nonces(admin: Admin) -> dict[str, Any]:
         result["chain_error"] = f"chain unreachable at {mask_url(rpc_url)}: {exc}"
         return result
     result["chain"] = {"rpc_url": mask_url(rpc_url), "head": int(head, 16)}
+    balances = counts[2 * len(names) :]
     for index, wallet in enumerate(names):
         entry = wallets[wallet]
         latest, pending = int(counts[2 * index], 16), int(counts[2 * index + 1], 16)
+        # Text: wei overflow a JavaScript number.
+        entry["balance_wei"] = str(int(balances[index], 16))
         next_stored = 0 if entry["highest_nonce"] is None else entry["highest_nonce"] + 1
         # Stored transactions not mined yet, and those the node does not even hold in its pool.
         entry.update(chain_latest=latest, chain_pending=pending, lag=max(0, next_stored - latest))
@@ -113,7 +118,7 @@ async def _nonces(admin: Admin) -> dict[str, Any]:
     return result
 
 
-async def _streams(admin: Admin) -> dict[str, Any]:
+async def streams(admin: Admin) -> dict[str, Any]:
     names = admin.settings.keys
     streams = []
     try:

@@ -11,8 +11,12 @@
 """
 
 import argparse
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
 
-from admin.common import Admin, listing, note
+from admin.audit import audited
+from admin.common import Admin, UsageError, listing, note
 from services.intake.replay import replay_pending
 from services.intake.settings import IntakeSettings
 from shared import keys
@@ -59,45 +63,94 @@ WHERE j.request_id = c.id AND m.id = c.id AND j.status = 'active'
   AND coalesce(j.lease_until, j.updated_at) < now() - make_interval(secs => $3)
 RETURNING j.request_id, c.repair
 """
+REPAIRS = ("waiting", "failed", "completed")
 STALE_PUBLISHED = """
 SELECT count(*) FROM mint_requests
 WHERE status IN ('pending', 'rendering') AND published_at <= now() - make_interval(secs => $1)
 """
 
 
-async def run(admin: Admin, args: argparse.Namespace) -> int:
-    older_than = float(args.older_than)
-    dry = args.dry_run
-    print(f"reset-stuck: older than {older_than:.0f} s{' (dry run: nothing changes)' if dry else ''}")
+@dataclass
+class Repaired:
+    """What reset-stuck did (or, in a dry run, would do)."""
 
+    older_than: float
+    dry_run: bool
+    requeued: list[tuple[uuid.UUID, str]] = field(default_factory=list)  # (request, why)
+    jobs: dict[str, list[uuid.UUID]] = field(default_factory=dict)  # repair -> render jobs
+    left_alone: list[tuple[uuid.UUID, str]] = field(default_factory=list)  # (job, request status)
+    republished: int = 0
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "olderThanSeconds": self.older_than,
+            "dryRun": self.dry_run,
+            "requeued": [{"id": str(i), "reason": why} for i, why in self.requeued],
+            "renderJobs": {repair: [str(i) for i in ids] for repair, ids in self.jobs.items()},
+            "leftAlone": [{"id": str(i), "requestStatus": status} for i, status in self.left_alone],
+            "republished": self.republished,
+        }
+
+
+async def run(admin: Admin, args: argparse.Namespace) -> int:
+    dry = args.dry_run
+    older_than = float(args.older_than)
+    print(f"reset-stuck: older than {older_than:.0f} s{' (dry run: nothing changes)' if dry else ''}")
+    done = await reset_stuck(admin, older_than=older_than, dry_run=dry, progress=True)
+    print(f"  batched/sent requests whose batch is closed or missing -> pending: {len(done.requeued)}")
+    if done.requeued:
+        print(listing([f"{i}  ({why})" for i, why in done.requeued]))
+    for repair in REPAIRS:
+        ids = done.jobs[repair]
+        print(f"  active render jobs with a lapsed lease -> {repair}: {len(ids)}")
+        if ids:
+            print(listing(ids))
+    if done.left_alone:
+        print(f"  left alone (request moved on without a tokenURI): {len(done.left_alone)}")
+        print(listing([f"{i}  (request {status})" for i, status in done.left_alone]))
+    print(f"  pending/rendering requests unpublished for longer -> republished: {done.republished}")
+    return 0
+
+
+async def reset_stuck(
+    admin: Admin, *, older_than: float = 600.0, dry_run: bool = False, progress: bool = False
+) -> Repaired:
+    """Repair what nothing else will move again (see the module's description); audited unless a dry
+    run."""
+    if older_than < 0:
+        raise UsageError("older than must be 0 or more seconds")
+    done = Repaired(older_than, dry_run)
+    if dry_run:
+        await _reset(admin, done, progress)
+        return done
+    async with audited(admin, "reset-stuck", {"olderThanSeconds": older_than}) as entry:
+        await _reset(admin, done, progress)
+        entry.result = done.summary()
+    return done
+
+
+async def _reset(admin: Admin, done: Repaired, progress: bool) -> None:
+    older_than, dry = done.older_than, done.dry_run
     orphaned = await admin.pool.fetch(ORPHANED, older_than)
     if not dry and orphaned:
         orphaned = await _requeue(admin, orphaned)
-    print(f"  batched/sent requests whose batch is closed or missing -> pending: {len(orphaned)}")
-    if orphaned:
-        print(listing([f"{row['id']}  ({row['why']})" for row in orphaned]))
+    done.requeued = [(row["id"], row["why"]) for row in orphaned]
 
     lapsed = await admin.pool.fetch(LAPSED_JOBS, older_than)
-    inconsistent = [row for row in lapsed if row["repair"] is None]
+    done.left_alone = [(row["request_id"], row["request_status"]) for row in lapsed if row["repair"] is None]
     repairs = [row for row in lapsed if row["repair"] is not None]
     if not dry and repairs:
         repairs = await _repair_jobs(admin, repairs, older_than)
-    for repair in ("waiting", "failed", "completed"):
-        done = [row["request_id"] for row in repairs if row["repair"] == repair]
-        print(f"  active render jobs with a lapsed lease -> {repair}: {len(done)}")
-        if done:
-            print(listing(done))
-    if inconsistent:
-        print(f"  left alone (request moved on without a tokenURI): {len(inconsistent)}")
-        print(listing([f"{row['request_id']}  (request {row['request_status']})" for row in inconsistent]))
+    done.jobs = {
+        repair: [row["request_id"] for row in repairs if row["repair"] == repair] for repair in REPAIRS
+    }
 
     if dry:
-        stale = await admin.pool.fetchval(STALE_PUBLISHED, older_than)
+        done.republished = await admin.pool.fetchval(STALE_PUBLISHED, older_than)
     else:
-        note("republishing pending/rendering requests not published recently ...")
-        stale = await replay_pending(admin.pool, admin.redis, intake_settings(admin), older_than)
-    print(f"  pending/rendering requests unpublished for longer -> republished: {stale}")
-    return 0
+        if progress:
+            note("republishing pending/rendering requests not published recently ...")
+        done.republished = await replay_pending(admin.pool, admin.redis, intake_settings(admin), older_than)
 
 
 def intake_settings(admin: Admin) -> IntakeSettings:

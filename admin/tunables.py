@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings
 
+from admin.audit import audited
 from admin.common import Admin, UsageError, table
 from services.batcher import settings as batcher
 from services.confirmer import settings as confirmer
@@ -68,53 +69,109 @@ def configured(key: str) -> tuple[Any, str]:
     return cls.model_fields[key].default, "default"
 
 
-async def get(admin: Admin, args: argparse.Namespace) -> int:
+async def describe(admin: Admin, key: str | None = None) -> list[dict[str, Any]]:
+    """Every tunable key (and any other row of the table), or one: its service, override, configured
+    and effective values, and notes (where the value is from, its bounds)."""
     rows = await admin.pool.fetch("SELECT key, value, updated_at FROM system_settings ORDER BY key")
     overrides = {row["key"]: row for row in rows}
-    keys = [args.key] if args.key else sorted(set(TUNABLE) | set(overrides))
-    if args.key and args.key not in overrides:
-        _settings_class(args.key)  # an unknown key that is not in the table either
-    lines = []
-    for key in keys:
-        row = overrides.get(key)
-        if key not in TUNABLE:
+    keys = [key] if key else sorted(set(TUNABLE) | set(overrides))
+    if key and key not in overrides:
+        _settings_class(key)  # an unknown key that is not in the table either
+    described = []
+    for name in keys:
+        row = overrides.get(name)
+        if name not in TUNABLE:
             assert row is not None  # listed because it is in the table
-            lines.append([key, "-", row["value"], "-", "-", "not a tunable key: no service reads it"])
+            described.append(
+                {
+                    "key": name,
+                    "service": None,
+                    "override": row["value"],
+                    "configured": None,
+                    "effective": None,
+                    "bounds": None,
+                    "notes": "not a tunable key: no service reads it",
+                }
+            )
             continue
-        base, origin = configured(key)
+        base, origin = configured(name)
         effective, note = base, origin
         if row is not None:
             try:
                 effective, note = (
-                    validate(key, row["value"]),
+                    validate(name, row["value"]),
                     f"override since {row['updated_at']:%Y-%m-%d %H:%M:%S}",
                 )
             except UsageError as exc:
                 note = f"override ignored by the service: {exc}"
-        value = row["value"] if row else None
-        lines.append([key, TUNABLE[key][0], value, base, effective, f"{note}; {bounds(key)}"])
+        described.append(
+            {
+                "key": name,
+                "service": TUNABLE[name][0],
+                "override": row["value"] if row else None,
+                "configured": base,
+                "effective": effective,
+                "bounds": bounds(name),
+                "notes": note,
+            }
+        )
+    return described
+
+
+async def get(admin: Admin, args: argparse.Namespace) -> int:
+    lines = [
+        [
+            d["key"],
+            d["service"],
+            d["override"],
+            d["configured"],
+            d["effective"],
+            f"{d['notes']}; {d['bounds']}" if d["bounds"] else d["notes"],
+        ]
+        for d in await describe(admin, args.key)
+    ]
     print(table(["key", "service", "override", "configured", "effective", "notes"], lines, indent=""))
     return 0
 
 
+async def set_override(admin: Admin, key: str, raw: str) -> Any:
+    """Validate and store an override; the value as the service will read it. Audited."""
+    value = validate(key, raw)
+    async with audited(admin, "settings-set", {"key": key, "value": raw}) as entry:
+        previous = await admin.pool.fetchval("SELECT value FROM system_settings WHERE key = $1", key)
+        await admin.pool.execute(
+            "INSERT INTO system_settings (key, value) VALUES ($1, $2)"
+            " ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()",
+            key,
+            str(value),
+        )
+        entry.result = {"key": key, "value": str(value), "previous": previous, "service": TUNABLE[key][0]}
+    return value
+
+
+async def unset_override(admin: Admin, key: str) -> str | None:
+    """Remove an override; the value it had (None: there was none). Audited when it removes one."""
+    if key not in TUNABLE:
+        exists = await admin.pool.fetchval("SELECT 1 FROM system_settings WHERE key = $1", key)
+        if not exists:
+            _settings_class(key)  # raises: unknown and not in the table
+    async with audited(admin, "settings-unset", {"key": key}) as entry:
+        removed: str | None = await admin.pool.fetchval(
+            "DELETE FROM system_settings WHERE key = $1 RETURNING value", key
+        )
+        entry.result = {"key": key, "removed": removed}
+    return removed
+
+
 async def set_(admin: Admin, args: argparse.Namespace) -> int:
-    value = validate(args.key, args.value)
-    await admin.pool.execute(
-        "INSERT INTO system_settings (key, value) VALUES ($1, $2)"
-        " ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()",
-        args.key,
-        str(value),
-    )
+    value = await set_override(admin, args.key, args.value)
     print(f"{args.key} = {value} ({TUNABLE[args.key][0]} picks it up on its next settings refresh)")
     return 0
 
 
 async def unset(admin: Admin, args: argparse.Namespace) -> int:
-    removed = await admin.pool.fetchval(
-        "DELETE FROM system_settings WHERE key = $1 RETURNING value", args.key
-    )
+    removed = await unset_override(admin, args.key)
     if removed is None:
-        _settings_class(args.key)
         print(f"{args.key} had no override")
         return 0
     if args.key in TUNABLE:

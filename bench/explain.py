@@ -1,7 +1,7 @@
 """EXPLAIN (ANALYZE, BUFFERS) of every query intake's routes (and its background reads) run, with the
 queries taken from the modules that run them, for bench/growth.py.
 
-POST /mint runs one statement, intake_enqueue (migration 010), whose plans EXPLAIN does not show: its
+POST /mint runs one statement, intake_enqueue (migration 011), whose plans EXPLAIN does not show: its
 reads are explained as copies below (with enable_seqscan off, as the function runs them), and the
 call itself for its time.
 

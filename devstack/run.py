@@ -2,15 +2,17 @@
 
 Starts Redis, PostgreSQL and anvil (1 s blocks) on loopback unless REDIS_URL / DATABASE_URL / RPC_URL
 point at servers already running, deploys the contracts (or reuses a deployment still on the chain),
-funds anvil's dev payers with mock USDC, applies the migrations, then runs intake, batcher (with two
-signer wallets) and confirmer as their own processes, restarting one that dies. Ctrl-C stops
-everything it started.
+funds anvil's dev payers with mock USDC, applies the migrations, then runs intake, renderer, batcher
+(with two signer wallets), confirmer and the operator console as their own processes, restarting one
+that dies. The console's token is CONSOLE_TOKEN, else one generated here and printed once. Ctrl-C
+stops everything it started.
 """
 
 import asyncio
 import contextlib
 import logging
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -41,6 +43,9 @@ log = logging.getLogger("mintline.run")
 RUN_DIR = Path(".run")
 ALERT_RULES = Path(__file__).resolve().parents[1] / "deploy" / "prometheus" / "alerts.yml"
 SERVICES = ("intake", "renderer", "batcher", "confirmer")
+# Every process `make run` supervises, by its module: the four services and the operator console.
+MODULES = {**{name: f"services.{name}" for name in SERVICES}, "console": "admin.console"}
+SECRETS = ("BATCHER_PRIVATE_KEY", "BATCHER_PRIVATE_KEYS", "WEBHOOK_SECRET", "CONSOLE_TOKEN")
 
 
 def _deployment_on_chain(path: Path, rpc_url: str) -> Deployment | None:
@@ -165,14 +170,10 @@ def main() -> None:
             "WEBHOOK_SECRET": os.environ.get("WEBHOOK_SECRET", "local-dev-webhook-secret"),
             # NFT images and metadata: the local IPFS store, served by the renderer on :9103/ipfs/.
             "RENDERER_PIN_DIR": str((RUN_DIR / "ipfs").resolve()),
+            # The operator console's credentials: the caller's, else new ones for this run (printed once).
+            "CONSOLE_TOKEN": os.environ.get("CONSOLE_TOKEN") or secrets.token_urlsafe(24),
         }
-        (RUN_DIR / "env").write_text(
-            "".join(
-                f"{k}={v}\n"
-                for k, v in env.items()
-                if k not in ("BATCHER_PRIVATE_KEY", "BATCHER_PRIVATE_KEYS", "WEBHOOK_SECRET")
-            )
-        )
+        (RUN_DIR / "env").write_text("".join(f"{k}={v}\n" for k, v in env.items() if k not in SECRETS))
         prometheus_url = _start_prometheus(stack, env)
         supervise(env, deployment, prometheus_url)
 
@@ -189,8 +190,9 @@ def supervise(env: dict[str, str], deployment: Deployment, prometheus_url: str |
     procs: dict[str, subprocess.Popen[bytes]] = {}
     restarts: dict[str, float] = {}
     port = os.environ.get("INTAKE_PORT", "4021")
-    for name in SERVICES:
-        procs[name] = subprocess.Popen([sys.executable, "-m", f"services.{name}"], env=_service_env(env))
+    console_port = os.environ.get("CONSOLE_PORT", "4030")
+    for name, module in MODULES.items():
+        procs[name] = subprocess.Popen([sys.executable, "-m", module], env=_service_env(env))
     print(
         f"\nmintline is running: intake at http://127.0.0.1:{port}  (chain {deployment.chain_id}, "
         f"token {deployment.token}, USDC {deployment.usdc}, price {deployment.price / 1e6:g} USDC; "
@@ -198,6 +200,8 @@ def supervise(env: dict[str, str], deployment: Deployment, prometheus_url: str |
         f"status page: http://127.0.0.1:{port}/?id=<queueId>; NFT images: "
         f"http://{_scrape_targets(env)['renderer']}/ipfs/<cid>; "
         f"Prometheus: {prometheus_url or 'not running'}\n"
+        f"operator console: http://127.0.0.1:{console_port}/ (user: your name, password: "
+        f"{'$CONSOLE_TOKEN' if os.environ.get('CONSOLE_TOKEN') else env['CONSOLE_TOKEN']})\n"
         f"deployment: {RUN_DIR / 'deployment.json'}; connection URLs: {RUN_DIR / 'env'}; Ctrl-C stops.\n",
         flush=True,
     )
@@ -212,7 +216,7 @@ def supervise(env: dict[str, str], deployment: Deployment, prometheus_url: str |
                     log.warning("%s exited with %s; restarting", name, proc.returncode)
                     restarts[name] = time.monotonic()
                     procs[name] = subprocess.Popen(
-                        [sys.executable, "-m", f"services.{name}"], env=_service_env(env)
+                        [sys.executable, "-m", MODULES[name]], env=_service_env(env)
                     )
     finally:
         for proc in procs.values():

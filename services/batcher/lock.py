@@ -94,14 +94,22 @@ class WalletLock:
 
     async def still_held(self) -> bool:
         """Whether the lock's connection is alive (a session lock lasts as long as it does)."""
-        async with self._asking:
-            try:
+        try:
+            # The whole check is bounded, waiting for an earlier one included.
+            async with asyncio.timeout(2 * CHECK_TIMEOUT_SECONDS), self._asking:
                 conn = self._conn
                 held = (
                     conn is not None and await conn.fetchval("SELECT 1", timeout=CHECK_TIMEOUT_SECONDS) == 1
                 )
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
-                held = False
+        except (
+            OSError,
+            asyncpg.PostgresError,
+            asyncpg.InterfaceError,
+            # A check cut off mid-query (PostgreSQL going away) leaves the connection busy.
+            asyncpg.InternalClientError,
+            TimeoutError,
+        ):
+            held = False
         self.held = held
         return held
 
@@ -115,5 +123,7 @@ class WalletLock:
     async def release(self) -> None:
         self.held = False
         if self._conn is not None and not self._conn.is_closed():
-            await self._conn.close()
+            # At once: a graceful close waits on a connection that may be busy or half gone, and the
+            # server drops a session lock with its connection either way.
+            self._conn.terminate()
         self._conn = None

@@ -32,7 +32,7 @@ SELECT {ROW_COLUMNS},
        END AS queue_position
 FROM mint_requests k WHERE idempotency_key = $1
 """
-# Conflicts, reservation, position, expiry and insert in one statement (migration 010).
+# Conflicts, reservation, position, expiry and insert in one statement (migration 011).
 ENQUEUE = f"SELECT * FROM intake_enqueue({', '.join(f'${n}' for n in range(1, 19))})"
 
 ITEM_COLUMNS = f"""
@@ -127,7 +127,7 @@ async def enqueue(
     pool: asyncpg.Pool, request: NewRequest, *, balance: int | None, expiry: Expiry | None
 ) -> Queued:
     """Insert the request as `pending` (or `rendering`, with its render job) and commit, in one
-    statement (intake_enqueue, migration 010); returns once it is durable.
+    statement (intake_enqueue, migration 011); returns once it is durable.
 
     `balance` (the payer's on-chain USDC, for authorization payments) must cover this request plus
     their earlier unsettled ones; the payer's advisory lock, held for that statement, makes the check

@@ -5,9 +5,9 @@ what it printed; one runs `python -m admin status` as a process, as an operator 
 """
 
 import asyncio
+import getpass
 import json
 import os
-import secrets
 import sqlite3
 import subprocess
 import sys
@@ -29,14 +29,13 @@ from devstack.redis_server import RedisServer
 from services.confirmer.settings import TUNABLE, ConfirmerSettings
 from services.intake.payments import payment_id as authorization_payment_id
 from shared import keys
-from shared.events import FIELD, decode
+from shared.events import FIELD, MintRequested, decode, encode
 from shared.keys import Keys
 from shared.overrides import with_overrides
 from shared.streams import ensure_group
+from tests.support.rows import PAYER, WALLET, insert_batch, insert_job, insert_request
 
 REPO = Path(__file__).resolve().parents[2]
-WALLET = "0x" + "ab" * 20
-PAYER = "0x" + "cd" * 20
 
 Cli = Callable[..., Awaitable[tuple[int, str, str]]]
 
@@ -79,51 +78,6 @@ def cli(cli_env: dict[str, str], capsys: pytest.CaptureFixture[str]) -> Cli:
 
 def ago(seconds: float) -> datetime:
     return datetime.now(UTC) - timedelta(seconds=seconds)
-
-
-async def insert_request(pool: asyncpg.Pool, status: str, **columns: Any) -> str:
-    request_id = uuid.uuid4()
-    nonce = "0x" + secrets.token_hex(32)
-    values: dict[str, Any] = {
-        "id": request_id,
-        "kind": "token",
-        "payer_address": PAYER,
-        "payment_type": "gasless",
-        "payment_id": "0x" + secrets.token_hex(32),
-        "amount": 10_000,
-        "authorization_data": {"from": PAYER, "nonce": nonce},
-        "valid_before": int(time.time()) + 3600,
-        "status": status,
-        **columns,
-    }
-    names = ", ".join(values)
-    params = ", ".join(f"${i}" for i in range(1, len(values) + 1))
-    await pool.execute(f"INSERT INTO mint_requests ({names}) VALUES ({params})", *values.values())
-    return str(request_id)
-
-
-async def insert_batch(pool: asyncpg.Pool, nonce: int, status: str, request_ids: list[str]) -> int:
-    batch_id = await pool.fetchval(
-        "INSERT INTO batches (wallet, nonce, status, request_ids, tx_hash, raw_tx, call_data, gas_limit,"
-        " max_fee_per_gas, max_priority_fee_per_gas, created_at)"
-        " VALUES ($1, $2, $3, $4::uuid[], $5, '\\x00', '\\x00', 100000, 1, 1, now() - interval '90 seconds')"
-        " RETURNING id",
-        WALLET,
-        nonce,
-        status,
-        request_ids,
-        "0x" + secrets.token_hex(32),
-    )
-    await pool.execute(
-        "UPDATE mint_requests SET batch_id = $1 WHERE id = ANY($2::uuid[])", batch_id, request_ids
-    )
-    return batch_id
-
-
-async def insert_job(pool: asyncpg.Pool, request_id: str, status: str, **columns: Any) -> None:
-    values = {"request_id": uuid.UUID(request_id), "settings": {"seed": 1}, "status": status, **columns}
-    params = ", ".join(f"${i}" for i in range(1, len(values) + 1))
-    await pool.execute(f"INSERT INTO render_jobs ({', '.join(values)}) VALUES ({params})", *values.values())
 
 
 async def stream_ids(redis: Redis, names: Keys, stream: str) -> list[str]:
@@ -531,3 +485,72 @@ async def test_replay_streams_republishes_from_postgres(cli: Cli, pg_pool, redis
     assert sorted(await stream_ids(redis_client, names, keys.MINT_REQUESTED)) == sorted(pending)
     assert await stream_ids(redis_client, names, keys.RENDER_REQUESTED) == [rendering]
     assert await stream_ids(redis_client, names, keys.MINT_COMPLETED) == [completed]
+
+
+# --- requeue-dead -------------------------------------------------------------------------------------
+
+
+async def test_requeue_dead_puts_dead_letters_back_and_leaves_undecodable_ones(
+    cli: Cli, redis_client, names
+) -> None:
+    request_id = str(uuid.uuid4())
+    dead = names.dead(keys.MINT_REQUESTED)
+    event = encode(MintRequested(request_id=request_id))
+    await redis_client.xadd(dead, {FIELD: event, b"reason": b"too many deliveries", b"source_id": b"1-0"})
+    await redis_client.xadd(dead, {FIELD: b"\xc1 not msgpack", b"reason": b"undecodable"})
+    await redis_client.xadd(names.dead(keys.TX_SENT), {b"reason": b"no event field"})
+
+    code, out, _ = await cli("requeue-dead", "--dry-run")
+    assert code == 0 and "would requeue 1 dead-lettered entr(ies)" in out
+    assert await redis_client.xlen(dead) == 2
+
+    code, out, err = await cli("requeue-dead")
+
+    assert code == 0, err
+    assert "requeued 1 dead-lettered entr(ies)" in out and "left dead (undecodable): 2" in out
+    assert await stream_ids(redis_client, names, keys.MINT_REQUESTED) == [request_id]
+    ((_, fields),) = await redis_client.xrange(names.stream(keys.MINT_REQUESTED))
+    assert fields == {FIELD: event}  # the event as it was, without the dead-letter fields
+    assert await redis_client.xlen(dead) == 1  # the undecodable one
+    code, out, _ = await cli("requeue-dead", "--stream", keys.MINT_REQUESTED)
+    assert code == 0 and "requeued 0" in out
+    code, _, err = await cli("requeue-dead", "--stream", "nope")
+    assert code == 2 and "invalid choice" in err
+
+
+# --- the audit ----------------------------------------------------------------------------------------
+
+
+async def test_every_change_the_cli_makes_is_audited_and_dry_runs_are_not(cli: Cli, pg_pool) -> None:
+    failed = await insert_request(pg_pool, "failed", error_message="boom")
+    assert (await cli("retry-failed", "--dry-run"))[0] == 0
+    assert (await cli("reset-stuck", "--dry-run"))[0] == 0
+    assert await pg_pool.fetchval("SELECT count(*) FROM admin_audit") == 0
+
+    for argv in (
+        ["retry-failed"],
+        ["reset-stuck"],
+        ["replay-streams"],
+        ["requeue-dead"],
+        ["settings", "set", "batch_size", "40"],
+        ["settings", "unset", "batch_size"],
+    ):
+        code, _, err = await cli(*argv)
+        assert code == 0, (argv, err)
+    assert (await cli("settings", "set", "batch_size", "0"))[0] == 2  # refused before anything runs
+
+    rows = await pg_pool.fetch("SELECT * FROM admin_audit ORDER BY id")
+    assert [row["action"] for row in rows] == [
+        "retry-failed",
+        "reset-stuck",
+        "replay-streams",
+        "requeue-dead",
+        "settings-set",
+        "settings-unset",
+    ]
+    assert {(row["source"], row["outcome"]) for row in rows} == {("cli", "done")}
+    assert {row["actor"] for row in rows} == {getpass.getuser()}
+    assert all(row["finished_at"] >= row["at"] for row in rows)
+    assert rows[0]["result"]["toPending"] == [failed]
+    assert rows[4]["params"] == {"key": "batch_size", "value": "40"}
+    assert rows[5]["result"] == {"key": "batch_size", "removed": "40"}

@@ -1,5 +1,5 @@
 """The queue position and wait a request is answered with keep their meaning now that they come from
-the depth counters (migration 010) instead of a count: the number of requests of its kind queued ahead
+the depth counters (migration 011) instead of a count: the number of requests of its kind queued ahead
 of it plus one, whoever changed the queue (intake, the batcher and confirmer, a reorg, an operator's
 SQL), and a wait of ceil(position / rate) seconds."""
 

@@ -17,6 +17,7 @@ import pytest
 import yaml
 from pydantic_settings import BaseSettings
 
+from admin.console.settings import ConsoleSettings
 from devstack.anvil import MINTER_KEYS
 from services.batcher.settings import BatcherSettings
 from services.confirmer.settings import ConfirmerSettings
@@ -36,21 +37,29 @@ ONE_SHOT = {"deployer"}
 
 @pytest.fixture(scope="module")
 def compose() -> dict[str, Any]:
+    result = resolve({"CONSOLE_TOKEN": CONSOLE_TOKEN})
+    assert result.returncode == 0, result.stderr
+    return yaml.safe_load(result.stdout)["services"]
+
+
+# A stand-in for the operator's own token, which compose requires.
+CONSOLE_TOKEN = "test-console-token-0123456789"
+
+
+def resolve(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     binary = shutil.which("docker-compose")
     assert binary, "docker-compose not found: run `make install` (devstack/install.sh installs it)"
-    # Without the password variable, so the resolved file shows the local default, not a secret.
-    env = {k: v for k, v in os.environ.items() if k != "GRAFANA_ADMIN_PASSWORD"}
-    result = subprocess.run(
+    # Without the secret variables, so the resolved file shows the local defaults, not a secret.
+    clean = {k: v for k, v in os.environ.items() if k not in ("GRAFANA_ADMIN_PASSWORD", "CONSOLE_TOKEN")}
+    return subprocess.run(
         [binary, "-f", "compose.yaml", "config"],
         cwd=REPO,
-        env=env,
+        env={**clean, **env},
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
-    assert result.returncode == 0, result.stderr
-    return yaml.safe_load(result.stdout)["services"]
 
 
 def default_port(name: str) -> int:
@@ -194,3 +203,22 @@ def test_the_services_reach_postgresql_through_pgbouncer_and_the_wallet_lock_dir
     assert (lock.hostname, str(lock.port)) == (upstream["host"], upstream["port"])
     # The deployer migrates on a direct connection too (migrations would work through PgBouncer).
     assert urlsplit(compose["deployer"]["environment"]["DATABASE_URL"]).hostname == "postgres"
+
+
+def test_the_console_runs_its_package_and_needs_a_token_from_the_environment(compose: dict[str, Any]) -> None:
+    console = compose["console"]
+    port = ConsoleSettings.model_fields["port"].default
+    assert console["command"] == ["python", "-m", "admin.console"]
+    assert importlib.util.find_spec("admin.console.__main__") is not None
+    environment = console["environment"]
+    assert (environment["CONSOLE_HOST"], int(environment["CONSOLE_PORT"])) == ("0.0.0.0", port)
+    assert environment["CONSOLE_TOKEN"] == CONSOLE_TOKEN  # from the environment, nothing in the file
+    # Published on the host's loopback only (docker-compose 1.x keeps that form as text).
+    (published,) = console["ports"]
+    assert str(published).removesuffix("/tcp") == f"127.0.0.1:{port}:{port}"
+    assert f"http://127.0.0.1:{port}/health" in " ".join(console["healthcheck"]["test"])
+    assert console["depends_on"]["deployer"]["condition"] == "service_completed_successfully"
+
+    missing = resolve({})
+    assert missing.returncode != 0
+    assert "set CONSOLE_TOKEN (16 characters or more) for the operator console" in missing.stderr

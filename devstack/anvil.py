@@ -39,13 +39,12 @@ DEV_ADDRESSES: list[str] = [
     "0xa0Ee7A142d267C1f36714E4a8F75612F20a79720",
 ]
 
-# A second signer wallet for local chains: index 10 of the same public mnemonic (Hardhat's dev
-# account #10; Hardhat funds it, anvil does not, so devstack/deploy.py sends it ETH). Local chains only.
-SECOND_MINTER_KEY = "0xf214f2b2cd398c806f84e317254e0f0b801d0643303237d97a22a48e01628897"
-SECOND_MINTER_ADDRESS = "0xBcd4042DE499D14e55001CcbB24a551F3b954096"
-# The local chain's signer wallets (BATCHER_PRIVATE_KEYS): dev account 1, then the second one.
-MINTER_KEYS = [DEV_KEYS[1], SECOND_MINTER_KEY]
-MINTER_ADDRESSES = [DEV_ADDRESSES[1], SECOND_MINTER_ADDRESS]
+# The local chain's signer wallets (BATCHER_PRIVATE_KEYS): public dev accounts 1 and 9. Account 9 is
+# no payer (3..8 are), so nobody's transfer ever takes a nonce the batcher counts on. Local chains only.
+MINTER_KEYS = [DEV_KEYS[1], DEV_KEYS[9]]
+MINTER_ADDRESSES = [DEV_ADDRESSES[1], DEV_ADDRESSES[9]]
+# The public dev accounts funded with mock USDC to pay with.
+PAYER_ADDRESSES = DEV_ADDRESSES[3:9]
 
 
 def anvil_binary() -> str:

@@ -19,7 +19,7 @@ from web3 import HTTPProvider, Web3
 
 from admin.contracts import MintTerms, Sender, deploy_mint_contracts
 from admin.usdc_domain import read_usdc_domain
-from devstack.anvil import DEV_ADDRESSES, DEV_KEYS, MINTER_ADDRESSES
+from devstack.anvil import DEV_ADDRESSES, DEV_KEYS, MINTER_ADDRESSES, PAYER_ADDRESSES
 from shared.deploy import Deployment, load_artifact
 
 log = logging.getLogger(__name__)
@@ -102,15 +102,15 @@ def deploy_local(
 
 
 def deploy_dev(rpc_url: str, fund_dev_accounts: bool = True) -> Deployment:
-    """deploy_local with anvil's public dev accounts: 0 deploys and administers, 1 and the second
-    minter (devstack/anvil.py) are the batcher's signer wallets, 2 receives payments, 3..9 are payers
-    (funded if `fund_dev_accounts`)."""
+    """deploy_local with anvil's public dev accounts: 0 deploys and administers, 1 and 9 are the
+    batcher's signer wallets (devstack/anvil.py), 2 receives payments, 3..8 are payers (funded if
+    `fund_dev_accounts`)."""
     return deploy_local(
         rpc_url,
         deployer_key=DEV_KEYS[0],
         minters=MINTER_ADDRESSES,
         treasury=DEV_ADDRESSES[2],
-        fund=DEV_ADDRESSES[3:] if fund_dev_accounts else (),
+        fund=PAYER_ADDRESSES if fund_dev_accounts else (),
     )
 
 
@@ -119,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--rpc-url", required=True)
     parser.add_argument("--out", type=Path, required=True, help="where to write the deployment JSON")
     parser.add_argument(
-        "--fund-dev-accounts", action="store_true", help="give anvil dev accounts 3..9 mock USDC to pay with"
+        "--fund-dev-accounts", action="store_true", help="give anvil dev accounts 3..8 mock USDC to pay with"
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

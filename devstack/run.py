@@ -150,8 +150,8 @@ def main() -> None:
         deployment = _deployment_on_chain(deployment_file, rpc_url)
         if deployment is None:
             log.info("deploying contracts to %s", rpc_url)
-            # Local chain only: anvil's public dev accounts (0 deploys, 1 and the second minter
-            # sign batches, 2 is the treasury, 3..9 pay).
+            # Local chain only: anvil's public dev accounts (0 deploys, 1 and 9
+            # sign batches, 2 is the treasury, 3..8 pay).
             deployment = deploy_dev(rpc_url)
             deployment.save(deployment_file)
             asyncio.run(_reset_database(database_url))

@@ -71,7 +71,7 @@ def shared_tmp() -> Iterator[Path]:
 def deployment(anvil: Anvil) -> Deployment:
     """Fresh contracts for every test.
 
-    Public anvil dev accounts: 0 deploys (and is admin), 1 is the minter, 2 the treasury, and 3..9
+    Public anvil dev accounts: 0 deploys (and is admin), 1 is the minter, 2 the treasury, and 3..8
     hold mock USDC to pay with.
     """
     return deploy_dev(anvil.rpc_url)

@@ -90,7 +90,7 @@ async def test_rate_limit_and_html_503(proxy, session):
 async def test_lagging_replica_answers_a_block_behind(proxy, anvil):
     direct = Web3(HTTPProvider(anvil.rpc_url))
     lagging = Web3(HTTPProvider(proxy.url))
-    sender = Account.from_key(DEV_KEYS[9])  # anvil's public dev key 9
+    sender = Account.from_key(DEV_KEYS[8])  # anvil's public dev key 8
     tx_hash = direct.eth.send_transaction({"from": sender.address, "to": DEV_ADDRESSES[8], "value": 1})
     direct.eth.wait_for_transaction_receipt(tx_hash)
     head = direct.eth.block_number
@@ -105,7 +105,7 @@ async def test_lagging_replica_answers_a_block_behind(proxy, anvil):
 
 async def test_dropped_transaction_is_answered_with_its_hash_but_never_mined(proxy, anvil):
     direct = Web3(HTTPProvider(anvil.rpc_url))
-    sender = Account.from_key(DEV_KEYS[9])  # anvil's public dev key 9
+    sender = Account.from_key(DEV_KEYS[8])  # anvil's public dev key 8
     signed_nonce = direct.eth.get_transaction_count(sender.address, "pending")
     signed = sender.sign_transaction(
         {

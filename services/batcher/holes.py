@@ -16,6 +16,8 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
+import asyncpg
+
 from services.batcher import metrics
 from services.batcher.store import INSERT_ATTEMPT, NO_OP_GAS, sign_no_op
 
@@ -63,7 +65,12 @@ class HoleWatch:
         if self._since is None or self._since[0] != mined:
             self._since = (mined, now)
             return
-        if now - self._since[1] >= batcher.settings.nonce_hole_seconds:
+        if now - self._since[1] < batcher.settings.nonce_hole_seconds:
+            return
+        confirmed = await batcher.pool.fetchrow(CONFIRMED_AT, batcher.wallet, mined)
+        if confirmed is not None:
+            await self._send_confirmed_again(mined, confirmed)
+        else:
             await self._fill(mined, row["behind"])
 
     async def _fill(self, nonce: int, behind: int) -> None:
@@ -76,24 +83,19 @@ class HoleWatch:
             batch_id = await conn.fetchval(
                 FILL, batcher.wallet, nonce, signed.tx_hash, signed.raw, NO_OP_GAS, *fees.fields, reason
             )
-            if batch_id is not None:
-                await conn.execute(INSERT_ATTEMPT, signed.tx_hash, batch_id, signed.raw, *fees.fields)
-                await batcher.lock.fence(conn)
-        if batch_id is None:
-            await self._send_confirmed_again(nonce)
-            return
+            if batch_id is None:
+                return  # confirmed since it was looked at: sent again at the next look
+            await conn.execute(INSERT_ATTEMPT, signed.tx_hash, batch_id, signed.raw, *fees.fields)
+            await batcher.lock.fence(conn)
         self._since = None
         metrics.NONCE_FILLS.labels(batcher.wallet).inc()
         metrics.UNSENDABLE.labels("nonce_hole", batcher.wallet).inc()
         log.error("%s: filled with a no-op (batch %d, tx %s)", reason, batch_id, signed.tx_hash)
         await batcher.dispatch(batch_id, nonce, signed.tx_hash, signed.raw)
 
-    async def _send_confirmed_again(self, nonce: int) -> None:
+    async def _send_confirmed_again(self, nonce: int, confirmed: asyncpg.Record) -> None:
         batcher = self.batcher
         self._since = None  # looked at again after another BATCHER_NONCE_HOLE_SECONDS
-        confirmed = await batcher.pool.fetchrow(CONFIRMED_AT, batcher.wallet, nonce)
-        if confirmed is None:
-            return
         metrics.UNSENDABLE.labels("nonce_hole", batcher.wallet).inc()
         log.error(
             "nonce %d is a hole, yet batch %d is confirmed at it: its mined transaction %s is sent again",

@@ -7,6 +7,7 @@ with the other wallets: their orphaned batches (orphans.py) and idle entries (ha
 import asyncio
 import logging
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from services.batcher import dry, handover, orphans, taking, wallet_health
@@ -58,11 +59,12 @@ async def run(batcher: "Batcher", stop: asyncio.Event) -> None:
         await pause(stop, 1.0)
 
 
+@dataclass
 class Due:
     """When the slower steps of a round are due next (monotonic seconds)."""
 
-    refresh = 0.0
-    share = 0.0
+    refresh: float = 0.0
+    share: float = 0.0
 
 
 async def _round(batcher: "Batcher", due: Due, now: float) -> None:

@@ -2,8 +2,8 @@
 
 Connects with DATABASE_URL, REDIS_URL and MINTLINE_NAMESPACE (RPC_URL / DEPLOYMENT_FILE for the
 chain's view of the nonces); `deploy` needs only the chain (RPC_URL or --rpc-url) and
-DEPLOYER_PRIVATE_KEY. Reports go to stdout, progress to stderr. Exit codes: 0 done, 1 the
-operation failed, 2 bad usage or configuration.
+DEPLOYER_PRIVATE_KEY; `console-token` needs nothing. Reports go to stdout, progress to stderr. Exit
+codes: 0 done, 1 the operation failed, 2 bad usage or configuration.
 """
 
 import argparse
@@ -18,7 +18,7 @@ import asyncpg
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
-from admin import dead, deploy, priorities
+from admin import console_token, dead, deploy, priorities
 from admin.common import (
     EXIT_FAILED,
     EXIT_USAGE,
@@ -127,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     priorities.add_parser(commands)
     dead.add_parser(commands)
     deploy.add_parser(commands)
+    console_token.add_parser(commands)
     return parser
 
 

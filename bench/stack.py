@@ -75,6 +75,10 @@ class ServiceProcess:
     def stop(self) -> None:
         stop_process(self.proc, signal.SIGTERM, timeout=15)
 
+    def listening(self) -> int:
+        """How many of its processes said they listen (intake: one line per worker)."""
+        return self.log_path.read_text(errors="replace").count("listening on http")
+
     def log_tail(self, lines: int = 30) -> str:
         return log_tail(self.log_path, lines)
 
@@ -102,15 +106,18 @@ class Deployed:
         return process
 
     async def start_intake(self, **extra: str) -> str:
-        """Intake as a process; its URL once /health answers."""
+        """Intake as a process; its URL once /health answers and every worker listens. Clients keep
+        their connections alive, and a connection stays with the worker that accepted it: posting as
+        soon as the first worker answered put every connection on that worker for the whole run."""
         process = self.start("intake", **extra)
         url = f"http://127.0.0.1:{self.env['INTAKE_PORT']}"
+        workers = int({**os.environ, **self.env, **extra}.get("INTAKE_WORKERS", os.cpu_count() or 1))
         deadline = time.monotonic() + 60
         async with aiohttp.ClientSession() as session:
             while time.monotonic() < deadline and process.proc.poll() is None:
                 with contextlib.suppress(aiohttp.ClientError):
                     async with session.get(f"{url}/health") as response:
-                        if response.status == 200:
+                        if response.status == 200 and process.listening() >= workers:
                             return url
                 await asyncio.sleep(0.2)
         raise RuntimeError(f"intake did not become healthy:\n{process.log_tail()}")

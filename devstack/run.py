@@ -4,8 +4,9 @@ Starts Redis, PostgreSQL and anvil (1 s blocks) on loopback unless REDIS_URL / D
 point at servers already running, deploys the contracts (or reuses a deployment still on the chain),
 funds anvil's dev payers with mock USDC, applies the migrations, then runs intake, renderer, batcher
 (with two signer wallets), confirmer and the operator console as their own processes, restarting one
-that dies. The console's token is CONSOLE_TOKEN, else one generated here and printed once. Ctrl-C
-stops everything it started.
+that dies. The console takes the caller's per-operator credentials (CONSOLE_OPERATORS_FILE or
+CONSOLE_OPERATORS) if set, else the shared CONSOLE_TOKEN, else one generated here and printed once.
+Ctrl-C stops everything it started.
 """
 
 import asyncio
@@ -120,6 +121,18 @@ def _start_prometheus(stack: contextlib.ExitStack, env: dict[str, str]) -> str |
     return prometheus.url
 
 
+def _per_operator() -> bool:
+    """The caller configured each operator's own console token (the console refuses both kinds)."""
+    return any(os.environ.get(name, "").strip() for name in ("CONSOLE_OPERATORS_FILE", "CONSOLE_OPERATORS"))
+
+
+def _console_sign_in(env: dict[str, str]) -> str:
+    if _per_operator():
+        return "user: an operator's name, password: that operator's token"
+    shown = "$CONSOLE_TOKEN" if os.environ.get("CONSOLE_TOKEN") else env["CONSOLE_TOKEN"]
+    return f"user: your name, password: {shown}"
+
+
 def _service_env(env: dict[str, str]) -> dict[str, str]:
     return {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
 
@@ -170,9 +183,10 @@ def main() -> None:
             "WEBHOOK_SECRET": os.environ.get("WEBHOOK_SECRET", "local-dev-webhook-secret"),
             # NFT images and metadata: the local IPFS store, served by the renderer on :9103/ipfs/.
             "RENDERER_PIN_DIR": str((RUN_DIR / "ipfs").resolve()),
-            # The operator console's credentials: the caller's, else new ones for this run (printed once).
-            "CONSOLE_TOKEN": os.environ.get("CONSOLE_TOKEN") or secrets.token_urlsafe(24),
         }
+        if not _per_operator():
+            # The operator console's shared token: the caller's, else a new one for this run (printed once).
+            env["CONSOLE_TOKEN"] = os.environ.get("CONSOLE_TOKEN") or secrets.token_urlsafe(24)
         (RUN_DIR / "env").write_text("".join(f"{k}={v}\n" for k, v in env.items() if k not in SECRETS))
         prometheus_url = _start_prometheus(stack, env)
         supervise(env, deployment, prometheus_url)
@@ -200,8 +214,7 @@ def supervise(env: dict[str, str], deployment: Deployment, prometheus_url: str |
         f"status page: http://127.0.0.1:{port}/?id=<queueId>; NFT images: "
         f"http://{_scrape_targets(env)['renderer']}/ipfs/<cid>; "
         f"Prometheus: {prometheus_url or 'not running'}\n"
-        f"operator console: http://127.0.0.1:{console_port}/ (user: your name, password: "
-        f"{'$CONSOLE_TOKEN' if os.environ.get('CONSOLE_TOKEN') else env['CONSOLE_TOKEN']})\n"
+        f"operator console: http://127.0.0.1:{console_port}/ ({_console_sign_in(env)})\n"
         f"deployment: {RUN_DIR / 'deployment.json'}; connection URLs: {RUN_DIR / 'env'}; Ctrl-C stops.\n",
         flush=True,
     )

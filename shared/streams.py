@@ -259,6 +259,53 @@ class Consumer:
         count: int = 50,
     ) -> None:
         """Run `handle` on every entry until `stop`; ack each after its handler returned."""
+
+        async def each(messages: list[Message]) -> None:
+            for message in messages:
+                if await self._handled(handle, message):
+                    await asyncio.shield(self.ack([message.id]))
+
+        await self._run(each, stop, count)
+
+    async def consume_batches(
+        self,
+        handle_all: Callable[[list[Event]], Awaitable[None]],
+        stop: asyncio.Event,
+        count: int = 200,
+    ) -> None:
+        """Run `handle_all` on the entries of each read together until `stop`, and ack them with one
+        XACK: one round trip each for what would take one per entry. Should the batch's handler fail,
+        each entry is handled alone, so only the entries that fail alone stay pending."""
+
+        async def together(messages: list[Message]) -> None:
+            try:
+                await handle_all([message.event for message in messages])
+            except Exception:
+                log.exception(
+                    "handler failed on %d %s entries; handling them one by one", len(messages), self.stream
+                )
+                done = [m.id for m in messages if await self._handled(lambda e: handle_all([e]), m)]
+            else:
+                done = [message.id for message in messages]
+            if done:
+                await asyncio.shield(self.ack(done))
+
+        await self._run(together, stop, count)
+
+    async def _handled(self, handle: Callable[[Event], Awaitable[None]], message: Message) -> bool:
+        try:
+            await handle(message.event)
+        except Exception:
+            # Left pending: reclaimed after claim_idle_ms, dead-lettered after max_deliveries.
+            log.exception("handler failed on %s entry %s", self.stream, message.id)
+            return False
+        return True
+
+    async def _run(
+        self, handle: Callable[[list[Message]], Awaitable[None]], stop: asyncio.Event, count: int
+    ) -> None:
+        """Read (this consumer's pending entries first, stale ones of others now and then) and hand
+        each read to `handle` until `stop`."""
         await self.start()
         pending = await self.read(count, own_pending=True)
         next_claim = 0.0
@@ -270,14 +317,8 @@ class Consumer:
                     next_claim = loop.time() + self.claim_idle_ms / 2000
                 messages = pending or await self.read(count)
                 pending = []
-                for message in messages:
-                    try:
-                        await handle(message.event)
-                    except Exception:
-                        # Left pending: reclaimed after claim_idle_ms, dead-lettered after max_deliveries.
-                        log.exception("handler failed on %s entry %s", self.stream, message.id)
-                        continue
-                    await asyncio.shield(self.ack([message.id]))
+                if messages:
+                    await handle(messages)
             except asyncio.CancelledError:
                 raise
             except Exception:

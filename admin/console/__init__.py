@@ -1,2 +1,2 @@
 """The operator console: a small aiohttp service (`python -m admin.console`) over the admin CLI's own
-functions, behind a token from the environment."""
+functions, behind per-operator tokens (or one shared token) from the environment."""

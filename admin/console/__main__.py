@@ -1,16 +1,20 @@
 """python -m admin.console: start-up only (logging, settings, serve, stop on SIGINT / SIGTERM).
 
-Without CONSOLE_TOKEN it does not start: there is no open console."""
+Without credentials (CONSOLE_OPERATORS_FILE / CONSOLE_OPERATORS, or CONSOLE_TOKEN), or with bad ones,
+it does not start (exit 2): there is no open console."""
 
 import asyncio
 import logging
 import signal
 import sys
+from typing import NoReturn
 
 from aiohttp import web
 from pydantic import ValidationError
 
 from admin.console.app import create_app
+from admin.console.credentials import CredentialsError
+from admin.console.middleware import CREDENTIALS
 from admin.console.settings import TOKEN_MIN_LENGTH, ConsoleSettings
 from shared import logs
 
@@ -19,7 +23,9 @@ log = logging.getLogger("admin.console")
 
 def load() -> ConsoleSettings:
     try:
-        return ConsoleSettings()  # type: ignore[call-arg]  # read from the environment
+        settings = ConsoleSettings()  # type: ignore[call-arg]  # read from the environment
+        settings.credentials()  # checked now, so a bad operators file stops start-up with its reason
+        return settings
     except ValidationError as exc:
         # Names and reasons only: pydantic's own text would quote the values, the token among them.
         problems = []
@@ -30,17 +36,16 @@ def load() -> ConsoleSettings:
                 if field.upper().startswith(("REDIS_", "DATABASE_", "RPC_"))
                 else f"CONSOLE_{field.upper()}"
             )
-            if field == "token":
-                reason = (
-                    "missing: the console does not run without a token"
-                    if error["type"] == "missing"
-                    else f"must be at least {TOKEN_MIN_LENGTH} characters"
-                )
-            else:
-                reason = error["msg"]
+            reason = f"must be at least {TOKEN_MIN_LENGTH} characters" if field == "token" else error["msg"]
             problems.append(f"{name}: {reason}")
-        print("console: refusing to start: " + "; ".join(problems), file=sys.stderr)
-        raise SystemExit(2) from None
+        refuse("; ".join(problems))
+    except CredentialsError as exc:
+        refuse(str(exc))
+
+
+def refuse(reason: str) -> NoReturn:
+    print(f"console: refusing to start: {reason}", file=sys.stderr)
+    raise SystemExit(2) from None
 
 
 async def serve(settings: ConsoleSettings) -> None:
@@ -53,7 +58,12 @@ async def serve(settings: ConsoleSettings) -> None:
     await runner.setup()
     try:
         await web.TCPSite(runner, settings.host, settings.port).start()
-        log.info("console listening on http://%s:%d", settings.host, settings.port)
+        log.info(
+            "console listening on http://%s:%d; credentials: %s",
+            settings.host,
+            settings.port,
+            runner.app[CREDENTIALS].describe(),
+        )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -1,8 +1,8 @@
 """Who may use the console, decided from the request alone (pure functions: unit-tested).
 
-Credentials are the console token (CONSOLE_TOKEN), given either as HTTP basic credentials (the
-password; the user name is the operator's name, which the audit records) or as a bearer token (the
-audit records `bearer`). The token is compared in constant time and never logged or echoed.
+Credentials (credentials.py) are an operator's token, or the one shared CONSOLE_TOKEN, given either
+as HTTP basic credentials (user: the operator's name, which the audit records; password: the token)
+or as a bearer token. Tokens are compared as hashes in constant time and never logged or echoed.
 
 An action changes something, and a browser sends basic credentials by itself: a page on another site
 must not be able to make an operator's browser act (CSRF). So an action must be JSON (a form cannot
@@ -12,13 +12,11 @@ another origin (Origin, Sec-Fetch-Site).
 
 import base64
 import binascii
-import hmac
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-OPERATOR_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@+-]{0,63}")
-BEARER_ACTOR = "bearer"
+from admin.console.credentials import Credentials
+
 REALM = 'Basic realm="mintline console", charset="UTF-8"'
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
@@ -29,30 +27,24 @@ class Operator:
     scheme: str  # "basic" or "bearer"
 
 
-def authenticate(authorization: str | None, token: str) -> Operator | None:
+def authenticate(authorization: str | None, credentials: Credentials) -> Operator | None:
     """The operator the Authorization header proves, or None (missing, malformed or wrong)."""
-    if not authorization or not token:
+    if not authorization:
         return None
-    scheme, _, credentials = authorization.strip().partition(" ")
-    credentials = credentials.strip()
-    expected = token.encode()
+    scheme, _, given = authorization.strip().partition(" ")
+    given = given.strip()
     if scheme.lower() == "bearer":
-        return Operator(BEARER_ACTOR, "bearer") if _same(credentials.encode(), expected) else None
+        name = credentials.bearer(given)
+        return Operator(name, "bearer") if name is not None else None
     if scheme.lower() != "basic":
         return None
     try:
-        decoded = base64.b64decode(credentials, validate=True).decode()
+        decoded = base64.b64decode(given, validate=True).decode()
     except (binascii.Error, UnicodeDecodeError):
         return None
-    name, colon, password = decoded.partition(":")
-    # The password is checked whatever the name, so a bad name takes as long as a bad password.
-    if not _same(password.encode(), expected) or not colon or not OPERATOR_NAME.fullmatch(name):
-        return None
-    return Operator(name, "basic")
-
-
-def _same(given: bytes, expected: bytes) -> bool:
-    return hmac.compare_digest(given, expected)
+    user, colon, password = decoded.partition(":")
+    name = credentials.basic(user, password) if colon else None
+    return Operator(name, "basic") if name is not None else None
 
 
 def cross_site(method: str, headers: Mapping[str, str], scheme: str, host: str) -> tuple[int, str] | None:

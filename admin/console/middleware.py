@@ -11,12 +11,14 @@ from redis.exceptions import RedisError
 
 from admin.common import OperationFailed, UsageError
 from admin.console.auth import REALM, Operator, authenticate, cross_site
+from admin.console.credentials import Credentials
 from admin.console.settings import ConsoleSettings
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 SETTINGS = web.AppKey("settings", ConsoleSettings)
+CREDENTIALS = web.AppKey("credentials", Credentials)
 OPERATOR = web.RequestKey("operator", Operator)
 PUBLIC = frozenset({"/health"})
 # The page loads only its own files and talks only to its own origin.
@@ -43,7 +45,7 @@ class ApiError(Exception):
 def unauthorized() -> ApiError:
     error = ApiError(
         "unauthorized",
-        "credentials required: HTTP basic (your name, the console token) or a bearer token",
+        "credentials required: HTTP basic (your operator name and token) or a bearer token",
         401,
     )
     error.headers["WWW-Authenticate"] = REALM
@@ -94,8 +96,7 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
 async def require_operator(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.path in PUBLIC:
         return await handler(request)
-    token = request.app[SETTINGS].token.get_secret_value()
-    operator: Operator | None = authenticate(request.headers.get("Authorization"), token)
+    operator: Operator | None = authenticate(request.headers.get("Authorization"), request.app[CREDENTIALS])
     if operator is None:
         raise unauthorized()
     forged = cross_site(request.method, request.headers, request.scheme, request.host)

@@ -326,17 +326,27 @@ def build() -> dict[str, Any]:
         "info": {
             "title": "mintline operator console",
             "version": "1",
-            "description": "Every route but /health needs the console token: HTTP basic (user: the "
-            "operator's name, recorded in the audit; password: the token) or a bearer token. Every action "
-            "is audited in admin_audit and must carry a JSON body. Every error is JSON "
+            "description": "Every route but /health needs an operator's credentials: HTTP basic (user: "
+            "the operator's name; password: that operator's token) or the token as a bearer token, which "
+            "names its operator. The audit (admin_audit) records that name. With the shared CONSOLE_TOKEN "
+            "instead, the basic user name is recorded as given and a bearer token as `bearer`. Every "
+            "action is audited and must carry a JSON body. Every error is JSON "
             '{"success": false, "error", "message"}.',
         },
         "paths": paths,
         "components": {
             "schemas": dict(sorted(definitions.get("$defs", {}).items())),
             "securitySchemes": {
-                "basic": {"type": "http", "scheme": "basic"},
-                "bearer": {"type": "http", "scheme": "bearer"},
+                "basic": {
+                    "type": "http",
+                    "scheme": "basic",
+                    "description": "user: the operator's name; password: that operator's token",
+                },
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "an operator's token, which names the operator",
+                },
             },
         },
         "security": [{"basic": []}, {"bearer": []}],

@@ -62,3 +62,11 @@ class WalletChain:
     async def knows(self, tx_hash: str) -> bool:
         """Whether the node has this transaction (pending or mined)."""
         return await self.rpc.call("eth_getTransactionByHash", [tx_hash]) is not None
+
+    async def unknown(self, tx_hashes: list[str]) -> set[str]:
+        """Which of these transactions the node has not (neither pending nor mined), asked in one
+        JSON-RPC batch (chunked as the provider allows). A hash whose call failed counts as known:
+        it is not sent again on a guess."""
+        calls = [("eth_getTransactionByHash", [tx_hash]) for tx_hash in tx_hashes]
+        answers = await self.rpc.batch_settled(calls)
+        return {tx_hash for tx_hash, answer in zip(tx_hashes, answers, strict=True) if answer is None}

@@ -17,6 +17,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# The wallet's other transactions in flight behind a nonce, in the order they must be mined.
+LATER_IN_FLIGHT = """
+SELECT id, nonce, tx_hash, raw_tx FROM batches
+WHERE wallet = $1 AND nonce > $2 AND status IN ('signed', 'sent')
+ORDER BY nonce
+"""
+
 
 class Replacer:
     """Handles tx.stuck for the active batcher, whose wallet, fees and run-time settings it uses."""
@@ -49,6 +56,7 @@ class Replacer:
         if not await batcher.chain.knows(batch["tx_hash"]):
             metrics.FEE_BUMPS_REFUSED.labels("not_accepted", batcher.wallet).inc()
             await batcher.dispatch(batch["id"], batch["nonce"], batch["tx_hash"], raw)
+            await self._resend_lost_behind(batch["nonce"])
             return
         old = offered(batch)
         plan = fee_logic.plan_replacement(
@@ -83,3 +91,24 @@ class Replacer:
             extra={"batch_id": batch["id"], "nonce": batch["nonce"], "tx_hash": signed.tx_hash},
         )
         await batcher.dispatch(batch["id"], batch["nonce"], signed.tx_hash, signed.raw)
+
+    async def _resend_lost_behind(self, nonce: int) -> None:
+        """The node lost the late transaction: it has likely lost the ones behind it too (a restarted
+        node, a provider's pool flushed). Those it lacks are sent again now, in nonce order, rather
+        than one each time the next in line is reported stuck (`stuck_after_blocks` apart)."""
+        batcher = self.batcher
+        behind = await batcher.pool.fetch(LATER_IN_FLIGHT, batcher.wallet, nonce)
+        if not behind:
+            return
+        lost = await batcher.chain.unknown([row["tx_hash"] for row in behind])
+        resent = [row for row in behind if row["tx_hash"] in lost]
+        if resent:
+            log.info(
+                "the node lost %d more transaction(s) behind nonce %d; sending them again: nonces %s",
+                len(resent),
+                nonce,
+                ", ".join(str(row["nonce"]) for row in resent),
+            )
+        for row in resent:
+            metrics.FEE_BUMPS_REFUSED.labels("not_accepted", batcher.wallet).inc()
+            await batcher.dispatch(row["id"], row["nonce"], row["tx_hash"], bytes(row["raw_tx"]))

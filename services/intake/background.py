@@ -45,8 +45,8 @@ async def run_background(app: web.Application) -> AsyncIterator[None]:
         return await replay_pending(pool, redis, settings)
 
     loops: dict[str, Coroutine] = {
-        "completed-consumer": consumer(keys.MINT_COMPLETED).consume(callbacks.on_outcome, stop),
-        "failed-consumer": consumer(keys.MINT_FAILED).consume(callbacks.on_outcome, stop),
+        "completed-consumer": consumer(keys.MINT_COMPLETED).consume_batches(callbacks.on_outcomes, stop),
+        "failed-consumer": consumer(keys.MINT_FAILED).consume_batches(callbacks.on_outcomes, stop),
         "webhook-delivery": callbacks.deliver_due(stop),
         "throughput": app[THROUGHPUT].run(pool, stop, settings.throughput_refresh_seconds),
         "live-watcher": app[WATCHER].run(pool, stop),

@@ -41,14 +41,17 @@ REFUSED = "callback_url_not_allowed"
 REORGED = "the mint transaction left the canonical chain (a reorg); it is being settled again"
 
 # One delivery per (request, outcome); a redelivered event inserts nothing.
-ADD_DELIVERY = """
+ADD_DELIVERIES = """
 INSERT INTO webhook_deliveries (request_id, event, url, body)
-SELECT id, $2, callback_url, jsonb_build_object(
-    'event', $2::text, 'queueId', id::text, 'status', $3::text, 'payer', payer_address,
-    'mintTxHash', coalesce($4, mint_tx_hash), 'error', $5::text, 'timestamp', $6::text)
-FROM mint_requests WHERE id = $1 AND callback_url IS NOT NULL
+SELECT m.id, o.event, m.callback_url, jsonb_build_object(
+    'event', o.event, 'queueId', m.id::text, 'status', o.status, 'payer', m.payer_address,
+    'mintTxHash', coalesce(o.tx_hash, m.mint_tx_hash), 'error', o.error, 'timestamp', o.at)
+FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[])
+         AS o (request_id, event, status, tx_hash, error, at)
+JOIN mint_requests m ON m.id = o.request_id
+WHERE m.callback_url IS NOT NULL
 ON CONFLICT (request_id, event) DO NOTHING
-RETURNING id
+RETURNING id, request_id, event
 """
 # Claimed rows are leased (next_attempt_at moved past the POST's timeout) so no other intake
 # process picks them up while this one is posting.
@@ -108,9 +111,26 @@ class Callbacks:
         self._secret = settings.webhook_secret.get_secret_value().encode()
         self._wake = asyncio.Event()
 
-    async def on_outcome(self, event: Event) -> None:
-        """Consumer handler for mint.completed (and mint.reorged on it) and mint.failed: record the
-        delivery, if one is wanted."""
+    async def on_outcomes(self, events: list[Event]) -> None:
+        """Consumer handler for mint.completed (and mint.reorged on it) and mint.failed, a read's
+        events at once: record the deliveries wanted, in one statement."""
+        outcomes = [outcome for event in events if (outcome := self._outcome(event)) is not None]
+        if not outcomes:
+            return
+        columns = [list(column) for column in zip(*outcomes, strict=True)]
+        for row in await self.pool.fetch(ADD_DELIVERIES, *columns):
+            log.info(
+                "webhook %d queued: %s for request %s",
+                row["id"],
+                row["event"],
+                row["request_id"],
+                extra={"queue_id": str(row["request_id"])},
+            )
+            self._wake.set()
+
+    @staticmethod
+    def _outcome(event: Event) -> tuple[uuid.UUID, str, str, str | None, str | None, str] | None:
+        """The delivery an event asks for: request id, event name, status, transaction, error, time."""
         if isinstance(event, MintCompleted):
             name, status, tx_hash, error = "mint.completed", "completed", event.tx_hash, None
         elif isinstance(event, MintFailed):
@@ -119,25 +139,16 @@ class Callbacks:
             # The mint transaction reported in mint.completed left the chain; it is settled anew.
             name, status, tx_hash, error = "mint.reorged", "sent", event.tx_hash, REORGED
         else:
-            return
+            return None
         try:
             request_id = uuid.UUID(event.request_id)
         except ValueError:
             log.warning(
                 "%s event %s names no valid request id %r; ignored", name, event.event_id, event.request_id
             )
-            return
+            return None
         at = datetime.fromtimestamp(event.created_ms / 1000, UTC).isoformat()
-        delivery_id = await self.pool.fetchval(ADD_DELIVERY, request_id, name, status, tx_hash, error, at)
-        if delivery_id is not None:
-            log.info(
-                "webhook %d queued: %s for request %s",
-                delivery_id,
-                name,
-                request_id,
-                extra={"queue_id": str(request_id)},
-            )
-            self._wake.set()
+        return request_id, name, status, tx_hash, error, at
 
     async def deliver_due(self, stop: asyncio.Event) -> None:
         """Deliver due webhooks until `stop`, at most webhook_concurrency at once."""

@@ -2,6 +2,7 @@
 (`--enable-tx-gas-limit`), 30M blocks a second apart. Every batch must fit one transaction, and
 batches are sized so that several fill a block."""
 
+import asyncio
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -16,6 +17,16 @@ from tests.integration.test_batcher_confirmer import enqueue
 from tests.support.requests import wait_final
 
 TX_GAS_CAP = 2**24
+
+
+async def wait_for_sent(pool: asyncpg.Pool, count: int, timeout: float) -> int:
+    """How many batches are sent (broadcast, none mined) once `count` are, or at `timeout`."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        sent = await pool.fetchval("SELECT count(*) FROM batches WHERE status = 'sent'")
+        if sent >= count or asyncio.get_running_loop().time() > deadline:
+            return int(sent)
+        await asyncio.sleep(0.2)
 
 
 @pytest.fixture(scope="module")
@@ -45,15 +56,25 @@ async def test_default_batches_fit_the_cap_and_fill_blocks_two_at_a_time(
     anvil: Anvil,
 ) -> None:
     """With the default batch size (300) and gas budget (28M), a backlog of 600 mints: every batch
-    is within 2^24 and half a block, all complete, and blocks carry two batches each."""
+    is within 2^24 and half a block, all complete, and blocks carry two batches each.
+
+    Mining waits until two batches are sent, none of them confirmed: the batcher must send the next
+    batch before the one before it is mined. On a busy machine a batcher that did could still miss
+    the block its first batch went into, so the test holds the block rather than race it."""
     payers = fund_payers(600)
     ids = await enqueue(pg_pool, redis_client, settings_env["MINTLINE_NAMESPACE"], deployment, payers)
-    batcher = services("batcher")
-    confirmer = services("confirmer")
+    w3 = Web3(HTTPProvider(anvil.rpc_url))
+    w3.provider.make_request("evm_setIntervalMining", [0])  # type: ignore[arg-type]
+    try:
+        batcher = services("batcher")
+        confirmer = services("confirmer")
+        sent = await wait_for_sent(pg_pool, 2, timeout=60)
+        assert sent >= 2, batcher.log_tail()
+    finally:
+        w3.provider.make_request("evm_setIntervalMining", [1])  # type: ignore[arg-type]
     rows = await wait_final(pg_pool, ids, timeout=90)
     assert [r["status"] for r in rows] == ["completed"] * 600, batcher.log_tail() + confirmer.log_tail()
 
-    w3 = Web3(HTTPProvider(anvil.rpc_url))
     token = w3.eth.contract(address=deployment.token, abi=load_artifact("MintToken")["abi"])
     assert token.functions.totalSupply().call() == 600 * deployment.mint_amount
     batches = await pg_pool.fetch("SELECT gas_limit, block_number, tx_hash FROM batches ORDER BY nonce")

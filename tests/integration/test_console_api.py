@@ -38,7 +38,7 @@ async def console(settings_env: dict[str, str], monkeypatch: pytest.MonkeyPatch)
         yield running
 
 
-UNAUTHORIZED = "credentials required: HTTP basic (your name, the console token) or a bearer token"
+UNAUTHORIZED = "credentials required: HTTP basic (your operator name and token) or a bearer token"
 
 
 def concrete(path: str) -> str:
@@ -108,14 +108,24 @@ async def test_basic_and_bearer_credentials_both_work(console: Console) -> None:
     assert status == 404
 
 
-def test_the_console_does_not_start_without_a_token(settings_env: dict[str, str]) -> None:
+def test_the_console_does_not_start_without_credentials(settings_env: dict[str, str]) -> None:
     base = {k: v for k, v in os.environ.items() if not k.startswith("CONSOLE_")}
     env = {**base, **settings_env, "CONSOLE_PORT": str(free_port())}
-    missing = subprocess.run(
-        [sys.executable, "-m", "admin.console"], cwd=REPO, env=env, capture_output=True, text=True, timeout=30
-    )
-    assert missing.returncode == 2
-    assert "CONSOLE_TOKEN: missing: the console does not run without a token" in missing.stderr
+    # compose passes unset variables on empty: still no credentials.
+    for unset in ({}, {"CONSOLE_TOKEN": "", "CONSOLE_OPERATORS": "", "CONSOLE_OPERATORS_FILE": ""}):
+        missing = subprocess.run(
+            [sys.executable, "-m", "admin.console"],
+            cwd=REPO,
+            env={**env, **unset},
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert missing.returncode == 2
+        assert (
+            "console: refusing to start: no credentials: set CONSOLE_OPERATORS_FILE (entries from "
+            "`mintline console-token NAME`), or CONSOLE_TOKEN; the console never runs open" in missing.stderr
+        )
     short = subprocess.run(
         [sys.executable, "-m", "admin.console"],
         cwd=REPO,
@@ -229,7 +239,7 @@ async def test_actions_do_what_the_cli_does_and_are_audited_as_the_operator(
         (OPERATOR, "console", "127.0.0.1", "done")
     }
     assert rows[0]["result"]["toPending"] == [failed]
-    # Bearer credentials name no operator: the audit says so.
+    # The shared token as a bearer token names no operator: the audit says so.
     bearer = {"Authorization": f"Bearer {console.token}"}
     status, _ = await console.act("/api/actions/replay-streams", headers=bearer)
     assert status == 200

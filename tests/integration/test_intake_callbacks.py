@@ -18,7 +18,7 @@ from eth_account.signers.local import LocalAccount
 from services.intake.replay import replay_pending
 from shared import keys
 from shared.events import MintCompleted, MintFailed, MintReorged
-from shared.streams import publish
+from shared.streams import publish, publish_many
 from tests.support.intake import Intake, running_intake
 
 Fund = Callable[[int], list[LocalAccount]]
@@ -223,6 +223,48 @@ async def test_failed_mint_webhook_and_duplicate_events(
     )  # fmt: skip
     await asyncio.sleep(0.3)
     assert len(receiver.received) == 1 and delivery["attempts"] == 1
+
+
+async def test_outcomes_read_together_each_get_their_own_delivery(
+    intake: Intake, receiver: Receiver, fund_payers: Fund
+) -> None:
+    """Completions, a failure, a request without a callback and an event naming no request, published
+    in one pipeline and recorded in one statement: each wanted delivery once, with its own outcome."""
+    payers = fund_payers(4)
+    done = [await accepted(intake, payer, receiver.url) for payer in payers[:2]]
+    failed = await accepted(intake, payers[2], receiver.url)
+    silent = await accepted(intake, payers[3], None)
+    await intake.pool.execute(
+        "UPDATE mint_requests SET status = 'completed', mint_tx_hash = $2 WHERE id = ANY($1::uuid[])",
+        [*done, silent],
+        TX_HASH,
+    )
+    await intake.pool.execute(
+        "UPDATE mint_requests SET status = 'failed', error_message = 'reverted' WHERE id = $1::uuid", failed
+    )
+    completed_stream = intake.settings.keys.stream(keys.MINT_COMPLETED)
+    outcomes = [MintCompleted(request_id=i, tx_hash=TX_HASH) for i in [*done, silent]]
+    await publish_many(
+        intake.redis, completed_stream, [MintCompleted(request_id="not-a-uuid", tx_hash=TX_HASH), *outcomes]
+    )
+    await publish(
+        intake.redis,
+        intake.settings.keys.stream(keys.MINT_FAILED),
+        MintFailed(request_id=failed, reason="reverted"),
+    )
+
+    await receiver.wait_for(3)
+    bodies = {body["queueId"]: body for body in (json.loads(raw) for _, raw in receiver.received)}
+    assert {i: (b["event"], b["mintTxHash"]) for i, b in bodies.items()} == {
+        done[0]: ("mint.completed", TX_HASH),
+        done[1]: ("mint.completed", TX_HASH),
+        failed: ("mint.failed", None),
+    }
+    assert await intake.pool.fetchval("SELECT count(*) FROM webhook_deliveries") == 3
+    [info] = [
+        g for g in await intake.redis.xinfo_groups(completed_stream) if g["name"].decode() == keys.INTAKE
+    ]
+    assert info["pending"] == 0
 
 
 async def test_no_callback_url_no_delivery(intake: Intake, fund_payers: Fund) -> None:

@@ -239,3 +239,39 @@ async def test_a_hole_at_a_confirmed_batch_gets_its_mined_transaction_sent_again
     assert w3.eth.get_transaction_receipt(confirmed["mined_tx_hash"])["status"] == 1
     await minted_once(w3, deployment, first_payers + later_payers)
     settled_wallet(w3, deployment.minter)
+
+
+async def test_a_node_that_lost_its_pool_gets_every_lost_transaction_back_at_once(
+    env, services, pg_pool, redis_client, deployment, fund_payers, anvil
+):
+    """Four batches sent, none mined, then the node loses its whole pool (a restart, a provider's
+    flush). Only the next in line is ever reported stuck; the batcher then finds the three behind it
+    lost as well and sends them all again, so they are mined together rather than one every
+    `stuck_after_blocks` blocks."""
+    w3 = Web3(HTTPProvider(anvil.rpc_url))
+    payers = fund_payers(20)
+    w3.provider.make_request("evm_setAutomine", [False])  # type: ignore[arg-type]
+    try:
+        ids = await enqueue(pg_pool, redis_client, env["MINTLINE_NAMESPACE"], deployment, payers)
+        batcher = services("batcher", BATCHER_BATCH_SIZE="5", BATCHER_BATCH_WINDOW_SECONDS="0.2")
+        deadline = asyncio.get_running_loop().time() + 30
+        while await pg_pool.fetchval("SELECT count(*) FROM batches WHERE status = 'sent'") < 4:
+            assert asyncio.get_running_loop().time() < deadline, batcher.log_tail()
+            await asyncio.sleep(0.2)
+        assert w3.provider.make_request("anvil_dropAllTransactions", [])  # type: ignore[arg-type]
+        assert w3.eth.get_transaction_count(deployment.minter, "pending") == w3.eth.get_transaction_count(
+            deployment.minter, "latest"
+        )
+        services("confirmer", CONFIRMER_STUCK_AFTER_BLOCKS="2")
+        w3.provider.make_request("evm_setIntervalMining", [1])  # type: ignore[arg-type]
+        rows = await wait_for(pg_pool, ids, timeout=60)
+    finally:
+        w3.provider.make_request("evm_setIntervalMining", [0])  # type: ignore[arg-type]
+        w3.provider.make_request("evm_setAutomine", [True])  # type: ignore[arg-type]
+    assert {r["status"] for r in rows} == {"completed"}, batcher.log_tail()
+    blocks = [r["block_number"] for r in await pg_pool.fetch("SELECT block_number FROM batches")]
+    # One at a time, the last would be mined at least 3 x (2 + 1) blocks after the first.
+    assert len(blocks) == 4 and max(blocks) - min(blocks) <= 1, blocks
+    await logged(batcher, "the node lost 3 more transaction(s) behind nonce")
+    await minted_once(w3, deployment, payers)
+    settled_wallet(w3, deployment.minter)

@@ -26,6 +26,7 @@ from tests.support.intake import wait_healthy
 
 REPO = Path(__file__).resolve().parents[2]
 OPERATOR = "alice"
+CREDENTIAL_VARIABLES = ("CONSOLE_TOKEN", "CONSOLE_OPERATORS", "CONSOLE_OPERATORS_FILE")
 
 
 def new_token() -> str:
@@ -90,12 +91,18 @@ class ConsoleProcess:
 
 
 @contextmanager
-def console_process(env: dict[str, str], log_dir: Path, **extra: str) -> Iterator[ConsoleProcess]:
-    """`python -m admin.console` as `make run` starts it; stopped (SIGTERM) at the end."""
-    token = new_token()
+def console_process(
+    env: dict[str, str], log_dir: Path, *, shared_token: bool = True, **extra: str
+) -> Iterator[ConsoleProcess]:
+    """`python -m admin.console` as `make run` starts it; stopped (SIGTERM) at the end. With a new
+    shared CONSOLE_TOKEN, or (`shared_token=False`) only the credentials `extra` gives it."""
+    token = new_token() if shared_token else ""
     port = free_port()
     log_path = log_dir / f"console-{port}.log"
-    full = {**os.environ, **env, "CONSOLE_TOKEN": token, "CONSOLE_PORT": str(port), "PYTHONUNBUFFERED": "1"}
+    outer = {k: v for k, v in os.environ.items() if k not in CREDENTIAL_VARIABLES}
+    full = {**outer, **env, "CONSOLE_PORT": str(port), "PYTHONUNBUFFERED": "1"}
+    if shared_token:
+        full["CONSOLE_TOKEN"] = token
     with log_path.open("ab") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "admin.console"],

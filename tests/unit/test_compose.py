@@ -17,6 +17,7 @@ import pytest
 import yaml
 from pydantic_settings import BaseSettings
 
+from admin.console.credentials import Credentials, CredentialsError, mint
 from admin.console.settings import ConsoleSettings
 from devstack.anvil import MINTER_KEYS
 from services.batcher.settings import BatcherSettings
@@ -42,15 +43,16 @@ def compose() -> dict[str, Any]:
     return yaml.safe_load(result.stdout)["services"]
 
 
-# A stand-in for the operator's own token, which compose requires.
+# A stand-in for the operator's own token, which the console requires (or per-operator entries).
 CONSOLE_TOKEN = "test-console-token-0123456789"
+CONSOLE_CREDENTIALS = ("CONSOLE_TOKEN", "CONSOLE_OPERATORS", "CONSOLE_OPERATORS_FILE")
 
 
 def resolve(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     binary = shutil.which("docker-compose")
     assert binary, "docker-compose not found: run `make install` (devstack/install.sh installs it)"
     # Without the secret variables, so the resolved file shows the local defaults, not a secret.
-    clean = {k: v for k, v in os.environ.items() if k not in ("GRAFANA_ADMIN_PASSWORD", "CONSOLE_TOKEN")}
+    clean = {k: v for k, v in os.environ.items() if k not in ("GRAFANA_ADMIN_PASSWORD", *CONSOLE_CREDENTIALS)}
     return subprocess.run(
         [binary, "-f", "compose.yaml", "config"],
         cwd=REPO,
@@ -205,20 +207,38 @@ def test_the_services_reach_postgresql_through_pgbouncer_and_the_wallet_lock_dir
     assert urlsplit(compose["deployer"]["environment"]["DATABASE_URL"]).hostname == "postgres"
 
 
-def test_the_console_runs_its_package_and_needs_a_token_from_the_environment(compose: dict[str, Any]) -> None:
+def test_the_console_runs_its_package_with_credentials_from_the_environment(
+    compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
     console = compose["console"]
     port = ConsoleSettings.model_fields["port"].default
     assert console["command"] == ["python", "-m", "admin.console"]
     assert importlib.util.find_spec("admin.console.__main__") is not None
     environment = console["environment"]
     assert (environment["CONSOLE_HOST"], int(environment["CONSOLE_PORT"])) == ("0.0.0.0", port)
-    assert environment["CONSOLE_TOKEN"] == CONSOLE_TOKEN  # from the environment, nothing in the file
+    # From the environment, nothing in the file.
+    assert (environment["CONSOLE_TOKEN"], environment["CONSOLE_OPERATORS"]) == (CONSOLE_TOKEN, "")
     # Published on the host's loopback only (docker-compose 1.x keeps that form as text).
     (published,) = console["ports"]
     assert str(published).removesuffix("/tcp") == f"127.0.0.1:{port}:{port}"
     assert f"http://127.0.0.1:{port}/health" in " ".join(console["healthcheck"]["test"])
     assert console["depends_on"]["deployer"]["condition"] == "service_completed_successfully"
 
-    missing = resolve({})
-    assert missing.returncode != 0
-    assert "set CONSOLE_TOKEN (16 characters or more) for the operator console" in missing.stderr
+    def credentials(env: dict[str, str]) -> Credentials:
+        """The credentials the console would start with in the environment compose resolves."""
+        result = resolve(env)
+        assert result.returncode == 0, result.stderr
+        resolved = yaml.safe_load(result.stdout)["services"]["console"]["environment"]
+        for name, value in resolved.items():
+            monkeypatch.setenv(name, str(value))
+        return ConsoleSettings().credentials()  # type: ignore[call-arg]
+
+    # Per-operator entries, one a line as `$(cat operators)` gives them, reach the console.
+    alice, alice_entry = mint("alice")
+    bob, bob_entry = mint("bob")
+    operators = credentials({"CONSOLE_OPERATORS": f"# operators\n{alice_entry}\n{bob_entry}\n"})
+    assert (operators.bearer(alice), operators.bearer(bob), operators.shared) == ("alice", "bob", None)
+    assert credentials({"CONSOLE_TOKEN": CONSOLE_TOKEN}).shared is not None
+    # Without either, the resolved environment is no console's: it refuses to start.
+    with pytest.raises(CredentialsError, match="no credentials"):
+        credentials({})

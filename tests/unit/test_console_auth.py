@@ -1,26 +1,69 @@
-"""Who may use the operator console (admin/console/auth.py), and which actions are refused as forged."""
+"""Who may use the operator console (admin/console/auth.py): each operator's own token or the shared
+one, and which actions are refused as forged. Parsing the credentials: test_console_credentials.py."""
 
 import base64
 
 import pytest
-from pydantic import SecretStr, ValidationError
 
-from admin.console.auth import BEARER_ACTOR, REALM, Operator, authenticate, cross_site
-from admin.console.settings import ConsoleSettings
+from admin.console.auth import REALM, Operator, authenticate, cross_site
+from admin.console.credentials import BEARER_ACTOR, Credentials, digest
 
 TOKEN = "a-console-token-of-32-characters"
+SHARED = Credentials(shared=digest(TOKEN))
+ALICE, BOB = "alice-token-" + "a" * 31, "bob-token-" + "b" * 33
+OPERATORS = Credentials(operators={"alice": digest(ALICE), "bob": digest(BOB)})
 
 
 def basic(user: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
 
-def test_basic_credentials_name_the_operator_and_need_the_token() -> None:
-    assert authenticate(basic("alice", TOKEN), TOKEN) == Operator("alice", "basic")
-    assert authenticate(basic("ops.bob@example", TOKEN), TOKEN) == Operator("ops.bob@example", "basic")
+# --- per operator -------------------------------------------------------------------------------------
+
+
+def test_an_operator_is_named_by_the_token_not_by_the_client() -> None:
+    assert authenticate(basic("alice", ALICE), OPERATORS) == Operator("alice", "basic")
+    assert authenticate(basic("bob", BOB), OPERATORS) == Operator("bob", "basic")
+    assert authenticate(f"Bearer {ALICE}", OPERATORS) == Operator("alice", "bearer")
+    assert authenticate(f"bearer   {BOB}  ", OPERATORS) == Operator("bob", "bearer")
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        basic("alice", BOB),  # another operator's token
+        basic("bob", ALICE),
+        basic("carol", ALICE),  # nobody's name
+        basic("Alice", ALICE),  # names are exact
+        basic("alice ", ALICE),
+        basic("", ALICE),
+        basic("alice", ""),
+        basic("alice", ALICE + "x"),
+        basic("alice", TOKEN),
+        "Basic " + base64.b64encode(ALICE.encode()).decode(),  # no name at all
+        f"Bearer {ALICE[:-1]}",
+        f"Bearer {ALICE} {BOB}",
+        "Bearer ",
+        f"Bearer {digest(ALICE).hex()}",  # the hash is not the token
+        ALICE,
+    ],
+)
+def test_a_token_opens_nothing_under_another_name(header: str) -> None:
+    assert authenticate(header, OPERATORS) is None
+
+
+# --- the shared token ---------------------------------------------------------------------------------
+
+
+def test_basic_credentials_with_the_shared_token_name_the_operator_as_given() -> None:
+    assert authenticate(basic("alice", TOKEN), SHARED) == Operator("alice", "basic")
+    assert authenticate(basic("ops.bob@example", TOKEN), SHARED) == Operator("ops.bob@example", "basic")
     # A colon in the password is the password's.
-    assert authenticate(basic("alice", "a:b-" + "x" * 20), "a:b-" + "x" * 20) == Operator("alice", "basic")
-    assert authenticate("basic " + basic("alice", TOKEN).split()[1], TOKEN) is not None  # scheme case
+    colon = "a:b-" + "x" * 20
+    assert authenticate(basic("alice", colon), Credentials(shared=digest(colon))) == Operator(
+        "alice", "basic"
+    )
+    assert authenticate("basic " + basic("alice", TOKEN).split()[1], SHARED) is not None  # scheme case
 
 
 @pytest.mark.parametrize(
@@ -45,17 +88,18 @@ def test_basic_credentials_name_the_operator_and_need_the_token() -> None:
     ],
 )
 def test_anything_else_is_refused(header: str | None) -> None:
-    assert authenticate(header, TOKEN) is None
+    assert authenticate(header, SHARED) is None
 
 
-def test_a_bearer_token_is_audited_as_bearer() -> None:
-    assert authenticate(f"Bearer {TOKEN}", TOKEN) == Operator(BEARER_ACTOR, "bearer")
-    assert authenticate(f"bearer   {TOKEN}  ", TOKEN) == Operator(BEARER_ACTOR, "bearer")
+def test_a_bearer_shared_token_is_audited_as_bearer() -> None:
+    assert authenticate(f"Bearer {TOKEN}", SHARED) == Operator(BEARER_ACTOR, "bearer")
+    assert authenticate(f"bearer   {TOKEN}  ", SHARED) == Operator(BEARER_ACTOR, "bearer")
 
 
-def test_no_token_configured_lets_nobody_in() -> None:
-    assert authenticate(basic("alice", ""), "") is None
-    assert authenticate("Bearer ", "") is None
+def test_no_credentials_configured_let_nobody_in() -> None:
+    nobody = Credentials()
+    for header in (basic("alice", ""), "Bearer ", basic("alice", TOKEN), f"Bearer {TOKEN}"):
+        assert authenticate(header, nobody) is None
 
 
 def test_the_challenge_asks_for_basic_credentials() -> None:
@@ -96,20 +140,3 @@ def test_an_action_must_be_json_from_this_origin() -> None:
             403,
             "an action may not come from another origin",
         )
-
-
-def test_the_token_is_required_long_enough_and_never_shown(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name, value in {"REDIS_URL": "redis://r", "DATABASE_URL": "postgresql://d"}.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("CONSOLE_TOKEN", raising=False)
-    with pytest.raises(ValidationError) as missing:
-        ConsoleSettings()  # type: ignore[call-arg]
-    assert missing.value.errors()[0]["loc"] == ("token",)
-    monkeypatch.setenv("CONSOLE_TOKEN", "too-short")
-    with pytest.raises(ValidationError):
-        ConsoleSettings()  # type: ignore[call-arg]
-    monkeypatch.setenv("CONSOLE_TOKEN", TOKEN)
-    settings = ConsoleSettings()  # type: ignore[call-arg]
-    assert settings.token == SecretStr(TOKEN)
-    assert (settings.host, settings.port) == ("127.0.0.1", 4030)
-    assert TOKEN not in repr(settings) and TOKEN not in str(settings.model_dump())

@@ -244,6 +244,43 @@ async def test_consume_leaves_an_entry_pending_when_its_handler_fails(redis, con
     assert await _pending_ids(redis) == [failing_id]
 
 
+async def test_consume_batches_hands_a_read_over_at_once_and_acks_it_together(redis, consumer) -> None:
+    worker = await consumer()
+    sent = _requests(5)
+    await publish_many(redis, STREAM, sent)
+    reads, stop = [], asyncio.Event()
+
+    async def handle_all(batch) -> None:
+        reads.append(batch)
+        stop.set()
+
+    await asyncio.wait_for(worker.consume_batches(handle_all, stop), timeout=5)
+
+    assert reads == [sent]
+    assert await _pending_ids(redis) == []
+
+
+async def test_consume_batches_leaves_only_what_fails_alone_pending(redis, consumer) -> None:
+    """One poison entry fails its whole read: each entry is then handled alone, the rest are acked and
+    only the poison stays pending (to be reclaimed, then dead-lettered)."""
+    worker = await consumer()
+    ids = [await publish(redis, STREAM, MintRequested(request_id=name)) for name in ("a", "poison", "b")]
+    seen, stop = [], asyncio.Event()
+
+    async def handle_all(batch) -> None:
+        names = [event.request_id for event in batch]
+        seen.append(names)
+        if "poison" in names:
+            raise RuntimeError("cannot record it")
+        if names == ["b"]:
+            stop.set()
+
+    await asyncio.wait_for(worker.consume_batches(handle_all, stop), timeout=5)
+
+    assert seen == [["a", "poison", "b"], ["a"], ["poison"], ["b"]]
+    assert await _pending_ids(redis) == [ids[1]]
+
+
 async def test_consume_first_handles_entries_left_pending_by_an_earlier_run(redis, consumer) -> None:
     worker = await consumer()
     sent = MintRequested(request_id="r1")

@@ -1,10 +1,10 @@
 """The audit trail of operator actions (`admin_audit`): who did what, when, and with what result.
 
 Every action that changes something (retry-failed, reset-stuck, replay-streams, requeue-dead, a setting
-set or unset) runs inside `audited`, whichever way it was started (the CLI or the console), so no path
-forgets it. The row is written before the action starts and completed after it ends, so an action cut
-short (a crash, a lost connection) still shows as `started`. Dry runs change nothing and are not
-recorded.
+set or unset, a payer's priority lane set or cleared) runs inside `audited`, whichever way it was
+started (the CLI or the console), so no path forgets it. The row is written before the action starts
+and completed after it ends, so an action cut short (a crash, a lost connection) still shows as
+`started`. Dry runs change nothing and are not recorded.
 """
 
 import json

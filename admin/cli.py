@@ -18,7 +18,7 @@ import asyncpg
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
-from admin import console_token, dead, deploy
+from admin import console_token, dead, deploy, priorities
 from admin.common import (
     EXIT_FAILED,
     EXIT_USAGE,
@@ -124,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     replay = commands.add_parser("replay-streams", help="rebuild the Redis streams from PostgreSQL")
     replay.set_defaults(handler="admin.replay:run")
 
+    priorities.add_parser(commands)
     dead.add_parser(commands)
     deploy.add_parser(commands)
     console_token.add_parser(commands)

@@ -20,7 +20,7 @@ from admin.audit import audited
 from admin.common import Admin, Progress, UsageError, listing, note
 from services.confirmer.settings import TUNABLE, ConfirmerSettings
 from shared import keys
-from shared.events import MintRequested, RenderRequested
+from shared.events import REQUESTED_COLUMNS, MintRequested, RenderRequested
 from shared.overrides import with_overrides
 from shared.streams import publish_many
 
@@ -34,12 +34,12 @@ WHERE m.status = 'failed' AND m.retry_count < $1 AND m.seq > $2
 ORDER BY m.seq LIMIT $4
 """
 # Conditions repeated in the UPDATEs so a row that changed since it was read is left alone.
-RETRY = """
+RETRY = f"""
 UPDATE mint_requests SET status = $2, batch_id = NULL, retry_count = retry_count + 1, processed_at = NULL,
     published_at = now(), updated_at = now()
 WHERE id = ANY($1::uuid[]) AND status = 'failed' AND retry_count < $3
   AND (valid_before IS NULL OR payment_settled OR valid_before >= $4)
-RETURNING id, kind, valid_before
+RETURNING {REQUESTED_COLUMNS}
 """
 RESET_JOBS = """
 UPDATE render_jobs SET status = 'waiting', attempts = 0, error = NULL, leased_by = NULL, lease_until = NULL,

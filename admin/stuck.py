@@ -20,7 +20,7 @@ from admin.common import Admin, UsageError, listing, note
 from services.intake.replay import replay_pending
 from services.intake.settings import IntakeSettings
 from shared import keys
-from shared.events import MintRequested, RenderRequested
+from shared.events import REQUESTED_COLUMNS, MintRequested, RenderRequested
 from shared.streams import publish_many
 
 ORPHANED = """
@@ -39,10 +39,10 @@ WHERE m.id = c.id AND m.status IN ('batched', 'sent')
   AND NOT EXISTS (SELECT 1 FROM batches b WHERE b.id = m.batch_id AND b.status IN ('signed', 'sent'))
 RETURNING m.id
 """
-BACK_TO_PENDING = """
+BACK_TO_PENDING = f"""
 UPDATE mint_requests SET status = 'pending', batch_id = NULL, published_at = now(), updated_at = now()
 WHERE id = ANY($1::uuid[]) AND status = 'confirmation_failed'
-RETURNING id, kind, valid_before
+RETURNING {REQUESTED_COLUMNS}
 """
 LAPSED_JOBS = """
 SELECT j.request_id, m.status AS request_status, m.token_uri IS NOT NULL AS has_token_uri,

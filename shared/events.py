@@ -9,6 +9,8 @@ import msgpack
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 FIELD = b"event"
+# The mint_requests columns MintRequested.of_row reads (RETURNING or SELECT them, unqualified).
+REQUESTED_COLUMNS = "id, kind, valid_before, lane, created_at, eta_seconds"
 
 
 class DecodeError(ValueError):
@@ -31,11 +33,29 @@ class MintRequested(BaseEvent):
     kind: Literal["token", "nft"] = "token"
     # The authorization's validBefore (unix seconds), so the batcher can take the soonest-expiring first.
     valid_before: int | None = None
+    # Its priority lane (0 normal, higher first), decided by intake (migration 012), and what the
+    # batcher's ageing rule reads: when intake accepted it (unix ms; None: when this event was made)
+    # and the wait intake estimated then.
+    lane: int = Field(0, ge=0)
+    accepted_ms: int | None = None
+    eta_seconds: int | None = Field(None, ge=0)
 
     @classmethod
     def of_row(cls, row: Mapping[str, Any]) -> "MintRequested":
-        """The event for a mint_requests row (its id, kind and valid_before)."""
-        return cls(request_id=str(row["id"]), kind=row["kind"], valid_before=row["valid_before"])
+        """The event for a mint_requests row read with REQUESTED_COLUMNS."""
+        return cls(
+            request_id=str(row["id"]),
+            kind=row["kind"],
+            valid_before=row["valid_before"],
+            lane=row["lane"],
+            accepted_ms=int(row["created_at"].timestamp() * 1000),
+            eta_seconds=row["eta_seconds"],
+        )
+
+    @property
+    def accepted(self) -> float:
+        """When intake accepted the request, in unix seconds."""
+        return (self.created_ms if self.accepted_ms is None else self.accepted_ms) / 1000
 
 
 class RenderRequested(BaseEvent):

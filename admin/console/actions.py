@@ -1,6 +1,6 @@
 """The actions: each runs the admin CLI's own function (admin/retry.py, stuck.py, replay.py, dead.py,
-tunables.py) as the request's operator, which audits it in admin_audit. A dry run (`dryRun`) reports
-what would change and changes nothing; the page shows it before asking to confirm."""
+tunables.py, priorities.py) as the request's operator, which audits it in admin_audit. A dry run
+(`dryRun`) reports what would change and changes nothing; the page shows it before asking to confirm."""
 
 import json
 import logging
@@ -9,12 +9,14 @@ from typing import TypeVar
 from aiohttp import web
 from pydantic import ValidationError
 
-from admin import dead, replay, retry, stuck, tunables
+from admin import dead, priorities, replay, retry, stuck, tunables
 from admin.common import parse_since
 from admin.console.middleware import ApiError
 from admin.console.resources import admin_for
 from admin.console.schemas import (
     Body,
+    PriorityBody,
+    PriorityChanged,
     ReplayBody,
     ReplayResult,
     RequeueDeadBody,
@@ -115,3 +117,17 @@ async def put_setting(request: web.Request) -> web.Response:
     value = await tunables.set_override(admin, key, str(given.value))
     _done(request, f"settings-set {key}")
     return answer(SettingChanged, {"key": key, "value": str(value), "previous": previous, "service": service})
+
+
+async def put_priority(request: web.Request) -> web.Response:
+    """Give a payer a priority lane or, with `"lane": null`, clear it (back to lane 0)."""
+    payer = priorities.payer_address(request.match_info["payer"])
+    given = await body(request, PriorityBody)
+    admin = admin_for(request)
+    if given.lane is None:
+        done = await priorities.clear_priority(admin, payer)
+        _done(request, f"priority-clear {done['payer']}")
+    else:
+        done = await priorities.set_priority(admin, payer, given.lane, given.note)
+        _done(request, f"priority-set {done['payer']} lane {done['lane']}")
+    return answer(PriorityChanged, done)

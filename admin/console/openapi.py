@@ -217,6 +217,14 @@ OPERATIONS = (
     ),
     Operation(
         "get",
+        "/api/priorities",
+        "listPriorities",
+        "views",
+        "Every payer's priority lane, and the requests queued per lane",
+        {200: Reply("the lanes", s.PriorityList), **errors(401, 503)},
+    ),
+    Operation(
+        "get",
         "/api/audit",
         "listAudit",
         "views",
@@ -269,6 +277,16 @@ OPERATIONS = (
         {200: Reply("the override set or removed", s.SettingChanged), **ACTION_ERRORS},
         parameters=(path("key", "a tunable key (GET /api/settings)", pattern=r"^[a-z_]{1,64}$"),),
         body=s.SettingBody,
+    ),
+    Operation(
+        "put",
+        "/api/priorities/{payer}",
+        "putPriority",
+        "actions",
+        "Give a payer a priority lane, or clear it with null (mintline priority set / clear)",
+        {200: Reply("the payer's lane now and before", s.PriorityChanged), **ACTION_ERRORS},
+        parameters=(path("payer", "the payer's address", pattern=r"^0x[0-9a-fA-F]{40}$"),),
+        body=s.PriorityBody,
     ),
 )
 

@@ -34,7 +34,7 @@ GROUP BY 1
 """
 
 REQUEST_COLUMNS = """
-m.id, m.seq, m.kind, m.status, m.payer_address, m.payment_type, m.batch_id, m.mint_tx_hash,
+m.id, m.seq, m.kind, m.status, m.payer_address, m.payment_type, m.lane, m.batch_id, m.mint_tx_hash,
 m.payment_tx_hash, m.error_message, m.retry_count, m.token_uri, m.token_id::text AS token_id,
 m.created_at, m.updated_at, m.processed_at
 """

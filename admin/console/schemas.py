@@ -140,6 +140,7 @@ class RequestSummary(Model):
     status: str
     payer_address: str
     payment_type: str
+    lane: int = Field(description="its priority lane (0 normal; higher goes first)")
     batch_id: int | None
     mint_tx_hash: str | None
     payment_tx_hash: str | None
@@ -263,6 +264,25 @@ class SettingList(Model):
     settings: list[SettingView]
 
 
+class PriorityView(Model):
+    payer_address: str
+    lane: int
+    note: str | None
+    set_by: str = Field(description="the operator who set it")
+    source: str = Field(description="console or cli")
+    set_at: datetime
+
+
+class LaneDepth(Model):
+    lane: int
+    queued: int
+
+
+class PriorityList(Model):
+    payers: list[PriorityView] = Field(description="every payer with a lane, highest lane first")
+    lanes: list[LaneDepth] = Field(description="requests queued per lane (lanes without any left out)")
+
+
 class AuditRow(Model):
     id: int
     at: datetime
@@ -318,6 +338,13 @@ class SettingBody(Body):
     )
 
 
+class PriorityBody(Body):
+    lane: Annotated[StrictInt, Field(ge=1, le=9)] | None = Field(
+        description="1-9 (higher goes first); null clears the payer's lane (back to 0)"
+    )
+    note: Annotated[StrictStr, Field(max_length=200)] | None = None
+
+
 class Skipped(Model):
     id: uuid.UUID
     reason: str
@@ -358,6 +385,12 @@ class RequeueResult(Model):
     requeued: dict[str, int]
     total: int
     undecodable: list[str]
+
+
+class PriorityChanged(Model):
+    payer: str = Field(description="checksummed, as requests store it")
+    lane: int | None = Field(description="the payer's lane now; null: none (lane 0)")
+    previous: int | None = Field(description="the lane before; null: none")
 
 
 class SettingChanged(Model):

@@ -1,5 +1,5 @@
-"""The read-only routes: the overview, the lists and their details, the settings, the audit trail, and
-a render job's image from its gateway."""
+"""The read-only routes: the overview, the lists and their details, the settings, the payers' priority
+lanes, the audit trail, and a render job's image from its gateway."""
 
 from datetime import UTC, datetime
 from typing import Any
@@ -8,7 +8,7 @@ import aiohttp
 from aiohttp import web
 from pydantic import BaseModel
 
-from admin import audit, status, tunables
+from admin import audit, priorities, status, tunables
 from admin.common import Admin
 from admin.console import queries, search
 from admin.console.middleware import SETTINGS, ApiError
@@ -19,6 +19,7 @@ from admin.console.schemas import (
     BatchList,
     Health,
     Overview,
+    PriorityList,
     RenderJobList,
     RequestDetail,
     RequestList,
@@ -144,6 +145,10 @@ async def render_image(request: web.Request) -> web.Response:
 
 async def settings_list(request: web.Request) -> web.Response:
     return answer(SettingList, {"settings": await tunables.describe(admin_for(request))})
+
+
+async def priorities_list(request: web.Request) -> web.Response:
+    return answer(PriorityList, await priorities.list_priorities(admin_for(request)))
 
 
 async def audit_list(request: web.Request) -> web.Response:

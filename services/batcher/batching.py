@@ -2,9 +2,15 @@
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 NO_EXPIRY = 2**63
+# How many batches' time, past the expiry margin, an authorization must still be valid for to wait for
+# a later batch: one expiring sooner is urgent (LaneRules).
+URGENT_BATCHES = 3
+# The wait a request whose ETA is unknown (a row from before intake stored one) is taken to have been
+# promised, for the ageing rule: intake's shortest answer, and never less than it.
+MIN_ETA_SECONDS = 1.0
 
 
 @dataclass
@@ -14,6 +20,53 @@ class Waiting:
     valid_before: int
     arrived: float
     entry_ids: list[str] = field(default_factory=list)
+    # Its priority lane (0 normal, higher first); when intake accepted it (unix seconds; None: unknown)
+    # and the wait intake estimated for it then.
+    lane: int = 0
+    accepted: float | None = None
+    eta_seconds: float | None = None
+
+    def overdue_at(self, ageing_multiple: float) -> float:
+        """When it has waited `ageing_multiple` times its ETA (unix seconds): from then on no lane goes
+        before it."""
+        if self.accepted is None:
+            return math.inf
+        eta = max(self.eta_seconds or 0.0, MIN_ETA_SECONDS)
+        return self.accepted + ageing_multiple * eta
+
+
+@dataclass(frozen=True)
+class LaneRules:
+    """What may go before the lanes when a batch is filled (PendingBuffer.take).
+
+    `urgent_seconds`: an authorization valid for less than this from now goes first whatever its lane,
+    soonest-expiring first: the next batch is its last chance (the batcher's expiry margin, plus
+    URGENT_BATCHES batch windows, for the batches that may come first). `ageing_multiple`: a request of
+    a lower lane than the highest one waiting, once it has waited this many times its ETA at arrival,
+    is taken as top lane, and first within it (longest overdue first), so the lowest lane cannot
+    starve however many requests of higher lanes keep arriving."""
+
+    urgent_seconds: float
+    ageing_multiple: float
+
+    @classmethod
+    def of(
+        cls, expiry_margin_seconds: float, batch_window_seconds: float, ageing_multiple: float
+    ) -> "LaneRules":
+        return cls(expiry_margin_seconds + URGENT_BATCHES * batch_window_seconds, ageing_multiple)
+
+
+def take_order(waiting: Waiting, top_lane: int, now: float | None, rules: LaneRules | None) -> tuple:
+    """Where `waiting` goes among its kind's requests (smallest first), with `top_lane` the highest lane
+    among them: urgent expiries, then requests overdue by the ageing rule, then the lanes, highest first,
+    each soonest-expiring first, then by arrival. Without `rules`: the lanes only."""
+    if rules is not None and now is not None:
+        if waiting.valid_before != NO_EXPIRY and waiting.valid_before <= now + rules.urgent_seconds:
+            return (0, waiting.valid_before, 0, waiting.arrived)
+        overdue_at = waiting.overdue_at(rules.ageing_multiple)
+        if waiting.lane < top_lane and overdue_at <= now:
+            return (1, overdue_at, 0, waiting.arrived)
+    return (2, -waiting.lane, waiting.valid_before, waiting.arrived)
 
 
 class PendingBuffer:
@@ -25,13 +78,36 @@ class PendingBuffer:
     def __len__(self) -> int:
         return len(self._waiting)
 
-    def add(self, request_id: str, kind: str, valid_before: int | None, entry_id: str, now: float) -> None:
+    def add(
+        self,
+        request_id: str,
+        kind: str,
+        valid_before: int | None,
+        entry_id: str,
+        now: float,
+        *,
+        lane: int = 0,
+        accepted: float | None = None,
+        eta_seconds: float | None = None,
+    ) -> None:
         known = self._waiting.get(request_id)
         if known is None:
+            expiry = NO_EXPIRY if valid_before is None else valid_before
             known = self._waiting[request_id] = Waiting(
-                request_id, kind, NO_EXPIRY if valid_before is None else valid_before, now
+                request_id, kind, expiry, now, lane=lane, accepted=accepted, eta_seconds=eta_seconds
             )
         known.entry_ids.append(entry_id)
+
+    def put_back(self, taken: list[Waiting], now: float) -> None:
+        """Requests taken for a batch that was not stored, waiting again (arrived `now`)."""
+        for waiting in taken:
+            known = self._waiting.get(waiting.request_id)
+            if known is None:
+                self._waiting[waiting.request_id] = replace(
+                    waiting, arrived=now, entry_ids=list(waiting.entry_ids)
+                )
+            else:  # delivered again meanwhile
+                known.entry_ids.extend(waiting.entry_ids)
 
     def oldest_arrival(self) -> float | None:
         return min((w.arrived for w in self._waiting.values()), default=None)
@@ -48,10 +124,17 @@ class PendingBuffer:
     def has_full_batch(self, sizes: Mapping[str, int]) -> bool:
         return self._full_kind(sizes) is not None
 
-    def take(self, sizes: Mapping[str, int]) -> list[Waiting]:
-        """The next batch: one kind (a full one first, else the kind of the soonest-expiring request),
-        soonest-expiring authorizations first, then arrival order. Kinds go to different contracts."""
-        ordered = sorted(self._waiting.values(), key=lambda w: (w.valid_before, w.arrived))
+    def take(
+        self, sizes: Mapping[str, int], now: float | None = None, rules: LaneRules | None = None
+    ) -> list[Waiting]:
+        """The next batch: one kind (a full one first, else the kind of the request that goes first), in
+        take_order: urgent expiries, overdue requests, then the highest lane first, soonest-expiring
+        authorizations first, then arrival order. `now` is unix seconds. Kinds go to different
+        contracts."""
+        tops: dict[str, int] = {}
+        for waiting in self._waiting.values():
+            tops[waiting.kind] = max(tops.get(waiting.kind, 0), waiting.lane)
+        ordered = sorted(self._waiting.values(), key=lambda w: take_order(w, tops[w.kind], now, rules))
         kind = self._full_kind(sizes) or ordered[0].kind
         chosen = [w for w in ordered if w.kind == kind][: sizes[kind]]
         for waiting in chosen:

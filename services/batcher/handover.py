@@ -27,6 +27,9 @@ async def release_buffer(batcher: "Batcher") -> None:
             request_id=w.request_id,
             kind=w.kind,  # type: ignore[arg-type]
             valid_before=None if w.valid_before == NO_EXPIRY else w.valid_before,
+            lane=w.lane,
+            accepted_ms=None if w.accepted is None else round(w.accepted * 1000),
+            eta_seconds=None if w.eta_seconds is None else round(w.eta_seconds),
         )
         for w in waiting
     ]

@@ -71,6 +71,7 @@ async def _round(batcher: "Batcher", due: Due, now: float) -> None:
     if now >= due.refresh:
         batcher.tuning = await with_overrides(batcher.pool, batcher.settings, TUNABLE)
         await batcher.read_chain_limits()
+        await batcher.read_lanes_in_use()
         due.refresh = now + batcher.settings.settings_refresh_seconds
     await batcher.count_in_flight()
     unsent = await batcher.pool.fetch(UNSENT, batcher.wallet, batcher.settings.rebroadcast_after_seconds)

@@ -45,6 +45,7 @@ async def recover(batcher: "Batcher") -> None:
     await batcher.requests.start()
     await batcher.stuck.start()
     await batcher.read_chain_limits()
+    await batcher.read_lanes_in_use()
     await batcher.resync_nonce()
     open_batches = await batcher.pool.fetch(OPEN_BATCHES, batcher.wallet)
     for batch in open_batches:

@@ -17,6 +17,8 @@ TUNABLE = (
     "tip_percentile",
     "max_fee_gwei",
     "max_fee_bumps",
+    "ageing_multiple",
+    "lane_lookahead",
 )
 
 
@@ -66,6 +68,12 @@ class BatcherSettings(Settings):
     # Seconds before validBefore below which an authorization is not worth sending.
     expiry_margin_seconds: int = Field(10, ge=0)
     buffer_limit: int = Field(5000, ge=1)
+    # Priority lanes (batching.LaneRules): a request below the highest lane waiting, once it has waited
+    # this many times the ETA intake gave it, goes before every lane. While any payer has a priority (or
+    # a request of a higher lane is queued), a batcher reads this many entries ahead of its next batch
+    # to choose it from (taking.py); at 0 only what it has read anyway is reordered.
+    ageing_multiple: float = Field(3.0, ge=1, le=1000, allow_inf_nan=False)
+    lane_lookahead: int = Field(2000, ge=0, le=20_000)
     rebroadcast_after_seconds: float = Field(5.0, gt=0)
     # How long the chain's next nonce may have no open batch while later batches wait behind it before
     # it is filled with a no-op (holes.py).

@@ -19,7 +19,7 @@ from services.batcher import metrics
 from services.batcher.send_errors import Classified, Refusal
 from services.batcher.store import NO_OP_GAS, offered, sign_again, sign_no_op, store_attempt
 from shared.chain_checks import ChainMismatch
-from shared.events import MintRequested
+from shared.events import REQUESTED_COLUMNS, MintRequested
 from shared.streams import publish_many
 
 if TYPE_CHECKING:
@@ -41,10 +41,10 @@ UPDATE mint_requests SET status = 'confirmation_failed', error_message = $2, upd
 WHERE batch_id = $1 AND status IN ('batched', 'sent')
 RETURNING id
 """
-BACK_TO_PENDING = """
+BACK_TO_PENDING = f"""
 UPDATE mint_requests SET status = 'pending', batch_id = NULL, published_at = now(), updated_at = now()
 WHERE id = ANY($1::uuid[]) AND status = 'confirmation_failed'
-RETURNING id, kind, valid_before
+RETURNING {REQUESTED_COLUMNS}
 """
 
 

@@ -14,6 +14,7 @@ import asyncio
 import logging
 import os
 import socket
+import time
 
 import asyncpg
 from eth_account import Account
@@ -23,6 +24,7 @@ from services.batcher import handover, maintenance, metrics, nonces, recovery, t
 from services.batcher.batching import (
     BatchTooLarge,
     EntryGas,
+    LaneRules,
     PendingBuffer,
     Waiting,
     batch_gas_target,
@@ -48,6 +50,13 @@ log = logging.getLogger(__name__)
 
 # What a store or a chain read may raise when PostgreSQL or the node is briefly away.
 UNAVAILABLE = recovery.UNAVAILABLE
+# Whether priority lanes are in use: a payer has a lane, or a request of a higher lane is queued (both
+# read through a small table or index).
+LANES_IN_USE = """
+SELECT EXISTS (SELECT FROM payer_priorities)
+    OR EXISTS (SELECT FROM mint_requests
+               WHERE lane > 0 AND status IN ('rendering', 'rendered', 'pending', 'batched', 'sent'))
+"""
 
 
 class Batcher:
@@ -111,6 +120,9 @@ class Batcher:
         # what one batch's gas limit aims for (batching.batch_gas_target).
         self.block_gas_limit = settings.max_tx_gas
         self.gas_target = settings.max_tx_gas
+        # Whether priority lanes are in use (read with the run-time settings): only then does the wallet
+        # read ahead of its next batch (taking.py).
+        self.lanes_in_use = False
         # Entries per batch of a kind, learnt when a batch needed more gas than a transaction may use.
         self.entry_caps: dict[str, int] = {}
         # Gas per entry of a kind, learnt from the estimates of the batches signed so far.
@@ -193,11 +205,19 @@ class Batcher:
             await asyncio.sleep(0.2)
             return
         window = tuning.batch_window_seconds
+        lookahead = tuning.lane_lookahead if self.lanes_in_use else 0
         if self.buffer.is_due(loop.time(), sizes, window):
             if self.in_flight < tuning.max_in_flight:
-                if not self.buffer.has_full_batch(sizes):
-                    await self._top_up(max(sizes.values()) - len(self.buffer))
-                await self._send_batch(self.buffer.take(sizes))
+                more = taking.top_up_count(
+                    sizes,
+                    buffered=len(self.buffer),
+                    full=self.buffer.has_full_batch(sizes),
+                    buffer_limit=tuning.buffer_limit,
+                    lookahead=lookahead,
+                )
+                await self._top_up(more)
+                rules = LaneRules.of(tuning.expiry_margin_seconds, window, tuning.ageing_multiple)
+                await self._send_batch(self.buffer.take(sizes, time.time(), rules))
                 return
             await asyncio.sleep(0.1)  # wait for confirmations to free a slot
             await self.count_in_flight()
@@ -208,6 +228,7 @@ class Batcher:
             sizes=sizes,
             buffered=len(self.buffer),
             buffer_limit=tuning.buffer_limit,
+            lookahead=lookahead,
         )
         if count <= 0:
             await asyncio.sleep(0.05)
@@ -221,12 +242,16 @@ class Batcher:
         return taking.WalletState(self.in_flight, self.spending.waiting_for_funds, self.stalled_seconds)
 
     async def _top_up(self, count: int) -> None:
-        """Before a batch that is due by its window but not full: up to `count` more of what the stream
-        already holds (a batch's worth, so other wallets' share stays in the stream). The remainder of
-        a backlog read a chunk at a time has waited a window by the time the full batches before it
-        are sent; alone, it would be a batch that fills no block."""
+        """Before a due batch: up to `count` more of what the stream already holds (taking.top_up_count:
+        a batch's worth for a batch due by its window but not full, so other wallets' share stays in
+        the stream; the lookahead while lanes are in use). The remainder of a backlog read a chunk at a
+        time has waited a window by the time the full batches before it are sent; alone, it would be a
+        batch that fills no block."""
         if count > 0:
             await self.buffer_messages(await self.requests.read(min(count, 1000), block_ms=1))
+
+    async def read_lanes_in_use(self) -> None:
+        self.lanes_in_use = bool(await self.pool.fetchval(LANES_IN_USE))
 
     async def read_chain_limits(self) -> None:
         self.block_gas_limit = await self.chain.block_gas_limit()
@@ -250,7 +275,16 @@ class Batcher:
         for message in messages:
             event = message.event
             if isinstance(event, MintRequested):
-                self.buffer.add(event.request_id, event.kind, event.valid_before, message.id, now)
+                self.buffer.add(
+                    event.request_id,
+                    event.kind,
+                    event.valid_before,
+                    message.id,
+                    now,
+                    lane=event.lane,
+                    accepted=event.accepted,
+                    eta_seconds=event.eta_seconds,
+                )
             else:
                 await self.requests.reject(message, f"unexpected {event.type} on mint.requested")
 
@@ -288,10 +322,7 @@ class Batcher:
 
     def _keep(self, chosen: list[Waiting]) -> None:
         """Put requests taken for a batch that was not stored back into the buffer."""
-        now = asyncio.get_running_loop().time()
-        for waiting in chosen:
-            for entry_id in waiting.entry_ids:
-                self.buffer.add(waiting.request_id, waiting.kind, waiting.valid_before, entry_id, now)
+        self.buffer.put_back(chosen, asyncio.get_running_loop().time())
 
     async def dispatch(self, batch_id: int, nonce: int, tx_hash: str, raw: bytes) -> None:
         """Broadcast a stored transaction and act on what the node said."""

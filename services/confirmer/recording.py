@@ -12,7 +12,7 @@ from redis.asyncio import Redis
 
 from services.confirmer import metrics
 from services.confirmer.settling import Settlement
-from shared.events import MintCompleted, MintFailed, MintRequested
+from shared.events import REQUESTED_COLUMNS, MintCompleted, MintFailed, MintRequested
 from shared.streams import publish_many
 
 COMPLETE = """
@@ -28,11 +28,11 @@ UPDATE mint_requests AS r SET status = 'confirmation_failed', error_message = c.
 FROM unnest($1::uuid[], $2::text[]) AS c(id, reason)
 WHERE r.id = c.id AND r.status IN ('batched', 'sent')
 """
-RETRY = """
+RETRY = f"""
 UPDATE mint_requests SET status = 'pending', batch_id = NULL, retry_count = retry_count + 1,
                          published_at = now(), updated_at = now()
 WHERE id = ANY($1::uuid[]) AND status = 'confirmation_failed' AND retry_count < $2
-RETURNING id, kind, valid_before
+RETURNING {REQUESTED_COLUMNS}
 """
 FAIL = """
 UPDATE mint_requests AS r SET status = 'failed', error_message = c.reason, processed_at = now(),

@@ -81,9 +81,8 @@ async def accept_paid(
             raise
         return earlier
     valid_before = order.authorization.valid_before if order.authorization is not None else None
-    expiry = None
-    if valid_before is not None:
-        expiry = Expiry(now, app[THROUGHPUT].per_second, settings.expiry_margin_seconds)
+    # The expiry check applies to authorizations only; its rate also gives the wait stored with the row.
+    expiry = Expiry(now, app[THROUGHPUT].per_second, settings.expiry_margin_seconds)
     new = _new_request(order, verified, key, kind, render_settings)
     # The chain was asked about this payment only, so the payer's other queued authorizations all count
     # against their balance; only a payer short on that count pays for a closer look.
@@ -104,17 +103,24 @@ async def accept_paid(
     if queued.created:
         metrics.MINTS_ACCEPTED.labels(queued.payment_type).inc()
         log.info(
-            "accepted %s request %s: %s payment %s by %s, queue position %d",
+            "accepted %s request %s: %s payment %s by %s, lane %d, queue position %d",
             kind,
             queued.id,
             queued.payment_type,
             verified.payment_id,
             queued.payer,
+            queued.lane,
             queued.position,
             extra={"queue_id": queued.id},
         )
         if render_settings is None:
-            event: BaseEvent = MintRequested(request_id=queued.id, kind=kind, valid_before=valid_before)
+            event: BaseEvent = MintRequested(
+                request_id=queued.id,
+                kind=kind,
+                valid_before=valid_before,
+                lane=queued.lane,
+                eta_seconds=queued.eta_seconds,
+            )
             stream = keys.MINT_REQUESTED
         else:
             event, stream = RenderRequested(request_id=queued.id), keys.RENDER_REQUESTED

@@ -21,27 +21,23 @@ QUEUED_SQL = "('rendering', 'rendered', 'pending', 'batched', 'sent')"
 
 ROW_COLUMNS = (
     "id, kind, seq, status, payer_address, payment_type, payment_id, payment_tx_hash, payment_log_index,"
-    " idempotency_key"
+    " idempotency_key, lane, eta_seconds"
 )
-# The request an Idempotency-Key names, with its current position.
+# The request an Idempotency-Key names, with its current position: the queued requests of its kind and
+# lane up to it, and those of higher lanes (queued_position, migration 012).
 BY_IDEMPOTENCY_KEY = f"""
 SELECT {ROW_COLUMNS},
-       CASE WHEN status IN {QUEUED_SQL} THEN
-           (SELECT count(*) FROM mint_requests a
-            WHERE a.kind = k.kind AND a.status IN {QUEUED_SQL} AND a.seq <= k.seq)
-       END AS queue_position
+       CASE WHEN status IN {QUEUED_SQL} THEN queued_position(k.kind, k.lane, k.seq) END AS queue_position
 FROM mint_requests k WHERE idempotency_key = $1
 """
-# Conflicts, reservation, position, expiry and insert in one statement (migration 011).
+# Conflicts, the payer's lane, reservation, position, expiry and insert in one statement (migrations 011
+# and 012).
 ENQUEUE = f"SELECT * FROM intake_enqueue({', '.join(f'${n}' for n in range(1, 19))})"
 
 ITEM_COLUMNS = f"""
 id, payer_address, status, created_at, updated_at, processed_at, mint_tx_hash, error_message,
 retry_count, payment_type,
-CASE WHEN status IN {QUEUED_SQL} THEN
-    (SELECT count(*) FROM mint_requests a
-     WHERE a.kind = m.kind AND a.status IN {QUEUED_SQL} AND a.seq <= m.seq)
-END AS queue_position
+CASE WHEN status IN {QUEUED_SQL} THEN queued_position(m.kind, m.lane, m.seq) END AS queue_position
 """
 
 
@@ -94,6 +90,9 @@ class Queued:
     payment_type: str
     # False when an Idempotency-Key found the request an earlier call queued.
     created: bool
+    # Its priority lane (payer_priorities) and the wait estimated when it was accepted.
+    lane: int = 0
+    eta_seconds: int | None = None
 
 
 class Recheck(Exception):
@@ -127,13 +126,15 @@ async def enqueue(
     pool: asyncpg.Pool, request: NewRequest, *, balance: int | None, expiry: Expiry | None
 ) -> Queued:
     """Insert the request as `pending` (or `rendering`, with its render job) and commit, in one
-    statement (intake_enqueue, migration 011); returns once it is durable.
+    statement (intake_enqueue, migrations 011 and 012); returns once it is durable. Its lane is the
+    payer's (payer_priorities, else 0), and its position counts its lane and the lanes above it.
 
     `balance` (the payer's on-chain USDC, for authorization payments) must cover this request plus
     their earlier unsettled ones; the payer's advisory lock, held for that statement, makes the check
     and the insert atomic across intake processes. With `request.debited` None (not read) every
     queued authorization counts, and where that is too much Recheck names the ones to read. `expiry`
-    refuses an authorization (valid_before) that would expire before its estimated batch time.
+    refuses an authorization (valid_before) that would expire before its estimated batch time, and its
+    rate gives the wait stored with the row (what the batcher's ageing rule measures against).
     """
     rows = await pool.fetch(
         ENQUEUE,
@@ -162,7 +163,15 @@ async def enqueue(
     outcome = rows[0]["outcome"]
     if outcome == "created":
         row = rows[0]
-        return Queued(str(row["id"]), row["queue_position"], request.payer, request.payment_type, True)
+        return Queued(
+            str(row["id"]),
+            row["queue_position"],
+            request.payer,
+            request.payment_type,
+            True,
+            row["lane"],
+            row["eta_seconds"],
+        )
     if outcome == "recheck":
         raise Recheck(rows[0]["nonces"])
     if outcome == "insufficient":
@@ -190,7 +199,15 @@ def _existing(row: asyncpg.Record, payment: PaymentRef) -> Queued:
             "idempotency_key_reused", "this Idempotency-Key was already used with a different payment", 422
         )
     position = row["queue_position"] if row["status"] in QUEUED else 0
-    return Queued(str(row["id"]), position, row["payer_address"], row["payment_type"], False)
+    return Queued(
+        str(row["id"]),
+        position,
+        row["payer_address"],
+        row["payment_type"],
+        False,
+        row["lane"],
+        row["eta_seconds"],
+    )
 
 
 async def item(pool: asyncpg.Pool, request_id: uuid.UUID) -> QueueItem | None:

@@ -16,14 +16,14 @@ from redis.asyncio import Redis
 from services.intake import metrics
 from services.intake.settings import IntakeSettings
 from shared import keys
-from shared.events import MintRequested, RenderRequested
+from shared.events import REQUESTED_COLUMNS, MintRequested, RenderRequested
 from shared.loops import every, pause
 from shared.streams import publish_many
 
 log = logging.getLogger(__name__)
 
-PENDING = """
-SELECT id, seq, kind, status, valid_before FROM mint_requests
+PENDING = f"""
+SELECT {REQUESTED_COLUMNS}, seq, status FROM mint_requests
 WHERE status IN ('pending', 'rendering') AND seq > $1 AND published_at <= now() - make_interval(secs => $3)
 ORDER BY seq LIMIT $2
 """

@@ -33,22 +33,28 @@ log = logging.getLogger(__name__)
 FINAL = ("completed", "failed")
 RECENT_BATCHES = 10
 
-# The position among queued requests of the same kind, as `queue.item` counts it, for every watched
-# request at once: one pass over the queued rows up to the last watched one (none when no watched
-# request is queued).
+# The position among queued requests of the same kind, as `queue.item` counts it (queued_position,
+# migration 012), for every watched request at once: one pass over the queued rows up to the last
+# watched one (none when no watched request is queued) ranks each in its lane, and the queued requests
+# of higher lanes come from their own small index.
 ITEMS = f"""
 WITH watched AS (
-    SELECT m.id, m.kind, m.seq, m.status, m.mint_tx_hash, m.error_message, m.updated_at, m.token_id,
+    SELECT m.id, m.kind, m.lane, m.seq, m.status, m.mint_tx_hash, m.error_message, m.updated_at, m.token_id,
            j.status AS render_status, j.progress AS render_progress
     FROM mint_requests m LEFT JOIN render_jobs j ON j.request_id = m.id
     WHERE m.id = ANY($1::uuid[])
 ), ranked AS (
-    SELECT id, row_number() OVER (PARTITION BY kind ORDER BY seq) AS position
+    SELECT id, row_number() OVER (PARTITION BY kind, lane ORDER BY seq) AS position
     FROM mint_requests
     WHERE status IN {queue.QUEUED_SQL}
       AND seq <= (SELECT max(seq) FROM watched WHERE status IN {queue.QUEUED_SQL})
 )
-SELECT w.*, r.position,
+SELECT w.*,
+       CASE WHEN r.position IS NOT NULL THEN
+           r.position + (SELECT count(*) FROM mint_requests h
+                         WHERE h.kind = w.kind AND h.lane > 0 AND h.lane > w.lane
+                           AND h.status IN {queue.QUEUED_SQL})
+       END AS position,
        (SELECT jsonb_agg(jsonb_build_object('status', h.status, 'at', h.at, 'reason', h.reason)
                          ORDER BY h.id)
         FROM mint_request_history h WHERE h.request_id = w.id) AS history

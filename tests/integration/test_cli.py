@@ -20,6 +20,7 @@ from typing import Any
 
 import asyncpg
 import pytest
+from eth_utils import to_checksum_address
 from redis.asyncio import Redis
 
 from admin.cli import main
@@ -554,3 +555,77 @@ async def test_every_change_the_cli_makes_is_audited_and_dry_runs_are_not(cli: C
     assert rows[0]["result"]["toPending"] == [failed]
     assert rows[4]["params"] == {"key": "batch_size", "value": "40"}
     assert rows[5]["result"] == {"key": "batch_size", "removed": "40"}
+
+
+# --- priority lanes -----------------------------------------------------------------------------------
+
+
+async def test_priorities_are_set_listed_cleared_and_audited(cli: Cli, pg_pool) -> None:
+    spelled = "0x" + "ab" * 20  # lowercase: stored checksummed, as intake stores payers
+    payer = to_checksum_address(spelled)
+    code, out, err = await cli("priority", "set", spelled, "5", "--note", "launch partner")
+    assert code == 0, err
+    assert f"{payer}: lane 5 (was lane 0)" in out
+    row = await pg_pool.fetchrow("SELECT * FROM payer_priorities")
+    assert (row["payer_address"], row["lane"], row["note"], row["set_by"], row["source"]) == (
+        payer,
+        5,
+        "launch partner",
+        getpass.getuser(),
+        "cli",
+    )
+    code, out, _ = await cli("priority", "set", payer, "7")
+    assert code == 0 and f"{payer}: lane 7 (was lane 5)" in out
+
+    await insert_request(pg_pool, "pending", payer_address=payer, lane=7)
+    for _ in range(2):
+        await insert_request(pg_pool, "pending")
+    code, out, _ = await cli("priority", "list")
+    assert code == 0
+    (line,) = [row for row in out.splitlines() if row.startswith(payer)]
+    assert line.split()[1:4] == ["7", getpass.getuser(), "cli"]
+    assert "queued per lane: lane 7: 1, lane 0: 2" in out
+
+    for argv, message in [
+        (["set", "0x12", "3"], "payer must be a 0x-prefixed 20-byte hex address"),
+        (["set", "0x" + "aB" * 20, "3"], "has an invalid EIP-55 checksum"),
+        (["set", payer, "0"], "lane must be a whole number from 1 to 9, not '0' (0 is the default"),
+        (["set", payer, "10"], "lane must be a whole number from 1 to 9"),
+        (["set", payer, "high"], "lane must be a whole number from 1 to 9"),
+        (["set", payer, "3", "--note", "x" * 201], "note must be at most 200 characters"),
+        (["clear", "nope"], "payer must be a 0x-prefixed"),
+    ]:
+        code, _, err = await cli("priority", *argv)
+        assert code == 2 and message in err, (argv, err)
+    assert await pg_pool.fetchval("SELECT lane FROM payer_priorities") == 7
+
+    code, out, _ = await cli("priority", "clear", payer.lower())
+    assert code == 0 and f"{payer}: lane 7 cleared" in out
+    code, out, _ = await cli("priority", "clear", payer)
+    assert code == 0 and "had no lane" in out
+    code, out, _ = await cli("priority", "list")
+    assert code == 0 and payer not in out
+
+    rows = await pg_pool.fetch("SELECT action, params, result, outcome, source FROM admin_audit ORDER BY id")
+    assert [(r["action"], r["outcome"], r["source"]) for r in rows] == [
+        ("priority-set", "done", "cli"),
+        ("priority-set", "done", "cli"),
+        ("priority-clear", "done", "cli"),
+        ("priority-clear", "done", "cli"),
+    ]
+    assert rows[0]["params"] == {"payer": payer, "lane": 5, "note": "launch partner"}
+    assert [r["result"]["previous"] for r in rows] == [None, 5, 7, None]
+
+
+async def test_the_ageing_multiple_is_a_validated_run_time_setting(cli: Cli, pg_pool) -> None:
+    for value, message in [
+        ("0.5", "invalid value '0.5' for ageing_multiple"),
+        ("nan", "for ageing_multiple"),
+    ]:
+        code, _, err = await cli("settings", "set", "ageing_multiple", value)
+        assert code == 2 and message in err, err
+    code, out, _ = await cli("settings", "set", "ageing_multiple", "6")
+    assert code == 0 and "ageing_multiple = 6.0 (batcher picks it up" in out
+    code, out, _ = await cli("settings", "get", "ageing_multiple")
+    (line,) = [row for row in out.splitlines() if row.startswith("ageing_multiple")]
+    assert line.split()[:5] == ["ageing_multiple", "batcher", "6.0", "3.0", "6.0"]

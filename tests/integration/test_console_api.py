@@ -17,6 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from eth_utils import to_checksum_address
 from jsonschema import Draft202012Validator
 from redis.asyncio import Redis
 
@@ -45,6 +46,7 @@ def concrete(path: str) -> str:
     return (
         path.replace("{id}", str(uuid.uuid4()) if "requests" in path or "renders" in path else "1")
         .replace("{key}", "batch_size")
+        .replace("{payer}", "0x" + "ab" * 20)
         .replace("{filename}", "console.js")
     )
 
@@ -530,3 +532,71 @@ async def test_postgresql_going_away_is_said_and_survived(
             assert status == 200
     finally:
         await proxy.cut()
+
+
+# --- priority lanes -----------------------------------------------------------------------------------
+
+
+async def test_payer_priorities_are_set_and_cleared_as_the_operator_and_audited(console: Console) -> None:
+    pool = console.pool
+    spelled = "0x" + "cd" * 20
+    payer = to_checksum_address(spelled)
+    for headers in ({}, basic(OPERATOR, "wrong-" + "x" * 20)):
+        async with console.client.put(
+            f"/api/priorities/{payer}", json={"lane": 3}, headers=headers
+        ) as response:
+            assert response.status == 401
+        async with console.client.get("/api/priorities", headers=headers) as response:
+            assert response.status == 401 and payer not in await response.text()
+    assert await pool.fetchval("SELECT count(*) FROM payer_priorities") == 0
+
+    status, done = await console.act(
+        f"/api/priorities/{spelled}", {"lane": 4, "note": "partner"}, method="PUT"
+    )
+    assert status == 200 and done == {"payer": payer, "lane": 4, "previous": None}, done
+    await described(console, "putPriority", 200, done)
+    queued = await insert_request(pool, "pending", payer_address=payer, lane=4)
+    await insert_request(pool, "pending")
+    status, listed = await console.get("/api/priorities")
+    assert status == 200
+    await described(console, "listPriorities", 200, listed)
+    (entry,) = listed["payers"]
+    assert (entry["payerAddress"], entry["lane"], entry["note"], entry["setBy"], entry["source"]) == (
+        payer,
+        4,
+        "partner",
+        OPERATOR,
+        "console",
+    )
+    assert listed["lanes"] == [{"lane": 4, "queued": 1}, {"lane": 0, "queued": 1}]
+    status, detail = await console.get(f"/api/requests/{queued}")
+    assert status == 200 and detail["lane"] == 4
+
+    for spelling, body, code, words in [
+        (payer, {"lane": 0}, "invalid_body", "lane"),
+        (payer, {"lane": 10}, "invalid_body", "lane"),
+        (payer, {"lane": "3"}, "invalid_body", "lane"),
+        (payer, {"lane": 3, "note": "x" * 201}, "invalid_body", "note"),
+        (payer, {"lane": 3, "why": "x"}, "invalid_body", "why: Extra inputs"),
+        (payer, {"lane": 3, "note": "a\u0000b"}, "invalid_input", "note must be printable text"),
+        (payer, {}, "invalid_body", "lane: Field required"),
+        ("0x12", {"lane": 3}, "invalid_input", "payer must be a 0x-prefixed 20-byte hex address"),
+        ("0x" + "cD" * 20, {"lane": 3}, "invalid_input", "invalid EIP-55 checksum"),
+    ]:
+        status, answer = await console.act(f"/api/priorities/{spelling}", body, method="PUT")
+        assert (status, answer["error"]) == (400, code) and words in answer["message"], (body, answer)
+        await described(console, "putPriority", 400, answer)
+    assert await pool.fetchval("SELECT lane FROM payer_priorities") == 4
+
+    status, done = await console.act(f"/api/priorities/{payer}", {"lane": None}, method="PUT")
+    assert status == 200 and done == {"payer": payer, "lane": None, "previous": 4}
+    assert await pool.fetchval("SELECT count(*) FROM payer_priorities") == 0
+
+    rows = await pool.fetch(
+        "SELECT actor, source, client, action, params, outcome FROM admin_audit ORDER BY id"
+    )
+    assert [(r["action"], r["actor"], r["source"], r["client"], r["outcome"]) for r in rows] == [
+        ("priority-set", OPERATOR, "console", "127.0.0.1", "done"),
+        ("priority-clear", OPERATOR, "console", "127.0.0.1", "done"),
+    ]
+    assert rows[0]["params"] == {"payer": payer, "lane": 4, "note": "partner"}

@@ -34,7 +34,12 @@ async def test_every_console_operation_answers_as_described(console: Console) ->
     schema = schemathesis.openapi.from_dict(spec)
     schema.config.update(base_url=str(console.client.make_url("")).rstrip("/"))
     found: dict[tuple[str, str], str] = {}
-    rows = {"id": [failed, nft, str(batch)], "key": ["batch_size", "max_retries"], "filename": ["console.js"]}
+    rows = {
+        "id": [failed, nft, str(batch)],
+        "key": ["batch_size", "max_retries"],
+        "filename": ["console.js"],
+        "payer": ["0x" + "ab" * 20],
+    }
 
     with requests.Session() as session:
         session.headers.update(console.auth)

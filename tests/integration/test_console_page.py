@@ -1,8 +1,8 @@
 """The operator console in headless Chromium against the running system: intake, batcher, confirmer
 and the console itself as processes, as `make run` starts them. A failed request appears on the page
 live, is retried from it and completes on chain; a setting changed on the page reaches a running
-batcher; without credentials the browser gets a 401 and nothing else; every action leaves its audit
-row. A screenshot of each view goes to test-artifacts/."""
+batcher; a payer is given a priority lane and cleared again; without credentials the browser gets a
+401 and nothing else; every action leaves its audit row. A screenshot of each view goes to test-artifacts/."""
 
 import asyncio
 import time
@@ -14,6 +14,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from eth_utils import to_checksum_address
 from playwright.async_api import Browser, Page, async_playwright
 from web3 import HTTPProvider, Web3
 
@@ -276,3 +277,41 @@ async def test_without_credentials_the_browser_gets_401_and_nothing_else(
                     assert (await answer.json())["error"] == "unauthorized"
         log = process.log_path.read_text()
     assert console.token not in log
+
+
+async def test_a_payer_given_a_lane_on_the_page_and_cleared_again(
+    browser: Browser, settings_env, pg_pool, tmp_path
+) -> None:
+    payer = "0x" + "ef" * 20
+    checksummed = to_checksum_address(payer)
+    await insert_request(pg_pool, "pending")
+    errors: list[str] = []
+    with console_process(settings_env, tmp_path) as process:
+        console = await started(process)
+        page = await operator_page(browser, console, errors)
+        await page.goto(f"{console.url}/#priorities")
+        await page.wait_for_selector("#lanes tr[data-lane='0']")
+        await page.fill("#priority-payer", payer)
+        await page.select_option("#priority-lane", "6")
+        await page.fill("#priority-note", "launch partner")
+        await page.click("#priority-set")
+        said = await confirm(page, f"Put {payer} in lane 6?")
+        assert "go before those of lower lanes" in said
+        row = page.locator(f"#priorities tr[data-payer='{checksummed}']")
+        await row.wait_for()
+        assert "launch partner" in (await row.text_content() or "")
+        await page.wait_for_function("() => document.getElementById('notice').textContent.includes('lane 6')")
+        await page.screenshot(path=ARTIFACTS / "console-priorities.png", full_page=True)
+        assert await pg_pool.fetchval("SELECT lane FROM payer_priorities") == 6
+
+        await row.locator("button", has_text="Clear").click()
+        await confirm(page, f"Clear the lane of {checksummed} (lane 6)?")
+        await row.wait_for(state="detached")
+        await page.wait_for_selector("#priorities td.empty")
+    assert await pg_pool.fetchval("SELECT count(*) FROM payer_priorities") == 0
+    audit = await pg_pool.fetch("SELECT actor, source, action, outcome FROM admin_audit ORDER BY id")
+    assert [tuple(r) for r in audit] == [
+        (OPERATOR, "console", "priority-set", "done"),
+        (OPERATOR, "console", "priority-clear", "done"),
+    ]
+    assert errors == []

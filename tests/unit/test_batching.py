@@ -8,6 +8,7 @@ from services.batcher.batching import (
     SIZING_HEADROOM,
     BatchTooLarge,
     EntryGas,
+    LaneRules,
     PendingBuffer,
     batch_gas_target,
     entries_per_batch,
@@ -229,3 +230,150 @@ def test_every_few_batches_the_node_estimates_again() -> None:
     assert None not in checked[:REESTIMATE_EVERY] and checked[REESTIMATE_EVERY] is None
     entry_gas.observe("token", 9_000_000, 100)
     assert entry_gas.limit_to_check("token", 100, 15_000_000) is not None
+
+
+# --- priority lanes ---------------------------------------------------------------------------------
+
+NOW = 1_900_000_000.0
+# The batcher's defaults: a 10 s expiry margin and 1 s windows make 13 s urgent; ageing at 3x the ETA.
+RULES = LaneRules.of(expiry_margin_seconds=10, batch_window_seconds=1.0, ageing_multiple=3.0)
+LATER = int(NOW) + 3600  # an authorization valid for another hour
+
+
+def _lanes(*requests: tuple[str, int, int | None, float, float]) -> PendingBuffer:
+    """(request_id, lane, valid_before, accepted (seconds before NOW), eta_seconds) each, read in that
+    order."""
+    buffer = PendingBuffer()
+    for position, (request_id, lane, valid_before, waited, eta) in enumerate(requests):
+        buffer.add(
+            request_id,
+            "token",
+            valid_before,
+            f"{request_id}-entry",
+            now=float(position),
+            lane=lane,
+            accepted=NOW - waited,
+            eta_seconds=eta,
+        )
+    return buffer
+
+
+def _taken(buffer: PendingBuffer, size: int = 10, now: float = NOW) -> list[str]:
+    return [w.request_id for w in buffer.take({"token": size}, now, RULES)]
+
+
+def test_urgent_expiry_takes_thirteen_seconds_by_default() -> None:
+    assert RULES.urgent_seconds == 13
+
+
+def test_a_batch_is_filled_from_the_highest_lane_first() -> None:
+    buffer = _lanes(
+        ("normal-1", 0, LATER, 5, 60),
+        ("normal-2", 0, LATER - 100, 4, 60),
+        ("vip-low", 2, LATER, 3, 60),
+        ("vip-high", 7, None, 2, 60),
+        ("vip-high-2", 7, LATER, 1, 60),
+    )
+
+    # Within a lane as before: the soonest-expiring authorization first (none: last), then arrival.
+    assert _taken(buffer, size=3) == ["vip-high-2", "vip-high", "vip-low"]
+    assert _taken(buffer, size=3) == ["normal-2", "normal-1"]
+
+
+def test_an_authorization_about_to_expire_goes_first_whatever_its_lane() -> None:
+    buffer = _lanes(
+        ("vip", 9, LATER, 1, 60),
+        ("expires-in-20s", 0, int(NOW) + 20, 1, 60),  # a later batch can still carry it
+        ("expires-in-12s", 0, int(NOW) + 12, 1, 60),  # within the margin and three windows
+        ("expires-in-5s", 0, int(NOW) + 5, 1, 60),
+    )
+
+    assert _taken(buffer, size=3) == ["expires-in-5s", "expires-in-12s", "vip"]
+    assert _taken(buffer) == ["expires-in-20s"]
+
+
+def test_a_low_lane_request_that_waited_its_ageing_bound_goes_before_every_lane() -> None:
+    buffer = _lanes(
+        ("vip-1", 5, LATER, 50, 60),  # waited 50 s of its 180 s bound
+        ("normal-due", 0, LATER, 31, 10),  # 31 s of 30 s: overdue
+        ("normal-waiting", 0, LATER, 29, 10),  # 29 s of 30 s: not yet
+        ("normal-older-due", 0, LATER, 40, 10),
+        ("vip-2", 5, LATER, 1, 60),
+    )
+
+    assert _taken(buffer, size=3) == ["normal-older-due", "normal-due", "vip-1"]
+    # A second later the next one is overdue too.
+    assert _taken(buffer, size=1, now=NOW + 1.5) == ["normal-waiting"]
+    assert _taken(buffer) == ["vip-2"]
+
+
+def test_an_urgent_expiry_goes_even_before_an_overdue_request() -> None:
+    buffer = _lanes(
+        ("vip", 3, LATER, 1, 60), ("overdue", 0, LATER, 100, 1), ("expiring", 0, int(NOW) + 11, 1, 60)
+    )
+
+    assert _taken(buffer) == ["expiring", "overdue", "vip"]
+
+
+def test_the_ageing_multiple_is_what_the_bound_is_measured_in() -> None:
+    def order(multiple: float) -> list[str]:
+        buffer = _lanes(("vip", 1, LATER, 1, 60), ("normal", 0, LATER, 25, 10))
+        rules = LaneRules(urgent_seconds=13, ageing_multiple=multiple)
+        return [w.request_id for w in buffer.take({"token": 10}, NOW, rules)]
+
+    assert order(2.0) == ["normal", "vip"]  # 25 s waited, 20 s allowed
+    assert order(3.0) == ["vip", "normal"]  # 30 s allowed
+
+
+def test_a_request_without_an_eta_ages_as_if_promised_a_second() -> None:
+    buffer = _lanes(
+        ("vip", 1, LATER, 1, 60), ("unknown-eta", 0, LATER, 3.5, None), ("fresh", 0, LATER, 2, None)
+    )
+
+    assert _taken(buffer) == ["unknown-eta", "vip", "fresh"]
+
+
+def test_without_lanes_the_order_is_as_before_however_long_requests_waited() -> None:
+    """Every request in lane 0 (no payer has a priority): soonest expiry, then arrival, overdue or not,
+    as the batcher took them before lanes."""
+    buffer = _lanes(
+        ("late-expiry-overdue", 0, LATER, 500, 1),
+        ("soon", 0, LATER - 600, 1, 60),
+        ("custom", 0, None, 900, 1),
+        ("urgent", 0, int(NOW) + 8, 1, 60),
+    )
+
+    assert _taken(buffer) == ["urgent", "soon", "late-expiry-overdue", "custom"]
+
+
+def test_ageing_compares_lanes_within_a_kind() -> None:
+    """An NFT VIP does not promote an overdue token request ahead of other tokens: kinds are batched
+    apart."""
+    buffer = PendingBuffer()
+    buffer.add("nft-vip", "nft", LATER, "e1", now=0.0, lane=9, accepted=NOW, eta_seconds=60)
+    buffer.add(
+        "token-overdue-expiring-late", "token", LATER, "e2", now=1.0, accepted=NOW - 100, eta_seconds=1
+    )
+    buffer.add("token-soon", "token", LATER - 600, "e3", now=2.0, accepted=NOW, eta_seconds=60)
+
+    assert [w.request_id for w in buffer.take({"token": 10, "nft": 10}, NOW, RULES)] == ["nft-vip"]
+    assert [w.request_id for w in buffer.take({"token": 10, "nft": 10}, NOW, RULES)] == [
+        "token-soon",
+        "token-overdue-expiring-late",
+    ]
+
+
+def test_a_request_put_back_keeps_its_lane_and_age() -> None:
+    buffer = _lanes(("vip", 4, LATER, 1, 60), ("normal", 0, LATER, 1, 60))
+    taken = buffer.take({"token": 1}, NOW, RULES)
+    buffer.add("vip", "token", LATER, "redelivered", now=9.0, lane=4, accepted=NOW - 1, eta_seconds=60)
+
+    buffer.put_back(taken, now=10.0)
+
+    (vip,) = buffer.take({"token": 1}, NOW, RULES)
+    assert (vip.request_id, vip.lane, vip.accepted, vip.entry_ids) == (
+        "vip",
+        4,
+        NOW - 1,
+        ["redelivered", "vip-entry"],
+    )

@@ -1,5 +1,7 @@
 """The msgpack event codec: what one service writes, another reads; anything else is a DecodeError."""
 
+from datetime import UTC, datetime
+
 import msgpack
 import pytest
 
@@ -21,6 +23,7 @@ TX_HASH = "0x" + "ab" * 32
 EVERY_EVENT = [
     MintRequested(request_id="r1", kind="nft", valid_before=1_900_000_000),
     MintRequested(request_id="r2"),
+    MintRequested(request_id="r2b", lane=7, accepted_ms=1_900_000_000_123, eta_seconds=12),
     RenderRequested(request_id="r3"),
     TxSent(batch_id=4, nonce=17, tx_hash=TX_HASH),
     TxStuck(batch_id=4, nonce=17, tx_hash=TX_HASH),
@@ -102,3 +105,38 @@ def test_fields_from_a_newer_writer_are_ignored() -> None:
     assert decoded.valid_before == 1_900_000_000
     assert decoded.schema_version == 2
     assert not hasattr(decoded, "priority")
+
+
+def test_a_request_from_a_writer_without_lanes_is_lane_0_accepted_when_announced() -> None:
+    payload = MintRequested(request_id="r1", valid_before=1_900_000_000).model_dump(mode="json")
+    for field in ("lane", "accepted_ms", "eta_seconds"):
+        del payload[field]
+
+    decoded = decode(_pack(payload))
+
+    assert isinstance(decoded, MintRequested)
+    assert (decoded.lane, decoded.eta_seconds) == (0, None)
+    assert decoded.accepted == decoded.created_ms / 1000
+
+
+def test_a_request_row_gives_its_lane_and_when_it_was_accepted() -> None:
+    created = datetime(2030, 3, 17, 12, 0, 1, 500_000, tzinfo=UTC)
+    row = {
+        "id": "r1",
+        "kind": "nft",
+        "valid_before": None,
+        "lane": 4,
+        "created_at": created,
+        "eta_seconds": 9,
+    }
+
+    event = MintRequested.of_row(row)
+
+    assert (event.lane, event.eta_seconds, event.accepted) == (4, 9, created.timestamp())
+
+
+def test_a_negative_lane_is_no_event() -> None:
+    payload = {**MintRequested(request_id="r1").model_dump(mode="json"), "lane": -1}
+
+    with pytest.raises(DecodeError):
+        decode(_pack(payload))

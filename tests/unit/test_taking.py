@@ -5,7 +5,15 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from services.batcher.taking import CANNOT_PAY, WEDGED, StallWatch, WalletState, read_count, why_not_taking
+from services.batcher.taking import (
+    CANNOT_PAY,
+    WEDGED,
+    StallWatch,
+    WalletState,
+    read_count,
+    top_up_count,
+    why_not_taking,
+)
 
 SIZES = {"token": 300, "nft": 75}
 
@@ -109,3 +117,34 @@ def test_one_wallet_at_its_cap_sends_no_more_however_long_the_backlog() -> None:
     # 4 batches per 10 rounds: 12 in 30 rounds, and nothing hoarded while it waits at the cap (the
     # queue keeps the rest for any other wallet).
     assert wallet.sent == 12 and wallet.buffered == 0 and left == 10_000 - 120
+
+
+@pytest.mark.parametrize(
+    ("in_flight", "buffered", "expected"),
+    [
+        (0, 0, 300),  # still a batch per read
+        (16, 0, 300),  # at the cap it reads ahead...
+        (16, 1900, 100),  # ...up to the lookahead
+        (16, 2000, 0),
+        (15, 2200, 100),  # a free slot's batch on top
+        (0, 4900, 100),  # and never past the buffer limit
+    ],
+)
+def test_while_lanes_are_in_use_a_wallet_reads_ahead_of_its_next_batch(
+    in_flight: int, buffered: int, expected: int
+) -> None:
+    count = read_count(
+        state(in_flight), max_in_flight=16, sizes=SIZES, buffered=buffered, buffer_limit=5000, lookahead=2000
+    )
+    assert count == expected
+
+
+def test_a_due_batch_is_topped_up_to_a_batch_or_with_lookahead_to_a_batch_and_the_lookahead() -> None:
+    # Without lookahead (no lanes in use), as before: only a batch that is not full yet.
+    assert top_up_count(SIZES, buffered=120, full=False, buffer_limit=5000) == 180
+    assert top_up_count(SIZES, buffered=80, full=True, buffer_limit=5000) == 0  # 75 NFTs fill one
+    assert top_up_count(SIZES, buffered=400, full=True, buffer_limit=5000) == 0
+    # With it: what the stream holds, up to a batch and the lookahead, within the buffer limit.
+    assert top_up_count(SIZES, buffered=300, full=True, buffer_limit=5000, lookahead=2000) == 2000
+    assert top_up_count(SIZES, buffered=2300, full=True, buffer_limit=5000, lookahead=2000) == 0
+    assert top_up_count(SIZES, buffered=100, full=False, buffer_limit=1000, lookahead=2000) == 900

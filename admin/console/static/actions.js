@@ -1,4 +1,4 @@
-// The actions: settings changed, the audit trail, and the CLI's actions, each confirmed in a dialog
+// The actions: settings changed, payers' priority lanes, the audit trail, and the CLI's actions, each confirmed in a dialog
 // first (with a dry run's report where the action has one), then sent as JSON; the server audits it.
 "use strict";
 
@@ -87,6 +87,55 @@ async function changeSetting(setting, value) {
     showMessage(error.message);
   }
   await loadSettings();
+}
+
+// --- priority lanes --------------------------------------------------------------------------------
+
+async function loadPriorities() {
+  const list = await api("/api/priorities");
+  fill("priorities", list.payers.map((entry) => {
+    const row = document.createElement("tr");
+    row.dataset.payer = entry.payerAddress;
+    cell(row, code(entry.payerAddress));
+    cell(row, entry.lane, "number");
+    cell(row, entry.note, "wrap");
+    cell(row, entry.setBy);
+    cell(row, entry.source);
+    cell(row, when(entry.setAt));
+    const clear = document.createElement("button");
+    clear.type = "button";
+    clear.className = "small secondary";
+    clear.textContent = "Clear…";
+    clear.addEventListener("click", () => changePriority(entry.payerAddress, null, null, entry.lane));
+    cell(row, clear);
+    return row;
+  }), "No payer has a lane: every request is in lane 0.", 7);
+  fill("lanes", list.lanes.map((lane) => {
+    const row = document.createElement("tr");
+    row.dataset.lane = String(lane.lane);
+    cell(row, lane.lane, "number");
+    cell(row, lane.queued, "number");
+    return row;
+  }), "Nothing queued.", 2);
+}
+
+async function changePriority(payer, lane, note, previous) {
+  if (!payer) return showMessage("Type the payer's address first.");
+  const question = lane === null
+    ? `Clear the lane of ${payer} (lane ${previous})? Their next requests go in lane 0.`
+    : `Put ${payer} in lane ${lane}? Their requests accepted from now on go before those of lower lanes.`;
+  if (!(await confirmDialog(lane === null ? "Clear a priority" : "Set a priority", question))) return;
+  try {
+    const done = await api(`/api/priorities/${encodeURIComponent(payer)}`, {
+      method: "PUT",
+      body: JSON.stringify(lane === null ? { lane: null } : { lane, note: note || null }),
+    });
+    showMessage("");
+    showNotice(done.lane === null ? `${done.payer}: back to lane 0.` : `${done.payer}: lane ${done.lane}.`);
+  } catch (error) {
+    showMessage(error.message);
+  }
+  await loadPriorities();
 }
 
 // --- audit -----------------------------------------------------------------------------------------

@@ -7,7 +7,10 @@ let view = "overview";
 
 // --- views and the live stream ---------------------------------------------------------------------
 
-const LOADERS = { requests: loadRequests, batches: loadBatches, renders: loadRenders, settings: loadSettings, audit: loadAudit };
+const LOADERS = {
+  requests: loadRequests, batches: loadBatches, renders: loadRenders, settings: loadSettings,
+  priorities: loadPriorities, audit: loadAudit,
+};
 
 async function refresh(live = false) {
   const load = LOADERS[view];
@@ -69,6 +72,12 @@ function start() {
       load().then(() => showMessage(""), (error) => showMessage(error.message));
     });
   }
+  options("priority-lane", ["1", "2", "3", "4", "5", "6", "7", "8", "9"]);
+  byId("priority-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    changePriority(byId("priority-payer").value.trim(), Number(byId("priority-lane").value),
+      byId("priority-note").value.trim());
+  });
   for (const button of document.querySelectorAll("[data-action]")) {
     button.addEventListener("click", () => runAction(button.dataset.action, button));
   }

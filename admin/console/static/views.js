@@ -140,7 +140,7 @@ async function openRequest(id, scroll = true) {
   const parts = [
     heading(3, `Request ${item.id}`),
     facts([["Status", badge(item.status)], ["Kind", item.kind], ["Payer", code(item.payerAddress)],
-      ["Payment", item.paymentType], ["Retries", item.retryCount], ["Mint transaction", code(item.mintTxHash)],
+      ["Payment", item.paymentType], ["Lane", item.lane], ["Retries", item.retryCount], ["Mint transaction", code(item.mintTxHash)],
       ["Token id", item.tokenId], ["Reason", reason(item.status, item.errorMessage)],
       ["Created", when(item.createdAt)]]),
     heading(3, "History"),

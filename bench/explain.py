@@ -20,8 +20,8 @@ from shared import render_jobs
 
 INDEX = re.compile(r"(?:Index Scan|Index Only Scan|Bitmap Index Scan)(?: Backward)? (?:using|on) (\w+)")
 SEQ = re.compile(r"Seq Scan on (\w+)")
-# Tables too small for an index to matter (a row per status or queue shard, a few settings).
-SMALL_TABLES = {"mint_request_counts", "mint_queue_depth", "system_settings"}
+# Tables too small for an index to matter (a row per status or queue shard, a few settings or lanes).
+SMALL_TABLES = {"mint_request_counts", "mint_queue_depth", "payer_priorities", "system_settings"}
 QUEUED = "('rendering', 'rendered', 'pending', 'batched', 'sent')"
 # intake_enqueue's reads, as it runs them: a conflict, the payer's reservations and the queue depth in
 # one statement; the payer's queued nonces where the balance is short on that count (a recheck).
@@ -33,7 +33,9 @@ SELECT EXISTS (SELECT FROM mint_requests m
         WHERE r.payer_address = $5 AND r.status IN {QUEUED}
           AND r.authorization_data IS NOT NULL AND NOT r.payment_settled
           AND NOT (r.authorization_data->>'nonce' = ANY(coalesce($6::text[], '{{}}')))),
-       (SELECT greatest(1, 1 + coalesce(sum(d.n), 0)) FROM mint_queue_depth d WHERE d.kind = $7)
+       (SELECT greatest(1, 1 + coalesce(sum(d.n), 0)) FROM mint_queue_depth d
+        WHERE d.kind = $7 AND d.lane >= (SELECT coalesce((SELECT p.lane FROM payer_priorities p
+                                                         WHERE p.payer_address = $5), 0)))
 """
 RECHECK_NONCES = f"""
 SELECT ARRAY(SELECT n.authorization_data->>'nonce' FROM mint_requests n

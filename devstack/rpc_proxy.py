@@ -64,6 +64,9 @@ class RpcProxy(Server):
         # block. `block_cache` holds the first answer for each (number, full transactions) asked.
         self.cache_blocks = False
         self.block_cache: dict[tuple[str, bool], dict[str, Any]] = {}
+        # eth_getBlockByNumber of these block numbers answers null, as anvil was seen to answer a block
+        # far below its head after anvil_reorg.
+        self.missing_blocks: set[int] = set()
         # eth_sendRawTransaction answers the transaction's hash without forwarding it.
         self.drop_transactions = False
         # A raw transaction longer than this many bytes is refused as geth refuses one over 128 KiB.
@@ -95,7 +98,7 @@ class RpcProxy(Server):
         for name in (
             "max_log_range", "max_batch", "batch_refusal", "rate_limit_every", "rate_limited_until",
             "html_503_every", "unavailable_until", "failing_method", "fail_every", "lagging",
-            "drop_transactions", "max_transaction_bytes", "cache_blocks",
+            "drop_transactions", "max_transaction_bytes", "cache_blocks", "missing_blocks",
         ):  # fmt: skip
             setattr(self, name, getattr(fresh, name))
 
@@ -227,6 +230,14 @@ class RpcProxy(Server):
             tx_hash = "0x" + keccak(hexstr=params[0]).hex()
             self.dropped.append(tx_hash)
             return {"jsonrpc": "2.0", "id": call_id, "result": tx_hash}
+        if (
+            method == "eth_getBlockByNumber"
+            and self.missing_blocks
+            and params
+            and _number(params[0]) in self.missing_blocks
+        ):
+            self.refused["missing_block"] += 1
+            return {"jsonrpc": "2.0", "id": call_id, "result": None}
         if (key := self._cached_block_key(call)) is not None and key in self.block_cache:
             return {"jsonrpc": "2.0", "id": call_id, "result": self.block_cache[key]}
         if self.lagging and method == "eth_getBlockByNumber" and params and params[0] == "latest":
@@ -320,3 +331,8 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def _number(tag: object) -> int | None:
+    """A block parameter's number (None for a tag such as "latest")."""
+    return int(tag, 16) if isinstance(tag, str) and tag.startswith("0x") else None

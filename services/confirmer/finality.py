@@ -9,7 +9,9 @@ Two signs of a reorg are looked at, each enough: the block at the batch's height
 or the wallet's transaction count says the batch's nonce was never used (a confirmed batch at or
 above the chain's next nonce is not on the chain, whatever a block read said), confirmed by its
 receipt being gone. The second catches a confirmation read from a block the chain later dropped
-when the block reads do not show it (a node answering from before the reorg, a replica behind)."""
+when the block reads do not show it (a node answering from before the reorg, a replica behind).
+A block the node answers as not there is looked at again, never taken for a reorg, until it is below
+the final block: then the mined transaction's receipt decides."""
 
 import logging
 from dataclasses import dataclass
@@ -84,12 +86,16 @@ class Finality:
         canonical = {
             n: block["hash"] for n, block in zip(numbers, blocks, strict=True) if isinstance(block, dict)
         }
+        absent = {n for n, block in zip(numbers, blocks, strict=True) if block is None}
         mined = {w: int(c, 16) for w, c in zip(wallets, counts, strict=True) if isinstance(c, str)}
         reopened = 0
         done = []
         unused = []
+        vanished = []
         for row in rows:
             if row.block_number not in canonical:
+                if row.block_number in absent and row.block_number <= final:
+                    vanished.append(row)
                 continue
             if canonical[row.block_number] != row.block_hash:
                 reopened += await self._reopen(row, "its block has another hash now")
@@ -98,6 +104,9 @@ class Finality:
             elif row.block_number <= final:
                 done.append(row.id)
         reopened += await self._reopen_gone(unused, mined)
+        vanished_reopened, intact = await self._judge_vanished(vanished)
+        reopened += vanished_reopened
+        done += intact
         if done:
             await self.pool.execute(
                 "UPDATE batches SET finalized_at = now() WHERE id = ANY($1::bigint[])", done
@@ -120,6 +129,32 @@ class Finality:
                 why = f"the chain has not used its nonce (the wallet's next nonce is {mined[row.wallet]})"
                 reopened += await self._reopen(row, why)
         return reopened
+
+    async def _judge_vanished(self, rows: list[Settled]) -> tuple[int, list[int]]:
+        """Batches whose block the node answers as not there although it is final (a node serves every
+        block below its head; anvil was seen to lose one for good after anvil_reorg, and with it the
+        only sign of that reorg): judged by the mined transaction's receipt. In the stored block, the
+        batch is final (returned); gone or in another block, it is reopened and settled again."""
+        if not rows:
+            return 0, []
+        receipts = await self.rpc.batch_settled(
+            [("eth_getTransactionReceipt", [row.tx_hash]) for row in rows]
+        )
+        reopened, intact = 0, []
+        for row, receipt in zip(rows, receipts, strict=True):
+            if isinstance(receipt, RpcError):
+                continue
+            if isinstance(receipt, dict) and receipt.get("blockHash") == row.block_hash:
+                intact.append(row.id)
+                continue
+            where = (
+                "its transaction is not mined"
+                if not isinstance(receipt, dict)
+                else f"its transaction is in block {int(str(receipt.get('blockNumber')), 16)} now"
+            )
+            why = f"the node has no block {row.block_number} below its final block, and {where}"
+            reopened += await self._reopen(row, why)
+        return reopened, intact
 
     def _final_block(self, head: int, finalized: object) -> int:
         """The chain's finalized block where it names one, else `depth` blocks below the head."""

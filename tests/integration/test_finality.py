@@ -16,7 +16,7 @@ from web3 import HTTPProvider, Web3
 from devstack.anvil import Anvil
 from devstack.rpc_proxy import RpcProxy
 from shared.deploy import Deployment, load_artifact
-from tests.integration.test_batcher_confirmer import enqueue
+from tests.integration.test_batcher_confirmer import enqueue, logged
 from tests.support.payments import usdc_contract
 from tests.support.requests import wait_final
 
@@ -184,3 +184,69 @@ async def test_a_reorg_a_block_cache_hides_is_caught_by_the_wallets_nonce(
     assert "the chain has not used its nonce" in confirmer.log_path.read_text()
     token = w3.eth.contract(address=deployment.token, abi=load_artifact("MintToken")["abi"])
     assert [token.functions.balanceOf(p.address).call() for p in payers] == [deployment.mint_amount] * 4
+
+
+async def test_a_reorg_whose_block_the_node_no_longer_serves_is_caught_by_the_receipt(
+    settings_env: dict[str, str],
+    services: Callable[..., Any],
+    pg_pool: asyncpg.Pool,
+    redis_client: Redis,
+    deployment: Deployment,
+    fund_payers: Any,
+    anvil: Anvil,
+) -> None:
+    """A confirmed batch's block left the chain and its transaction was mined again in another block
+    (the batcher sent it at the nonce hole), but the node answers the old height as no block at all,
+    as anvil was seen to after anvil_reorg: neither the block's hash nor the wallet's nonce shows the
+    reorg. Once the height is final, the receipt does: the batch is reopened and settled again in the
+    block its transaction is in now."""
+    w3 = Web3(HTTPProvider(anvil.rpc_url))
+    namespace = settings_env["MINTLINE_NAMESPACE"]
+    payers, later_payers = fund_payers(4), fund_payers(2)
+    snapshot = w3.provider.make_request("evm_snapshot", [])["result"]  # type: ignore[arg-type]
+    ids = await enqueue(pg_pool, redis_client, namespace, deployment, payers)
+    batcher = services("batcher", BATCHER_NONCE_HOLE_SECONDS="1", **FAST)
+    confirmer = services("confirmer", **FAST)
+    rows = await wait_final(pg_pool, ids, timeout=60)
+    assert [r["status"] for r in rows] == ["completed"] * 4, confirmer.log_tail()
+    confirmer.kill()
+    first = await pg_pool.fetchrow("SELECT id, block_number, block_hash, mined_tx_hash FROM batches")
+    assert w3.provider.make_request("evm_revert", [snapshot])["result"]  # type: ignore[arg-type]
+    w3.provider.make_request("anvil_mine", [3])  # type: ignore[arg-type]
+    # A later batch waits behind the nonce the revert freed: a hole, which the batcher fills with the
+    # confirmed batch's mined transaction.
+    later = await enqueue(pg_pool, redis_client, namespace, deployment, later_payers)
+    await logged(batcher, f"yet batch {first['id']} is confirmed at it: its mined transaction")
+
+    async def mined_again() -> bool:
+        return bool(
+            w3.provider.make_request("eth_getTransactionReceipt", [first["mined_tx_hash"]]).get("result")
+        )  # type: ignore[arg-type]
+
+    await until(mined_again)
+    moved_to = w3.eth.get_transaction_receipt(first["mined_tx_hash"])["blockNumber"]
+    assert moved_to != first["block_number"]
+    # Past the chain's finalized block (anvil's is 64 below its head).
+    w3.provider.make_request("anvil_mine", [70])  # type: ignore[arg-type]
+    with RpcProxy(anvil.rpc_url) as proxy:
+        proxy.missing_blocks = {first["block_number"]}
+        confirmer = services("confirmer", RPC_URL=proxy.url, **FAST)
+
+        async def settled_again() -> bool:
+            statuses = [await history(pg_pool, i) for i in ids]
+            return all(h[-1] == "completed" and "sent" in h[h.index("completed") :] for h in statuses)
+
+        await until(settled_again)
+        assert proxy.refused["missing_block"] >= 1
+    assert (
+        f"the node has no block {first['block_number']} below its final block"
+        in confirmer.log_path.read_text()
+    )
+    again = await pg_pool.fetchrow(
+        "SELECT block_number, mined_tx_hash FROM batches WHERE id = $1", first["id"]
+    )
+    assert (again["block_number"], again["mined_tx_hash"]) == (moved_to, first["mined_tx_hash"])
+    assert {r["status"] for r in await wait_final(pg_pool, later, timeout=60)} == {"completed"}
+    token = w3.eth.contract(address=deployment.token, abi=load_artifact("MintToken")["abi"])
+    minted = [token.functions.balanceOf(p.address).call() for p in payers + later_payers]
+    assert minted == [deployment.mint_amount] * 6

@@ -285,6 +285,11 @@ class RpcProxy(Server):
         return answers if isinstance(answers, list) else [answers] * len(calls)
 
 
+def _number(tag: object) -> int | None:
+    """A block parameter's number (None for a tag such as "latest")."""
+    return int(tag, 16) if isinstance(tag, str) and tag.startswith("0x") else None
+
+
 def _every(k: int | None, count: int) -> bool:
     return k is not None and k > 0 and count % k == 0
 
@@ -331,8 +336,3 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
-
-
-def _number(tag: object) -> int | None:
-    """A block parameter's number (None for a tag such as "latest")."""
-    return int(tag, 16) if isinstance(tag, str) and tag.startswith("0x") else None

@@ -5,13 +5,13 @@ batcher broadcasts its stored transaction again, and its requests go back to `se
 so the confirmer settles them anew from whichever receipt the chain ends up with. Nothing stays
 `completed` on a transaction that no longer exists, and its nonce is filled again.
 
-Two signs of a reorg are looked at, each enough: the block at the batch's height has another hash,
+Three signs of a reorg are looked at, each enough: the block at the batch's height has another hash,
 or the wallet's transaction count says the batch's nonce was never used (a confirmed batch at or
 above the chain's next nonce is not on the chain, whatever a block read said), confirmed by its
 receipt being gone. The second catches a confirmation read from a block the chain later dropped
-when the block reads do not show it (a node answering from before the reorg, a replica behind).
-A block the node answers as not there is looked at again, never taken for a reorg, until it is below
-the final block: then the mined transaction's receipt decides."""
+when the block reads do not show it (a node answering from before the reorg, a replica behind). The
+third: a block the node answers as not there is looked at again, never taken for a reorg, until it is
+below the final block; then the mined transaction's receipt decides."""
 
 import logging
 from dataclasses import dataclass

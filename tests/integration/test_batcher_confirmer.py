@@ -171,12 +171,16 @@ async def test_a_batcher_that_loses_its_lock_goes_back_to_standby_and_takes_it_a
     batcher = services("batcher", BATCHER_BATCH_WINDOW_SECONDS="0.2")
     await logged(batcher, "this batcher is active")
     services("confirmer")
+    # This test's database only: pg_locks spans the server, which other tests' databases share.
     terminated = await pg_pool.fetchval(
         "SELECT count(pg_terminate_backend(pid)) FROM pg_locks"
         " WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid()"
+        " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
     )
     assert terminated == 1
-    await logged(batcher, "back to standby")
+    # The lock is asked between maintenance rounds, and a round may take up to its cut-off (45 s) plus
+    # the check's own bound: in one CI run the batcher had not noticed after 30 s.
+    await logged(batcher, "back to standby", timeout=60)
     payers = fund_payers(6)
     ids = await enqueue(pg_pool, redis_client, settings_env["MINTLINE_NAMESPACE"], deployment, payers)
     rows = await wait_for(pg_pool, ids)

@@ -95,13 +95,21 @@ async def test_a_job_whose_image_was_pinned_before_a_crash_only_pins_its_metadat
     document = json.loads(metadata)
     assert document["image"] == f"ipfs://{earlier.cid}"
     assert document["name"] == RenderSettings.model_validate(RENDER).name
-    request = await pg_pool.fetchrow("SELECT status, token_uri FROM mint_requests WHERE id = $1", job_id)
+    request = await pg_pool.fetchrow(
+        "SELECT status, token_uri, created_at FROM mint_requests WHERE id = $1", job_id
+    )
     assert (request["status"], request["token_uri"]) == ("pending", f"ipfs://{job['metadata_cid']}")
     entries = await redis_client.xrange(settings.keys.stream(keys.MINT_REQUESTED))
     events = [decode(fields[b"event"]) for _, fields in entries]
+    # Accepted when the request was (the batcher's ageing rule measures its wait from then).
+    accepted_ms = int(request["created_at"].timestamp() * 1000)
     assert events == [
         MintRequested(
-            event_id=events[0].event_id, created_ms=events[0].created_ms, request_id=job_id, kind="nft"
+            event_id=events[0].event_id,
+            created_ms=events[0].created_ms,
+            request_id=job_id,
+            kind="nft",
+            accepted_ms=accepted_ms,
         )
     ]
     assert cid_v1(metadata) == job["metadata_cid"]

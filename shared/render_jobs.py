@@ -17,7 +17,7 @@ from shared.keys import Keys
 JOB_COLUMNS = """
 j.request_id, j.settings, j.status, j.progress, j.attempts, j.image_cid, j.image_url, j.metadata_cid,
 j.metadata_url, j.error, m.payer_address, m.valid_before, m.status AS mint_status, m.token_id, m.mint_tx_hash,
-m.error_message AS mint_error, m.lane, m.created_at AS accepted_at, m.eta_seconds
+m.error_message AS mint_error, m.id, m.kind, m.lane, m.created_at, m.eta_seconds
 """
 
 

@@ -230,14 +230,7 @@ class RenderWorker:
             metrics.JOBS_FINISHED.labels("completed").inc()
             log.info("render job %s completed: tokenURI %s, mint queued", job_id, token_uri)
             await self._cache(job_id)
-            event = MintRequested(
-                request_id=job_id,
-                kind="nft",
-                valid_before=job["valid_before"],
-                lane=job["lane"],
-                accepted_ms=int(job["accepted_at"].timestamp() * 1000),
-                eta_seconds=job["eta_seconds"],
-            )
+            event = MintRequested.of_row(job)
             try:
                 await publish(self.redis, self.mint_stream, event, self.settings.stream_maxlen)
             except Exception as exc:

@@ -103,57 +103,46 @@ class Finality:
                 unused.append(row)
             elif row.block_number <= final:
                 done.append(row.id)
-        reopened += await self._reopen_gone(unused, mined)
-        vanished_reopened, intact = await self._judge_vanished(vanished)
-        reopened += vanished_reopened
-        done += intact
+        # Unused: its nonce is not on the chain, whatever the block read said. Vanished: the node has
+        # no block at a final height (a node serves every block below its head; anvil was seen to lose
+        # one for good after anvil_reorg, and with it the only sign of that reorg). A vanished batch
+        # whose receipt is in the stored block is final; an unused one stays watched.
+        doubtful = [
+            (row, f"the chain has not used its nonce (the wallet's next nonce is {mined[row.wallet]})")
+            for row in unused
+        ] + [(row, f"the node has no block {row.block_number} below its final block") for row in vanished]
+        receipt_reopened, intact = await self._judge_by_receipt(doubtful)
+        reopened += receipt_reopened
+        done += [row.id for row in intact if row in vanished]
         if done:
             await self.pool.execute(
                 "UPDATE batches SET finalized_at = now() WHERE id = ANY($1::bigint[])", done
             )
         return reopened
 
-    async def _reopen_gone(self, rows: list[Settled], mined: dict[str, int]) -> int:
-        """Batches whose nonce the chain has not used: reopened once the node has no receipt for the
-        mined transaction in the stored block (a node that does not answer decides nothing)."""
-        if not rows:
-            return 0
-        receipts = await self.rpc.batch_settled(
-            [("eth_getTransactionReceipt", [row.tx_hash]) for row in rows]
-        )
-        reopened = 0
-        for row, receipt in zip(rows, receipts, strict=True):
-            if isinstance(receipt, RpcError):
-                continue
-            if receipt is None or receipt.get("blockHash") != row.block_hash:
-                why = f"the chain has not used its nonce (the wallet's next nonce is {mined[row.wallet]})"
-                reopened += await self._reopen(row, why)
-        return reopened
-
-    async def _judge_vanished(self, rows: list[Settled]) -> tuple[int, list[int]]:
-        """Batches whose block the node answers as not there although it is final (a node serves every
-        block below its head; anvil was seen to lose one for good after anvil_reorg, and with it the
-        only sign of that reorg): judged by the mined transaction's receipt. In the stored block, the
-        batch is final (returned); gone or in another block, it is reopened and settled again."""
-        if not rows:
+    async def _judge_by_receipt(self, doubtful: list[tuple[Settled, str]]) -> tuple[int, list[Settled]]:
+        """Batches a block read could not clear, each with why it is in doubt, judged by the mined
+        transaction's receipt (one batch of reads): reopened, with the reason, where the node has no
+        receipt for it in the stored block; a node that does not answer decides nothing. Returns how
+        many were reopened and the batches whose receipt is in the stored block."""
+        if not doubtful:
             return 0, []
         receipts = await self.rpc.batch_settled(
-            [("eth_getTransactionReceipt", [row.tx_hash]) for row in rows]
+            [("eth_getTransactionReceipt", [row.tx_hash]) for row, _ in doubtful]
         )
         reopened, intact = 0, []
-        for row, receipt in zip(rows, receipts, strict=True):
+        for (row, doubt), receipt in zip(doubtful, receipts, strict=True):
             if isinstance(receipt, RpcError):
                 continue
             if isinstance(receipt, dict) and receipt.get("blockHash") == row.block_hash:
-                intact.append(row.id)
+                intact.append(row)
                 continue
             where = (
                 "its transaction is not mined"
                 if not isinstance(receipt, dict)
                 else f"its transaction is in block {int(str(receipt.get('blockNumber')), 16)} now"
             )
-            why = f"the node has no block {row.block_number} below its final block, and {where}"
-            reopened += await self._reopen(row, why)
+            reopened += await self._reopen(row, f"{doubt}, and {where}")
         return reopened, intact
 
     def _final_block(self, head: int, finalized: object) -> int:

@@ -135,8 +135,9 @@ async def test_unanswered_block_reads_are_never_taken_for_a_reorg(
         confirmer = services("confirmer", RPC_URL=proxy.url, **FAST)
         rows = await wait_final(pg_pool, ids, timeout=60)
         assert [r["status"] for r in rows] == ["completed"] * 3, confirmer.log_tail()
-        Web3(HTTPProvider(anvil.rpc_url)).provider.make_request("anvil_mine", [70])  # type: ignore[arg-type]
+        # The reads fail before the block is final: a round already under way cannot finalize it.
         proxy.failing_method = "eth_getBlockByNumber"
+        Web3(HTTPProvider(anvil.rpc_url)).provider.make_request("anvil_mine", [70])  # type: ignore[arg-type]
         await asyncio.sleep(3)  # many finality rounds, every block read failing
         assert proxy.refused["failing_method"] >= 5
         assert not await pg_pool.fetchval("SELECT bool_or(finalized_at IS NOT NULL) FROM batches")

@@ -7,18 +7,15 @@ each batch from the highest lane first (within authorizations' expiry and the ag
 """
 
 import argparse
-import re
 import unicodedata
 from typing import Any
 
-from eth_utils import to_checksum_address
-
 from admin.audit import audited
 from admin.common import Admin, UsageError, table
+from shared import addresses
 
 MIN_LANE, MAX_LANE = 1, 9
 MAX_NOTE = 200
-ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
 LIST = """
 SELECT payer_address, lane, note, set_by, source, set_at FROM payer_priorities
 ORDER BY lane DESC, payer_address
@@ -59,16 +56,11 @@ def add_parser(commands: Any) -> None:
 
 
 def payer_address(text: str) -> str:
-    """The address as intake stores payers (EIP-55 checksummed); a mixed-case one must carry a valid
-    checksum."""
-    text = text.strip()
-    if not ADDRESS.fullmatch(text):
-        raise UsageError(f"payer must be a 0x-prefixed 20-byte hex address, not {text[:60]!r}")
-    checksummed: str = to_checksum_address(text)
-    body = text[2:]
-    if body != body.lower() and body != body.upper() and text != checksummed:
-        raise UsageError(f"payer {text} has an invalid EIP-55 checksum")
-    return checksummed
+    """The address as intake stores payers (shared.addresses: EIP-55 checksummed)."""
+    try:
+        return addresses.parse_address(text.strip())
+    except addresses.AddressError as exc:
+        raise UsageError(f"payer {exc}, not {text.strip()[:60]!r}") from None
 
 
 def lane_number(value: Any) -> int:

@@ -8,13 +8,15 @@ tests check both agree.
 
 import re
 from dataclasses import dataclass
-from functools import cached_property, lru_cache
+from functools import cached_property
 from typing import Any
 
 from coincurve import PublicKey
 from eth_utils import keccak, to_checksum_address
 
 from services.intake.errors import BadRequest, PaymentRejected
+from shared import addresses
+from shared.addresses import ADDRESS_RE, checksummed
 from shared.deploy import Deployment
 
 DOMAIN_TYPEHASH = keccak(
@@ -29,7 +31,6 @@ TRANSFER_WITH_AUTHORIZATION_TYPEHASH = keccak(
 SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 UINT256_MAX = 2**256 - 1
 
-ADDRESS_RE = re.compile(r"0x[0-9a-fA-F]{40}")
 BYTES32_RE = re.compile(r"0x[0-9a-fA-F]{64}")
 SIGNATURE_RE = re.compile(r"0x[0-9a-fA-F]{130}")
 UINT_RE = re.compile(r"[0-9]{1,78}")
@@ -136,22 +137,12 @@ def payment_id(payer: str, nonce: str) -> str:
     return "0x" + keccak(_word(payer) + bytes.fromhex(nonce[2:])).hex()
 
 
-@lru_cache(maxsize=16_384)
-def checksummed(address: str) -> str:
-    """EIP-55 form of a 0x address, remembered: every request names the treasury and its payer, whose
-    checksum (a keccak and eth_utils' validation) cost more than the rest of their parsing."""
-    return to_checksum_address(address)
-
-
 def parse_address(value: Any, field: str, code: str = "invalid_address") -> str:
-    """A 0x address as its checksummed form; a mixed-case one must carry a valid EIP-55 checksum."""
-    if not isinstance(value, str) or not ADDRESS_RE.fullmatch(value):
-        raise BadRequest(code, f"{field} must be a 0x-prefixed 20-byte hex address")
-    checksummed_value = checksummed(value)
-    body = value[2:]
-    if body != body.lower() and body != body.upper() and value != checksummed_value:
-        raise BadRequest(code, f"{field} has an invalid EIP-55 checksum")
-    return checksummed_value
+    """A 0x address as its checksummed form (shared.addresses), or a 400 with `code` naming `field`."""
+    try:
+        return addresses.parse_address(value)
+    except addresses.AddressError as exc:
+        raise BadRequest(code, f"{field} {exc}") from None
 
 
 def parse_bytes32(value: Any, field: str, code: str = "invalid_authorization") -> str:

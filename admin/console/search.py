@@ -7,10 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from eth_utils import to_checksum_address
-
 from admin.console.middleware import ApiError
-from shared.addresses import ADDRESS_RE
+from shared.addresses import ADDRESS_RE, checksummed
 
 TX_HASH = re.compile(r"0x[0-9a-fA-F]{64}")
 REQUEST_STATUSES = (
@@ -69,7 +67,7 @@ def choice(query: Mapping[str, str], name: str, allowed: tuple[str, ...]) -> str
 def address(value: str, name: str) -> str:
     if not ADDRESS_RE.fullmatch(value):
         raise bad(name, "must be a 0x-prefixed 20-byte hex address")
-    return to_checksum_address(value)
+    return checksummed(value)
 
 
 def tx_hash(value: str, name: str) -> str:
@@ -107,7 +105,7 @@ def request_search(query: Mapping[str, str]) -> RequestSearch:
         if TX_HASH.fullmatch(text):
             found_tx = text.lower()
         elif ADDRESS_RE.fullmatch(text):
-            payer = to_checksum_address(text)
+            payer = checksummed(text)
         else:
             found_id = queue_id(text, "q (a queue id, payer address or transaction hash)")
     return RequestSearch(
@@ -129,7 +127,7 @@ def batch_search(query: Mapping[str, str]) -> BatchSearch:
         if TX_HASH.fullmatch(text):
             found_tx = text.lower()
         elif ADDRESS_RE.fullmatch(text):
-            wallet = to_checksum_address(text)
+            wallet = checksummed(text)
         elif text.isdigit() and 0 < int(text) < 2**63:
             found_id = int(text)
         else:

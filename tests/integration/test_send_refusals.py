@@ -250,7 +250,10 @@ async def test_a_node_that_lost_its_pool_gets_every_lost_transaction_back_at_onc
     `stuck_after_blocks` blocks."""
     w3 = Web3(HTTPProvider(anvil.rpc_url))
     payers = fund_payers(20)
-    w3.provider.make_request("evm_setAutomine", [False])  # type: ignore[arg-type]
+    # This module's chain mines a block a second; with no interval (and no automine) nothing is mined
+    # until the test says so, so no batch can be mined before the pool is lost.
+    w3.provider.make_request("evm_setIntervalMining", [0])  # type: ignore[arg-type]
+    mined_before = w3.eth.get_transaction_count(deployment.minter, "latest")
     try:
         ids = await enqueue(pg_pool, redis_client, env["MINTLINE_NAMESPACE"], deployment, payers)
         batcher = services("batcher", BATCHER_BATCH_SIZE="5", BATCHER_BATCH_WINDOW_SECONDS="0.2")
@@ -259,15 +262,13 @@ async def test_a_node_that_lost_its_pool_gets_every_lost_transaction_back_at_onc
             assert asyncio.get_running_loop().time() < deadline, batcher.log_tail()
             await asyncio.sleep(0.2)
         assert w3.provider.make_request("anvil_dropAllTransactions", [])  # type: ignore[arg-type]
-        assert w3.eth.get_transaction_count(deployment.minter, "pending") == w3.eth.get_transaction_count(
-            deployment.minter, "latest"
-        )
+        assert w3.eth.get_transaction_count(deployment.minter, "latest") == mined_before
+        assert w3.eth.get_transaction_count(deployment.minter, "pending") == mined_before
         services("confirmer", CONFIRMER_STUCK_AFTER_BLOCKS="2")
         w3.provider.make_request("evm_setIntervalMining", [1])  # type: ignore[arg-type]
         rows = await wait_for(pg_pool, ids, timeout=60)
     finally:
-        w3.provider.make_request("evm_setIntervalMining", [0])  # type: ignore[arg-type]
-        w3.provider.make_request("evm_setAutomine", [True])  # type: ignore[arg-type]
+        w3.provider.make_request("evm_setIntervalMining", [1])  # type: ignore[arg-type]
     assert {r["status"] for r in rows} == {"completed"}, batcher.log_tail()
     blocks = [r["block_number"] for r in await pg_pool.fetch("SELECT block_number FROM batches")]
     # One at a time, the last would be mined at least 3 x (2 + 1) blocks after the first.

@@ -15,7 +15,7 @@ import uuid
 
 import asyncpg
 
-from services.intake import counts, queue, replay, throughput, watcher
+from services.intake import counts, enqueue_batches, queue, replay, throughput, watcher
 from shared import render_jobs
 
 INDEX = re.compile(r"(?:Index Scan|Index Only Scan|Bitmap Index Scan)(?: Backward)? (?:using|on) (\w+)")
@@ -68,7 +68,7 @@ def queries(whale: str, historical_id: str, queued_id: str) -> list[tuple[str, s
             (payment_id, "k", None, None, whale, None, "token"),
         ),
         ("POST /mint: intake_enqueue's queued nonces for a recheck (whale)", RECHECK_NONCES, (whale,)),
-        ("POST /mint: intake_enqueue, the one statement (rolled back)", queue.ENQUEUE, enqueue_args),
+        ("POST /mint: intake_enqueue, the one statement (rolled back)", enqueue_batches.ONE, enqueue_args),
         ("GET /queue/status, /events/queue: counts", counts.STATUS_COUNTS, ()),
         ("GET /queue/item: historical", item, (uuid.UUID(historical_id),)),
         ("GET /queue/item: queued", item, (uuid.UUID(queued_id),)),

@@ -22,6 +22,15 @@ PUBLISH_FAILURES = Counter(
     "mintline_intake_publish_failures_total",
     "mint.requested XADDs that failed after the commit (replayed later)",
 )
+ENQUEUE_BATCH_SIZE = Histogram(
+    "mintline_intake_enqueue_batch_requests",
+    "Requests accepted together in one intake_enqueue statement (services/intake/enqueue_batches.py)",
+    buckets=(2, 4, 8, 16, 32, 64),
+)
+ENQUEUE_BATCHES_SPLIT = Counter(
+    "mintline_intake_enqueue_batches_split_total",
+    "intake_enqueue statements of several requests that failed, whose requests then ran one by one",
+)
 REPUBLISHED = Counter(
     "mintline_intake_republished_total", "mint.requested events published again from PostgreSQL"
 )

@@ -19,7 +19,16 @@ from services.intake.limits import limit_payer
 from services.intake.orders import Order, idempotency_key, idempotency_key_of, parse_order, read_body
 from services.intake.paywall import Paywall
 from services.intake.queue import Expiry, NewRequest, Queued, Recheck
-from services.intake.resources import CALLBACKS, CHAIN, PAYWALL, POOL, PUBLISHER, SETTINGS, THROUGHPUT
+from services.intake.resources import (
+    CALLBACKS,
+    CHAIN,
+    ENQUEUER,
+    PAYWALL,
+    POOL,
+    PUBLISHER,
+    SETTINGS,
+    THROUGHPUT,
+)
 from services.intake.schemas import MintAccepted
 from services.intake.verify import Verified, verify
 from shared import keys
@@ -87,7 +96,7 @@ async def accept_paid(
     # The chain was asked about this payment only, so the payer's other queued authorizations all count
     # against their balance; only a payer short on that count pays for a closer look.
     try:
-        queued = await queue.enqueue(pool, new, balance=verified.balance, expiry=expiry)
+        queued = await queue.enqueue(app[ENQUEUER], new, balance=verified.balance, expiry=expiry)
     except Recheck as recheck:
         verified = await verify(
             order,
@@ -99,7 +108,7 @@ async def accept_paid(
             checked=True,
         )
         new = _new_request(order, verified, key, kind, render_settings, debited=verified.debited)
-        queued = await queue.enqueue(pool, new, balance=verified.balance, expiry=expiry)
+        queued = await queue.enqueue(app[ENQUEUER], new, balance=verified.balance, expiry=expiry)
     if queued.created:
         metrics.MINTS_ACCEPTED.labels(queued.payment_type).inc()
         log.info(

@@ -8,6 +8,7 @@ from typing import Any
 
 import asyncpg
 
+from services.intake.enqueue_batches import Call, Enqueuer
 from services.intake.errors import ApiError, PaymentRejected, PaymentReplayed, Unavailable
 from services.intake.payments import check_expiry
 from services.intake.schemas import QueueItem
@@ -30,9 +31,6 @@ SELECT {ROW_COLUMNS},
        CASE WHEN status IN {QUEUED_SQL} THEN queued_position(k.kind, k.lane, k.seq) END AS queue_position
 FROM mint_requests k WHERE idempotency_key = $1
 """
-# Conflicts, the payer's lane, reservation, position, expiry and insert in one statement (migrations 011
-# and 012).
-ENQUEUE = f"SELECT * FROM intake_enqueue({', '.join(f'${n}' for n in range(1, 19))})"
 
 ITEM_COLUMNS = f"""
 id, payer_address, status, created_at, updated_at, processed_at, mint_tx_hash, error_message,
@@ -123,11 +121,12 @@ async def find_by_idempotency_key(pool: asyncpg.Pool, key: str, payment: Payment
 
 
 async def enqueue(
-    pool: asyncpg.Pool, request: NewRequest, *, balance: int | None, expiry: Expiry | None
+    enqueuer: Enqueuer, request: NewRequest, *, balance: int | None, expiry: Expiry | None
 ) -> Queued:
     """Insert the request as `pending` (or `rendering`, with its render job) and commit, in one
-    statement (intake_enqueue, migrations 011 and 012); returns once it is durable. Its lane is the
-    payer's (payer_priorities, else 0), and its position counts its lane and the lanes above it.
+    statement (intake_enqueue, migrations 011 and 012, shared with concurrent requests:
+    enqueue_batches); returns once it is durable. Its lane is the payer's (payer_priorities, else 0),
+    and its position counts its lane and the lanes above it.
 
     `balance` (the payer's on-chain USDC, for authorization payments) must cover this request plus
     their earlier unsettled ones; the payer's advisory lock, held for that statement, makes the check
@@ -136,26 +135,29 @@ async def enqueue(
     refuses an authorization (valid_before) that would expire before its estimated batch time, and its
     rate gives the wait stored with the row (what the batcher's ageing rule measures against).
     """
-    rows = await pool.fetch(
-        ENQUEUE,
-        request.kind,
-        request.payer,
-        request.payment_type,
-        request.payment_id,
-        request.amount,
-        request.authorization,
-        request.valid_before,
-        request.payment_tx_hash,
-        request.payment_log_index,
-        request.accepted_block,
-        request.idempotency_key,
-        request.callback_url,
-        request.render_settings,
-        balance,
-        None if request.debited is None else list(request.debited),
-        expiry.now if expiry is not None else None,
-        expiry.per_second if expiry is not None else None,
-        expiry.margin_seconds if expiry is not None else None,
+    rows = await enqueuer.rows(
+        Call(
+            (
+                request.kind,
+                request.payer,
+                request.payment_type,
+                request.payment_id,
+                request.amount,
+                request.authorization,
+                request.valid_before,
+                request.payment_tx_hash,
+                request.payment_log_index,
+                request.accepted_block,
+                request.idempotency_key,
+                request.callback_url,
+                request.render_settings,
+                balance,
+                None if request.debited is None else sorted(request.debited),
+                expiry.now if expiry is not None else None,
+                expiry.per_second if expiry is not None else None,
+                expiry.margin_seconds if expiry is not None else None,
+            )
+        )
     )
     if not rows:
         # The insert met a concurrent request with the same payment or key that then rolled back.

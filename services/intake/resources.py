@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 
 from services.intake.callbacks import Callbacks, webhook_session
 from services.intake.counts import StatusCounts
+from services.intake.enqueue_batches import Enqueuer
 from services.intake.onchain import ChainReader
 from services.intake.payments import PaymentTerms
 from services.intake.paywall import Paywall
@@ -33,6 +34,8 @@ PAYWALL = web.AppKey("paywall", Paywall)
 NFT_PAYWALL = web.AppKey("nft_paywall", Paywall)
 THROUGHPUT = web.AppKey("throughput", Throughput)
 POOL = web.AppKey("pool", asyncpg.Pool)
+# intake_enqueue calls of concurrent requests, run in one statement.
+ENQUEUER = web.AppKey("enqueuer", Enqueuer)
 REDIS = web.AppKey("redis", Redis)
 # mint.requested and render.requested entries of concurrent requests, added in one pipeline.
 PUBLISHER = web.AppKey("publisher", Publisher)
@@ -77,6 +80,9 @@ async def open_resources(app: web.Application) -> AsyncIterator[None]:
         stack.push_async_callback(session.close)
 
         app[POOL] = pool
+        app[ENQUEUER] = Enqueuer(pool, settings.enqueue_coalesce_seconds, settings.enqueue_batch_max)
+        # Closed before the pool it runs on.
+        stack.push_async_callback(app[ENQUEUER].close)
         app[REDIS] = redis
         app[PUBLISHER] = publisher
         rpc = JsonRpc(settings.chain_rpc_urls, rpc_session, settings.rpc_max_batch)

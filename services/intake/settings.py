@@ -43,6 +43,10 @@ class IntakeSettings(Settings):
     # Chain reads of concurrent requests go out together as one JSON-RPC batch: at once when none is in
     # flight, else when it is answered, but never more than this after the first of them.
     rpc_coalesce_seconds: float = Field(default=0.005, ge=0)
+    # The same for accepting requests: their intake_enqueue calls run in one statement, at most this
+    # many together (services/intake/enqueue_batches.py).
+    enqueue_coalesce_seconds: float = Field(default=0.002, ge=0)
+    enqueue_batch_max: int = Field(default=32, ge=1, le=1000)
 
     # x402 `maxTimeoutSeconds`: clients sign authorizations valid this long.
     max_timeout_seconds: int = Field(default=900, ge=60)

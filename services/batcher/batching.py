@@ -177,7 +177,11 @@ class EntryGas:
 
     Between estimates (limit_to_check), a batch's gas limit comes from the learnt gas too, confirmed
     by one call at that limit instead of the node's estimate, a binary search that runs the batch
-    some twenty times: with 1 s blocks, estimates were most of the time a batch took to sign."""
+    some twenty times: with 1 s blocks, estimates were most of the time a batch took to sign, and a
+    node busy with one answered nothing else (intake's reads waited). What mined batches used
+    (observe_mined, from the confirmer's records) teaches as much as an estimate, so while batches are
+    being mined no estimate is due; one is due only after REESTIMATE_EVERY batches signed with nothing
+    learnt in between."""
 
     def __init__(self) -> None:
         self._learnt: dict[str, float] = {}
@@ -192,11 +196,17 @@ class EntryGas:
         self._learnt[kind] = per_entry if known is None else (known + per_entry) / 2
         self._since_estimate[kind] = 0
 
+    def observe_mined(self, kind: str, gas_used: int, entries: int) -> None:
+        """A batch of `entries` was mined using `gas_used`: learnt as an estimate is. Its limit was the
+        check's or the estimate's, so the next limit checked (a tenth above) is tried by one call,
+        and an estimate follows where that falls short."""
+        self.observe(kind, gas_used, entries)
+
     def limit_to_check(self, kind: str, entries: int, target: int) -> int | None:
         """A gas limit for a batch of `entries` that one call at it can confirm, in place of the node's
         estimate (a binary search that runs the batch some twenty times): the learnt gas plus a tenth,
         within the target. None when the kind has no estimate yet, or one is due (every
-        REESTIMATE_EVERY batches, so the learnt gas follows what entries cost)."""
+        REESTIMATE_EVERY batches with nothing learnt, so the learnt gas follows what entries cost)."""
         learnt = self._learnt.get(kind)
         since = self._since_estimate.get(kind, 0)
         if learnt is None or since >= REESTIMATE_EVERY:
@@ -215,7 +225,8 @@ class EntryGas:
 # little more than the ones before them, without passing the target (a batch over the target takes
 # the room a block keeps for its other batches).
 SIZING_HEADROOM = 0.05
-# Batches between two estimates of a kind; the ones between are checked with one call each.
+# Batches signed between two estimates of a kind with no mined batch learnt from in between; the ones
+# between are checked with one call each.
 REESTIMATE_EVERY = 8
 
 

@@ -74,6 +74,7 @@ async def _round(batcher: "Batcher", due: Due, now: float) -> None:
         await batcher.read_lanes_in_use()
         due.refresh = now + batcher.settings.settings_refresh_seconds
     await batcher.count_in_flight()
+    await batcher.learn_mined_gas()
     unsent = await batcher.pool.fetch(UNSENT, batcher.wallet, batcher.settings.rebroadcast_after_seconds)
     for batch in unsent:
         await batcher.dispatch(batch["id"], batch["nonce"], batch["tx_hash"], bytes(batch["raw_tx"]))

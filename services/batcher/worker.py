@@ -58,6 +58,16 @@ SELECT EXISTS (SELECT FROM payer_priorities)
                WHERE lane > 0 AND status IN ('rendering', 'rendered', 'pending', 'batched', 'sent'))
 """
 
+# The gas the wallet's newest confirmed batches used, and their entries (no-op fills are not batches of
+# entries); newest first, among the last thousand batches of any wallet (through the primary key, so a
+# wallet with none reads no more than those).
+MINED_GAS = """
+SELECT id, kind, gas_used, cardinality(request_ids) AS entries FROM batches
+WHERE id > greatest($2, (SELECT max(id) FROM batches) - 1000)
+  AND wallet = $1 AND status = 'confirmed' AND gas_used IS NOT NULL AND fill_reason IS NULL
+ORDER BY id DESC LIMIT 16
+"""
+
 
 class Batcher:
     def __init__(
@@ -125,8 +135,11 @@ class Batcher:
         self.lanes_in_use = False
         # Entries per batch of a kind, learnt when a batch needed more gas than a transaction may use.
         self.entry_caps: dict[str, int] = {}
-        # Gas per entry of a kind, learnt from the estimates of the batches signed so far.
+        # Gas per entry of a kind, learnt from the estimates of the batches signed so far and the gas of
+        # those mined.
         self.entry_gas = EntryGas()
+        # The newest confirmed batch learnt from (learn_mined_gas).
+        self._mined_seen = 0
         self.spending = Spending(self.chain)
         self.broadcaster = Broadcaster(
             self.chain, pool, redis, names.stream(keys.TX_SENT), settings.stream_maxlen
@@ -341,6 +354,15 @@ class Batcher:
             await self.resync_nonce()
         except UNAVAILABLE as exc:
             log.warning("could not read the nonce again (%s); the next store tries once more", exc)
+
+    async def learn_mined_gas(self) -> None:
+        """What the wallet's batches confirmed since the last look used, per entry (EntryGas); at start
+        the latest of them, so a restarted batcher sizes and checks its first batch without an estimate."""
+        rows = await self.pool.fetch(MINED_GAS, self.wallet, self._mined_seen)
+        for row in reversed(rows):
+            self.entry_gas.observe_mined(row["kind"], row["gas_used"], row["entries"])
+        if rows:
+            self._mined_seen = rows[0]["id"]
 
     async def count_in_flight(self) -> None:
         self.in_flight = await self.pool.fetchval(

@@ -12,6 +12,8 @@ from redis.asyncio import Redis
 from web3 import HTTPProvider, Web3
 
 from devstack.anvil import Anvil
+from devstack.rpc_proxy import RpcProxy
+from services.batcher.batching import REESTIMATE_EVERY
 from shared.deploy import Deployment, load_artifact
 from tests.integration.test_batcher_confirmer import enqueue
 from tests.support.requests import wait_final
@@ -190,3 +192,43 @@ async def test_entries_dearer_than_the_learnt_gas_are_estimated_not_sent_short(
     # The newcomers' batch needed more than its holders' batch taught, and was signed with enough.
     cheap, dear = batches[1], batches[2]
     assert dear["gas_used"] > cheap["gas_used"] * 1.1 and dear["gas_limit"] > dear["gas_used"]
+
+
+async def test_batches_after_the_first_learn_from_mined_gas_not_from_new_estimates(
+    settings_env: dict[str, str],
+    services: Callable[..., Any],
+    pg_pool: asyncpg.Pool,
+    redis_client: Redis,
+    deployment: Deployment,
+    fund_payers: Any,
+    anvil: Anvil,
+) -> None:
+    """The node's estimate runs a batch some twenty times, and a node busy with one answers nothing
+    else. A batcher estimates its first batch; after that the gas its mined batches used sizes and
+    checks the next ones, so however many follow, none is estimated while batches are being mined.
+    A batcher started later learns from those batches at once and estimates nothing."""
+    namespace = settings_env["MINTLINE_NAMESPACE"]
+    payers = fund_payers(700)
+    batching = {
+        "BATCHER_BATCH_SIZE": "50",
+        "BATCHER_BATCH_WINDOW_SECONDS": "0.2",
+        "BATCHER_MAX_IN_FLIGHT": "2",
+    }
+    with RpcProxy(anvil.rpc_url) as proxy:
+        ids = await enqueue(pg_pool, redis_client, namespace, deployment, payers[:600])
+        batcher = services("batcher", RPC_URL=proxy.url, **batching)
+        services("confirmer")
+        rows = await wait_final(pg_pool, ids, timeout=120)
+        assert [r["status"] for r in rows] == ["completed"] * 600, batcher.log_tail()
+        signed = await pg_pool.fetchval("SELECT count(*) FROM batches")
+        assert signed >= REESTIMATE_EVERY + 3, signed
+        assert proxy.calls["eth_estimateGas"] == 1, proxy.calls
+        batcher.stop()
+
+        ids = await enqueue(pg_pool, redis_client, namespace, deployment, payers[600:])
+        batcher = services("batcher", RPC_URL=proxy.url, **batching)
+        rows = await wait_final(pg_pool, ids, timeout=60)
+        assert [r["status"] for r in rows] == ["completed"] * 100, batcher.log_tail()
+        assert proxy.calls["eth_estimateGas"] == 1, proxy.calls
+    statuses = {r["status"] for r in await pg_pool.fetch("SELECT status FROM batches")}
+    assert statuses == {"confirmed"}  # checked limits: none ran short

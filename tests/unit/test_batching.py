@@ -232,6 +232,18 @@ def test_every_few_batches_the_node_estimates_again() -> None:
     assert entry_gas.limit_to_check("token", 100, 15_000_000) is not None
 
 
+def test_a_mined_batch_teaches_as_an_estimate_does_and_puts_off_the_next_estimate() -> None:
+    entry_gas = EntryGas()
+    entry_gas.observe("token", 9_000_000, 100)
+    for _ in range(REESTIMATE_EVERY):
+        assert entry_gas.limit_to_check("token", 100, 15_000_000) is not None
+
+    entry_gas.observe_mined("token", gas_used=8_000_000, entries=100)  # a mined batch: 80k an entry
+
+    assert entry_gas.limit_to_check("token", 100, 15_000_000) == 9_350_000  # (90k + 80k) / 2, a tenth up
+    assert entry_gas.limit_to_check("nft", 100, 15_000_000) is None  # another kind learns on its own
+
+
 # --- priority lanes ---------------------------------------------------------------------------------
 
 NOW = 1_900_000_000.0

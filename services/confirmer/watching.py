@@ -3,6 +3,11 @@
 PostgreSQL says what is watched (every batch in `signed` / `sent`, with all of its attempts); one
 settled JSON-RPC batch per round asks the head, each wallet's mined nonce and every attempt's receipt,
 so one failed call costs only the batch it was about.
+
+A receipt, once read, is kept with its batch: while the block at its height keeps its hash, the
+receipt is the same, so later rounds ask for that block's header instead (a full batch's receipt is
+megabytes, read again on every block until it is deep enough). A block with another hash, or none,
+drops the kept receipt: the batch is read afresh in the next round.
 """
 
 from dataclasses import dataclass, field
@@ -33,6 +38,8 @@ class Watched:
     next_in_line_since: int | None = None
     last_stuck_head: int | None = None
     nonce_used_since: int | None = None
+    # The receipt of the attempt mined, as last read; trusted while its block keeps its hash.
+    receipt: dict | None = None
 
 
 @dataclass
@@ -49,6 +56,8 @@ class Round:
     deep: dict[int, dict] = field(default_factory=dict)
     # ...and the canonical hash of each of their blocks (None where the node has no such block).
     canonical: dict[int, str | None] = field(default_factory=dict)
+    # Batches whose kept receipt's block has another hash now (or is gone): batch id -> its height.
+    reorged: dict[int, int] = field(default_factory=dict)
 
 
 async def open_batches(pool: asyncpg.Pool, known: dict[int, Watched]) -> dict[int, Watched]:
@@ -59,24 +68,36 @@ async def open_batches(pool: asyncpg.Pool, known: dict[int, Watched]) -> dict[in
         if batch is None:
             batch = Watched(row["id"], row["kind"], row["wallet"], row["nonce"], row["tx_hash"], [])
         if batch.tx_hashes != list(row["tx_hashes"]):
-            # A new attempt (a rebroadcast after a reorg, a replacement): its wait starts over.
+            # A new attempt (a rebroadcast after a reorg, a replacement): its wait starts over, and
+            # which attempt is mined is asked again.
             batch.nonce_used_since = None
+            batch.receipt = None
         batch.latest_hash, batch.tx_hashes = row["tx_hash"], list(row["tx_hashes"])
         current[row["id"]] = batch
     return current
 
 
 async def read_round(rpc: JsonRpc, batches: list[Watched], confirmations: int) -> Round:
-    """One JSON-RPC batch for the head, each wallet's mined nonce and every attempt's receipt."""
+    """One JSON-RPC batch for the head, each wallet's mined nonce, every attempt's receipt and, for a
+    batch whose receipt is kept, its block's header instead."""
+    kept = [(batch, batch.receipt) for batch in batches if batch.receipt is not None]
     # Latest attempt first: after a fee bump, that is the one most likely mined.
-    asked = [(batch, tx_hash) for batch in batches for tx_hash in reversed(batch.tx_hashes)]
+    asked = [
+        (batch, tx_hash)
+        for batch in batches
+        if batch.receipt is None
+        for tx_hash in reversed(batch.tx_hashes)
+    ]
     wallets = sorted({batch.wallet for batch in batches})
+    kept_blocks = sorted({_block_number(receipt) for _, receipt in kept})
     head_hex, *answers = await rpc.batch_settled(
         [("eth_blockNumber", [])]
         + [("eth_getTransactionCount", [wallet, "latest"]) for wallet in wallets]
+        + [("eth_getBlockByNumber", [hex(n), False]) for n in kept_blocks]
         + [("eth_getTransactionReceipt", [tx_hash]) for _, tx_hash in asked]
     )
     counts, answers = answers[: len(wallets)], answers[len(wallets) :]
+    blocks, answers = answers[: len(kept_blocks)], answers[len(kept_blocks) :]
     if failed := next((a for a in [head_hex, *counts] if isinstance(a, RpcError)), None):
         raise failed
     head = int(head_hex, 16)
@@ -87,19 +108,37 @@ async def read_round(rpc: JsonRpc, batches: list[Watched], confirmations: int) -
         set(),
     )
     failed_calls: set[int] = set()
+    hashes = {n: block for n, block in zip(kept_blocks, blocks, strict=True)}
+    for batch, receipt in kept:
+        number = _block_number(receipt)
+        block = hashes[number]
+        if isinstance(block, RpcError):
+            failed_calls.add(batch.id)
+        elif isinstance(block, dict) and block.get("hash") == receipt["blockHash"]:
+            found.receipts[batch.id] = receipt
+            found.canonical[number] = block["hash"]
+        else:
+            found.reorged[batch.id] = number
+            batch.receipt = None
+            failed_calls.add(batch.id)  # nothing to conclude until its attempts are read again
     for (batch, _), receipt in zip(asked, answers, strict=True):
         if isinstance(receipt, RpcError):
             failed_calls.add(batch.id)
-        elif receipt is not None:
-            found.receipts.setdefault(batch.id, receipt)
+        elif receipt is not None and batch.id not in found.receipts:
+            found.receipts[batch.id] = batch.receipt = receipt
     found.unanswered = failed_calls - set(found.receipts)
     found.deep = {
         batch_id: receipt
         for batch_id, receipt in found.receipts.items()
-        if head - int(receipt["blockNumber"], 16) + 1 >= confirmations
+        if head - _block_number(receipt) + 1 >= confirmations
     }
-    found.canonical = await block_hashes(rpc, {int(r["blockNumber"], 16) for r in found.deep.values()})
+    unknown = {_block_number(r) for r in found.deep.values()} - set(found.canonical)
+    found.canonical.update(await block_hashes(rpc, unknown))
     return found
+
+
+def _block_number(receipt: dict) -> int:
+    return int(receipt["blockNumber"], 16)
 
 
 async def block_hashes(rpc: JsonRpc, numbers: set[int]) -> dict[int, str | None]:

@@ -111,6 +111,9 @@ class Confirmer:
         seen = await watching.read_round(self.rpc, batches, self.tuning.confirmations)
         metrics.HEAD.set(seen.head)
         self._checked_at = None if seen.unanswered else seen.head
+        for batch_id, number in seen.reorged.items():
+            metrics.REORGS.inc()
+            log.warning("batch %d: block %d reorged away; reading its attempts again", batch_id, number)
         for batch in batches:
             if batch.id in seen.unanswered:
                 # Not known yet: without its receipt, a used nonce would look taken by a stranger.

@@ -64,12 +64,12 @@ SELECT u.i, r.* FROM (
 """
 
 
+_DEBITED = [name for name, _ in PARAMETERS].index("debited")
+
+
 @dataclass(frozen=True)
 class Call:
     """One request's intake_enqueue arguments, in PARAMETERS' order (`debited` a list or None)."""
-
-    # Where `debited` sits in `arguments`.
-    DEBITED = [name for name, _ in PARAMETERS].index("debited")
 
     arguments: tuple[Any, ...]
 
@@ -80,7 +80,7 @@ class Call:
 class Enqueuer:
     """intake_enqueue for concurrent requests, each answered with its own rows."""
 
-    def __init__(self, pool: asyncpg.Pool, window_seconds: float = 0.002, max_requests: int = 64) -> None:
+    def __init__(self, pool: asyncpg.Pool, window_seconds: float = 0.002, max_requests: int = 32) -> None:
         self.pool = pool
         self._batches: Coalescing[Call] = Coalescing(
             self._send, _never_raised, window_seconds, max_requests, "enqueue-batch"
@@ -113,10 +113,10 @@ class Enqueuer:
                 log.info("a batch of %d requests failed (%s); each runs alone", len(calls), exc)
             else:
                 metrics.ENQUEUE_BATCH_SIZE.observe(len(calls))
-                answers: list[list[asyncpg.Record] | BaseException] = [[] for _ in calls]
+                grouped: list[list[asyncpg.Record]] = [[] for _ in calls]
                 for row in rows:
-                    answers[row["i"] - 1].append(row)  # type: ignore[union-attr]
-                return answers
+                    grouped[row["i"] - 1].append(row)
+                return [*grouped]
         return await asyncio.gather(*(self._alone(call) for call in calls), return_exceptions=True)
 
     async def _alone(self, call: Call) -> list[asyncpg.Record]:
@@ -125,7 +125,7 @@ class Enqueuer:
 
 def _columns(calls: Sequence[Call]) -> list[list[Any]]:
     columns = [list(column) for column in zip(*(call.arguments for call in calls), strict=True)]
-    columns[Call.DEBITED] = [None if nonces is None else ",".join(nonces) for nonces in columns[Call.DEBITED]]
+    columns[_DEBITED] = [None if nonces is None else ",".join(nonces) for nonces in columns[_DEBITED]]
     return columns
 
 

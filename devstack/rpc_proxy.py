@@ -57,6 +57,8 @@ class RpcProxy(Server):
         # Every Kth call of `failing_method` answers a JSON-RPC internal error (a flaky backend).
         self.failing_method: str | None = None
         self.fail_every = 1
+        # Calls of failing_method seen, one by one (`calls` counts a whole request's calls at once).
+        self._failing_calls = 0
         # A replica one block behind: the head, the latest block and the latest block's receipts.
         self.lagging = False
         # eth_getBlockByNumber of a numbered block is answered from a cache kept forever, as a
@@ -213,7 +215,9 @@ class RpcProxy(Server):
     async def _local_answer(self, call: dict[str, Any]) -> dict[str, Any] | None:
         """An answer the proxy makes up for `call`, or None to forward it."""
         method, params, call_id = call.get("method"), call.get("params") or [], call.get("id")
-        if method == self.failing_method and _every(self.fail_every, self.calls[method]):
+        if method == self.failing_method:
+            self._failing_calls += 1
+        if method == self.failing_method and _every(self.fail_every, self._failing_calls):
             self.refused["failing_method"] += 1
             return _error(call_id, -32603, "internal error")
         if method == "eth_getLogs" and self.max_log_range is not None and params:

@@ -87,8 +87,8 @@ class Confirmer:
                         self._checked_at = None
                     metrics.WATCHED.set(len(self.watched))
                     next_reload = now + self.settings.reload_seconds
-                if self.watched and await self._new_block():
-                    await self.check_all()
+                if self.watched and (head := await self._new_block()) is not None:
+                    await self.check_all(head)
                 if now >= next_finality:
                     next_finality = now + self.settings.finality_check_seconds
                     if await self.finality.check():
@@ -98,19 +98,21 @@ class Confirmer:
                 self._checked_at = None
             await pause(self._reload_now, self.settings.poll_interval_seconds)
 
-    async def _new_block(self) -> bool:
-        """Whether there is anything new to look at: a block since the last round, or a change."""
-        return (
-            self._checked_at is None
-            or int(await self.rpc.call("eth_blockNumber", []), 16) != self._checked_at
-        )
+    async def _new_block(self) -> int | None:
+        """The head, when there is anything new to look at (a block since the last round, or a
+        change); None when there is not."""
+        head = int(await self.rpc.call("eth_blockNumber", []), 16)
+        return head if self._checked_at is None or head != self._checked_at else None
 
-    async def check_all(self) -> None:
-        """One JSON-RPC round for every watched batch, then act on each."""
+    async def check_all(self, head_before: int) -> None:
+        """One JSON-RPC round for every watched batch, then act on each. `head_before`, read before
+        the round, is what counts as checked: the round's own head may be newer than its receipts (a
+        batch split for the provider's cap, or one part retried after a 429, is answered in parts), and
+        a block mined in between must still make the next poll look again."""
         batches = list(self.watched.values())
         seen = await watching.read_round(self.rpc, batches, self.tuning.confirmations)
         metrics.HEAD.set(seen.head)
-        self._checked_at = None if seen.unanswered else seen.head
+        self._checked_at = None if seen.unanswered else min(head_before, seen.head)
         for batch_id, number in seen.reorged.items():
             metrics.REORGS.inc()
             log.warning("batch %d: block %d reorged away; reading its attempts again", batch_id, number)

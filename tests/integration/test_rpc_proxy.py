@@ -172,6 +172,16 @@ async def test_retry_after_is_honoured_and_the_attempts_are_bounded(proxy, sessi
     assert proxy.refused["503"] == 3
 
 
+async def test_every_kth_call_of_the_failing_method_fails_within_one_batch_too(proxy, session):
+    """Counted call by call: of four in one JSON-RPC batch, the second and the fourth fail (counted by
+    request, all four would share one count and fail or pass together)."""
+    proxy.failing_method, proxy.fail_every = "eth_chainId", 2
+    rpc = JsonRpc(proxy.url, session)
+    answers = await rpc.batch_settled([("eth_chainId", [])] * 4)
+    assert [isinstance(a, RpcError) for a in answers] == [False, True, False, True]
+    assert proxy.refused["failing_method"] == 2
+
+
 async def test_one_failed_call_leaves_the_others_results(proxy, session, anvil):
     mine(anvil, 30)
     proxy.max_log_range = 10

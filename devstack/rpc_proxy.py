@@ -217,9 +217,9 @@ class RpcProxy(Server):
         method, params, call_id = call.get("method"), call.get("params") or [], call.get("id")
         if method == self.failing_method:
             self._failing_calls += 1
-        if method == self.failing_method and _every(self.fail_every, self._failing_calls):
-            self.refused["failing_method"] += 1
-            return _error(call_id, -32603, "internal error")
+            if _every(self.fail_every, self._failing_calls):
+                self.refused["failing_method"] += 1
+                return _error(call_id, -32603, "internal error")
         if method == "eth_getLogs" and self.max_log_range is not None and params:
             span = await self._log_span(params[0])
             if span is not None and span > self.max_log_range:

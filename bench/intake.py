@@ -17,7 +17,6 @@ starts them too). With `--intake URL` it posts to a running intake instead (`mak
 
 import argparse
 import asyncio
-import collections
 import contextlib
 import os
 import signal
@@ -29,7 +28,6 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import aiohttp
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -37,6 +35,7 @@ from web3 import HTTPProvider, Web3
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.posting import Posted, post_all  # noqa: E402
 from devstack.anvil import DEV_KEYS, Anvil  # noqa: E402
 from devstack.deploy import FUND_CHUNK, deploy_dev  # noqa: E402
 from devstack.ports import free_port  # noqa: E402
@@ -61,26 +60,21 @@ def percentile(values: list[float], share: float) -> float:
 @dataclass
 class Run:
     label: str
-    seconds: float = 0.0
-    latencies: list[float] = field(default_factory=list)
-    statuses: collections.Counter[str] = field(default_factory=collections.Counter)
+    posted: Posted = field(default_factory=Posted)
     # POST /mint answers by worker, from the workers' metrics files (several workers only).
     per_worker: list[int] = field(default_factory=list)
 
-    @property
-    def accepted(self) -> int:
-        return self.statuses["202"] + self.statuses["200"]
-
     def lines(self) -> list[str]:
-        refused = {k: v for k, v in self.statuses.items() if k not in ("200", "202")}
-        ms = [latency * 1000 for latency in self.latencies]
+        posted = self.posted
+        accepted = len(posted.ids)
+        ms = [latency * 1000 for latency in posted.latencies]
         return [
-            f"{self.accepted / self.seconds:.0f}",
+            f"{accepted / posted.seconds:.0f}",
             f"{percentile(ms, 0.5):.1f} ms",
             f"{percentile(ms, 0.99):.1f} ms",
             f"{max(ms):.1f} ms",
-            f"{self.accepted} of {len(self.latencies)}",
-            ", ".join(f"{k}: {v}" for k, v in sorted(refused.items())) or "none",
+            f"{accepted} of {len(posted.latencies)}",
+            ", ".join(f"{k}: {v}" for k, v in sorted(posted.refused.items())) or "none",
             " / ".join(str(n) for n in self.per_worker) or "-",
         ]
 
@@ -106,34 +100,6 @@ def fund(w3: Web3, deployment: Deployment, count: int, amount: int) -> list[Loca
 def signed_mints(w3: Web3, deployment: Deployment, count: int, per_payer: int) -> list[SignedMint]:
     payers = fund(w3, deployment, -(-count // per_payer), per_payer * deployment.price)
     return sign_mints(payers, deployment, per_payer, VALID_FOR)[:count]
-
-
-async def post_all(url: str, mints: list[SignedMint], concurrency: int, run: Run) -> None:
-    """`concurrency` clients, each on its own kept-alive connection, posting until none are left."""
-    todo = list(reversed(mints))
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    timeout = aiohttp.ClientTimeout(total=60)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-
-        async def client() -> None:
-            while todo:
-                mint = todo.pop()
-                headers = {"Idempotency-Key": mint.idempotency_key, **mint.request.get("headers", {})}
-                started = time.perf_counter()
-                try:
-                    async with session.post(f"{url}/mint", json=mint.request["json"], headers=headers) as r:
-                        body = await r.json(content_type=None)
-                        status = (
-                            str(r.status) if r.status in (200, 202) else f"{r.status} {body.get('error')}"
-                        )
-                except (aiohttp.ClientError, TimeoutError) as exc:
-                    status = f"connection ({type(exc).__name__})"
-                run.latencies.append(time.perf_counter() - started)
-                run.statuses[status] += 1
-
-        started = time.perf_counter()
-        await asyncio.gather(*(client() for _ in range(concurrency)))
-        run.seconds = time.perf_counter() - started
 
 
 def mint_answers_by_worker(metrics_dir: Path) -> dict[str, int]:
@@ -246,11 +212,11 @@ async def own_system(args: argparse.Namespace) -> list[Run]:
             log_path = Path(tmp) / f"intake-{workers}.log"
             intake = intake_process(env, workers, log_path, args.checkout)
             with pipeline(env, Path(tmp), args.pipeline), intake as url:
-                await post_all(url, warm_up, args.concurrency, Run("warm-up"))
+                await post_all(url, warm_up, args.concurrency)
                 print(f"INTAKE_WORKERS={workers}: posting ...", file=sys.stderr)
                 run = Run(f"INTAKE_WORKERS={workers}")
                 before = mint_answers_by_worker(log_path.with_suffix(".metrics"))
-                await post_all(url, mints, args.concurrency, run)
+                run.posted = await post_all(url, mints, args.concurrency)
                 after = mint_answers_by_worker(log_path.with_suffix(".metrics"))
                 answered = [n - before.get(pid, 0) for pid, n in after.items()]
                 run.per_worker = sorted(answered, reverse=True) if workers > 1 else []
@@ -265,7 +231,7 @@ async def running_system(args: argparse.Namespace) -> list[Run]:
     print(f"funding payers and signing {args.count} mints ...", file=sys.stderr)
     mints = signed_mints(w3, deployment, args.count, args.per_payer)
     run = Run(f"running intake {args.intake}")
-    await post_all(args.intake, mints, args.concurrency, run)
+    run.posted = await post_all(args.intake, mints, args.concurrency)
     return [run]
 
 

@@ -167,10 +167,9 @@ def _new_request(
 async def _announce(app: web.Application, stream: str, event: BaseEvent, request_id: str) -> None:
     settings = app[SETTINGS]
     try:
-        await asyncio.wait_for(
-            publish(app[PUBLISHER], settings.keys.stream(stream), event),
-            timeout=PUBLISH_TIMEOUT,
-        )
+        # A timeout scope, not wait_for: that would start a task of its own for every request.
+        async with asyncio.timeout(PUBLISH_TIMEOUT):
+            await publish(app[PUBLISHER], settings.keys.stream(stream), event)
     except Exception as exc:
         # Committed is what counts: the replay loop or the stale sweep publishes it later.
         metrics.PUBLISH_FAILURES.inc()

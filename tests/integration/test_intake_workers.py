@@ -225,7 +225,12 @@ async def test_racing_across_workers_one_row_and_one_mint_per_payment(
 async def test_the_live_stream_cap_counts_every_workers_streams(
     services: Callable[..., ServiceProcess], tmp_path: Path
 ) -> None:
-    intake, url = await start_workers(services, tmp_path / "metrics", INTAKE_LIVE_MAX_STREAMS="2")
+    # A stream the client closed holds its place until its worker's next poll notices: polled every
+    # 0.1 s and probed every 0.3 s below, a probe's own stream is gone before the next probe (with the
+    # default 1 s, each probe's stream kept the place the next one asked for, and it never got two).
+    intake, url = await start_workers(
+        services, tmp_path / "metrics", INTAKE_LIVE_MAX_STREAMS="2", INTAKE_LIVE_POLL_SECONDS="0.1"
+    )
     assert intake.proc is not None
     workers = await wait_workers(intake.proc.pid, 2)
     async with fresh_connections() as session:
@@ -253,6 +258,6 @@ async def test_the_live_stream_cap_counts_every_workers_streams(
             for response in again:
                 response.close()
             assert time.monotonic() < deadline, "the dead workers' streams still hold their places"
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(0.3)
         for response in again:
             response.close()

@@ -156,9 +156,9 @@ async def run_mintline(
     async with deployed(shared, config.name, Anvil(block_time=1, **config.anvil), config.batcher) as system:
         mints = prepare(system, count)
         url = await system.start_intake()
-        system.start("confirmer")
+        await system.start_ready("confirmer")
         if not config.backlog_first:
-            system.start("batcher")
+            await system.start_ready("batcher")
         pool = await asyncpg.create_pool(system.database_url, min_size=1, max_size=2)
         try:
             async with watching(system) as (watch, _):

@@ -122,6 +122,21 @@ class Deployed:
                 await asyncio.sleep(0.2)
         raise RuntimeError(f"intake did not become healthy:\n{process.log_tail()}")
 
+    async def start_ready(self, service: str) -> ServiceProcess:
+        """The batcher or confirmer as a process, once its /health answers 200: posting while it still
+        imports and connects would measure its start-up on the cores intake needs, not the run."""
+        process = self.start(service)
+        url = f"http://127.0.0.1:{self.env[f'{service.upper()}_METRICS_PORT']}/health"
+        deadline = time.monotonic() + 60
+        async with aiohttp.ClientSession() as session:
+            while time.monotonic() < deadline and process.proc.poll() is None:
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with session.get(url) as response:
+                        if response.status == 200:
+                            return process
+                await asyncio.sleep(0.2)
+        raise RuntimeError(f"{service} did not become healthy:\n{process.log_tail()}")
+
     def stop(self) -> None:
         for process in self.processes:
             process.stop()

@@ -84,13 +84,13 @@ def serialised(url: str, mint: SignedMint) -> bytes:
 async def post_all(url: str, mints: Sequence[SignedMint], concurrency: int) -> Posted:
     """Every mint posted once by `concurrency` clients, each on its own kept-alive connection; a
     refusal is counted, not retried."""
-    parts = urlsplit(url)
-    assert parts.hostname is not None and parts.port is not None
+    host, port = urlsplit(url).hostname, urlsplit(url).port
+    assert host is not None and port is not None
     todo = [serialised(url, mint) for mint in reversed(mints)]
     posted = Posted()
 
     async def client() -> None:
-        connection = Client(parts.hostname, parts.port)
+        connection = Client(host, port)
         try:
             while todo:
                 request = todo.pop()

@@ -12,7 +12,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -83,6 +83,20 @@ class ServiceProcess:
         return log_tail(self.log_path, lines)
 
 
+async def healthy(process: ServiceProcess, url: str, ready: Callable[[], bool] = lambda: True) -> None:
+    """Once `url` answers 200 and `ready()` holds; raises with the log's tail if the process ends or
+    a minute passes first."""
+    deadline = time.monotonic() + 60
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < deadline and process.proc.poll() is None:
+            with contextlib.suppress(aiohttp.ClientError):
+                async with session.get(url) as response:
+                    if response.status == 200 and ready():
+                        return
+            await asyncio.sleep(0.2)
+    raise RuntimeError(f"{process.name} did not become healthy:\n{process.log_tail()}")
+
+
 @dataclass
 class Deployed:
     """One configuration's chain, contracts, database and services."""
@@ -112,30 +126,15 @@ class Deployed:
         process = self.start("intake", **extra)
         url = f"http://127.0.0.1:{self.env['INTAKE_PORT']}"
         workers = int({**os.environ, **self.env, **extra}.get("INTAKE_WORKERS", os.cpu_count() or 1))
-        deadline = time.monotonic() + 60
-        async with aiohttp.ClientSession() as session:
-            while time.monotonic() < deadline and process.proc.poll() is None:
-                with contextlib.suppress(aiohttp.ClientError):
-                    async with session.get(f"{url}/health") as response:
-                        if response.status == 200 and process.listening() >= workers:
-                            return url
-                await asyncio.sleep(0.2)
-        raise RuntimeError(f"intake did not become healthy:\n{process.log_tail()}")
+        await healthy(process, f"{url}/health", lambda: process.listening() >= workers)
+        return url
 
     async def start_ready(self, service: str) -> ServiceProcess:
         """The batcher or confirmer as a process, once its /health answers 200: posting while it still
         imports and connects would measure its start-up on the cores intake needs, not the run."""
         process = self.start(service)
-        url = f"http://127.0.0.1:{self.env[f'{service.upper()}_METRICS_PORT']}/health"
-        deadline = time.monotonic() + 60
-        async with aiohttp.ClientSession() as session:
-            while time.monotonic() < deadline and process.proc.poll() is None:
-                with contextlib.suppress(aiohttp.ClientError):
-                    async with session.get(url) as response:
-                        if response.status == 200:
-                            return process
-                await asyncio.sleep(0.2)
-        raise RuntimeError(f"{service} did not become healthy:\n{process.log_tail()}")
+        await healthy(process, f"http://127.0.0.1:{self.env[f'{service.upper()}_METRICS_PORT']}/health")
+        return process
 
     def stop(self) -> None:
         for process in self.processes:

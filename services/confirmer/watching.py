@@ -1,8 +1,10 @@
 """Which batches are watched, and what one JSON-RPC round says about them.
 
 PostgreSQL says what is watched (every batch in `signed` / `sent`, with all of its attempts); one
-settled JSON-RPC batch per round asks the head, each wallet's mined nonce and every attempt's receipt,
-so one failed call costs only the batch it was about.
+settled JSON-RPC batch per round asks each wallet's mined nonce and every attempt's receipt, so one
+failed call costs only the batch it was about. The round's head is the one read before it: a round split
+for the provider's batch cap, or a part retried after a 429, is answered in parts, and its receipts may
+be newer than any head read within it, but never older than the head read before.
 
 A receipt, once read, is kept with its batch: while the block at its height keeps its hash, the
 receipt is the same, so later rounds ask for that block's header instead (a full batch's receipt is
@@ -77,9 +79,9 @@ async def open_batches(pool: asyncpg.Pool, known: dict[int, Watched]) -> dict[in
     return current
 
 
-async def read_round(rpc: JsonRpc, batches: list[Watched], confirmations: int) -> Round:
-    """One JSON-RPC batch for the head, each wallet's mined nonce, every attempt's receipt and, for a
-    batch whose receipt is kept, its block's header instead."""
+async def read_round(rpc: JsonRpc, batches: list[Watched], confirmations: int, head: int) -> Round:
+    """One JSON-RPC batch for each wallet's mined nonce, every attempt's receipt and, for a batch whose
+    receipt is kept, its block's header instead; `head` was read before it."""
     kept = [(batch, batch.receipt) for batch in batches if batch.receipt is not None]
     # Latest attempt first: after a fee bump, that is the one most likely mined.
     asked = [
@@ -90,17 +92,15 @@ async def read_round(rpc: JsonRpc, batches: list[Watched], confirmations: int) -
     ]
     wallets = sorted({batch.wallet for batch in batches})
     kept_blocks = sorted({_block_number(receipt) for _, receipt in kept})
-    head_hex, *answers = await rpc.batch_settled(
-        [("eth_blockNumber", [])]
-        + [("eth_getTransactionCount", [wallet, "latest"]) for wallet in wallets]
+    answers = await rpc.batch_settled(
+        [("eth_getTransactionCount", [wallet, "latest"]) for wallet in wallets]
         + [("eth_getBlockByNumber", [hex(n), False]) for n in kept_blocks]
         + [("eth_getTransactionReceipt", [tx_hash]) for _, tx_hash in asked]
     )
     counts, answers = answers[: len(wallets)], answers[len(wallets) :]
     blocks, answers = answers[: len(kept_blocks)], answers[len(kept_blocks) :]
-    if failed := next((a for a in [head_hex, *counts] if isinstance(a, RpcError)), None):
+    if failed := next((a for a in counts if isinstance(a, RpcError)), None):
         raise failed
-    head = int(head_hex, 16)
     found = Round(
         head,
         {wallet: int(count, 16) for wallet, count in zip(wallets, counts, strict=True)},

@@ -104,15 +104,13 @@ class Confirmer:
         head = int(await self.rpc.call("eth_blockNumber", []), 16)
         return head if self._checked_at is None or head != self._checked_at else None
 
-    async def check_all(self, head_before: int) -> None:
-        """One JSON-RPC round for every watched batch, then act on each. `head_before`, read before
-        the round, is what counts as checked: the round's own head may be newer than its receipts (a
-        batch split for the provider's cap, or one part retried after a 429, is answered in parts), and
-        a block mined in between must still make the next poll look again."""
+    async def check_all(self, head: int) -> None:
+        """One JSON-RPC round for every watched batch at `head` (read just before), then act on each.
+        A block mined during the round is newer than `head`, so the next poll looks again."""
         batches = list(self.watched.values())
-        seen = await watching.read_round(self.rpc, batches, self.tuning.confirmations)
-        metrics.HEAD.set(seen.head)
-        self._checked_at = None if seen.unanswered else min(head_before, seen.head)
+        seen = await watching.read_round(self.rpc, batches, self.tuning.confirmations, head)
+        metrics.HEAD.set(head)
+        self._checked_at = None if seen.unanswered else head
         for batch_id, number in seen.reorged.items():
             metrics.REORGS.inc()
             log.warning("batch %d: block %d reorged away; reading its attempts again", batch_id, number)

@@ -4,10 +4,13 @@ kept while its block keeps its hash."""
 
 import asyncio
 
+import aiohttp
 from web3 import HTTPProvider, Web3
 
 from devstack.rpc_proxy import RpcProxy
 from services.batcher.batching import Waiting
+from services.confirmer import watching
+from shared.jsonrpc import JsonRpc
 from tests.integration.test_batcher_confirmer import enqueue, logged, wait_for
 from tests.support.batcher import in_process_batcher
 from tests.support.chaos import until
@@ -36,6 +39,25 @@ async def test_receipts_are_read_once_per_block_not_once_per_poll(
                 break
             await asyncio.sleep(0.1)
         assert proxy.calls["eth_getTransactionReceipt"] == before[0] + 1
+
+
+async def test_a_round_is_read_at_the_head_read_before_it_and_asks_for_no_head_of_its_own(
+    env, pg_pool, redis_client, deployment, fund_payers, anvil
+):
+    """The poll's own eth_blockNumber is the round's head: the round asks the nonces and receipts only."""
+    ids = await enqueue(
+        pg_pool, redis_client, env["MINTLINE_NAMESPACE"], deployment, fund_payers(2), publish=False
+    )
+    async with in_process_batcher(pg_pool, redis_client) as batcher:
+        assert await batcher.store.store([Waiting(i, "token", 2**62, 0.0) for i in ids]) is not None
+    watched = list((await watching.open_batches(pg_pool, {})).values())
+    head = Web3(HTTPProvider(anvil.rpc_url)).eth.block_number
+    with RpcProxy(anvil.rpc_url) as proxy:
+        async with aiohttp.ClientSession() as session:
+            seen = await watching.read_round(JsonRpc(proxy.url, session), watched, 1, head)
+    assert (seen.head, seen.receipts, seen.unanswered) == (head, {}, set())
+    assert proxy.calls["eth_blockNumber"] == 0
+    assert proxy.calls["eth_getTransactionReceipt"] == 1 and proxy.calls["eth_getTransactionCount"] == 1
 
 
 async def test_a_receipt_is_read_once_and_its_block_watched_until_deep_even_through_a_reorg(

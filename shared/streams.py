@@ -146,6 +146,12 @@ class Consumer:
             log.warning("consumer group %s on %s is gone; recreating it", self.group, self.stream)
             await self.start()
             return []
+        if (task := asyncio.current_task()) is not None and task.cancelling():
+            # redis-py 8.1 now and then answers a read cancelled mid-BLOCK with an empty reply instead
+            # of raising: the task group or timeout that cancelled this task must still end it (a CI
+            # run saw a batcher that lost its wallet lock read on for ever, never back to standby).
+            # Whatever the read delivered stays pending for this group, reclaimed as any other.
+            raise asyncio.CancelledError
         entries = reply[0][1] if reply else []
         return await self._decode(entries)
 

@@ -41,7 +41,7 @@ from services.batcher.settings import BatcherSettings
 from services.batcher.spending import Spending
 from services.batcher.store import BatchStore
 from services.batcher.unsendable import Misconfigured, Unsendable
-from shared import keys, loops
+from shared import keys
 from shared.events import MintRequested
 from shared.jsonrpc import JsonRpc
 from shared.streams import Consumer, Message
@@ -161,12 +161,10 @@ class Batcher:
             try:
                 if not await recovery.recover_when_reachable(self, stop):
                     return
-                await loops.together(
-                    stop,
-                    self._batch_loop,
-                    lambda until: self.stuck.consume(self.replacer.on_stuck, until),
-                    lambda until: maintenance.run(self, until),
-                )
+                async with asyncio.TaskGroup() as tasks:
+                    tasks.create_task(self._batch_loop(stop))
+                    tasks.create_task(self.stuck.consume(self.replacer.on_stuck, stop))
+                    tasks.create_task(maintenance.run(self, stop))
             except* LockLost as lost:
                 log.error("%s: back to standby", lost.exceptions[0])
             finally:

@@ -66,9 +66,8 @@ class Client:
             self._reader = self._writer = None
 
 
-def serialised(url: str, mint: SignedMint) -> bytes:
+def serialised(netloc: str, mint: SignedMint) -> bytes:
     """POST /mint with the mint's body, payment headers and Idempotency-Key, as bytes on the wire."""
-    netloc = urlsplit(url).netloc
     body = json.dumps(mint.request["json"]).encode()
     headers = {
         "Host": netloc,
@@ -84,9 +83,10 @@ def serialised(url: str, mint: SignedMint) -> bytes:
 async def post_all(url: str, mints: Sequence[SignedMint], concurrency: int) -> Posted:
     """Every mint posted once by `concurrency` clients, each on its own kept-alive connection; a
     refusal is counted, not retried."""
-    host, port = urlsplit(url).hostname, urlsplit(url).port
+    parts = urlsplit(url)
+    host, port = parts.hostname, parts.port
     assert host is not None and port is not None
-    todo = [serialised(url, mint) for mint in reversed(mints)]
+    todo = [serialised(parts.netloc, mint) for mint in reversed(mints)]
     posted = Posted()
 
     async def client() -> None:
